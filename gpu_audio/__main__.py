@@ -1,0 +1,3 @@
+from gpu_audio.cli import main
+
+raise SystemExit(main())

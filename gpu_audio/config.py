@@ -1,0 +1,161 @@
+"""Settings, read from the environment when an app factory asks, never at import.
+
+Keys are hashed as soon as they are read: a settings object can be logged or
+printed without leaking one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+def _bool(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _int(env, name, default, minimum=0):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _float(env, name, default, minimum=0.0):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _list(env, name):
+    raw = env.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def hash_key(key: str) -> bytes:
+    """The form a key is kept and compared in (bytes, fixed length)."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
+def read_api_keys(env) -> tuple[bytes, ...]:
+    """Hashes of the keys in TTS_API_KEY (comma-separated) and TTS_API_KEY_FILE."""
+    keys = list(_list(env, "TTS_API_KEY"))
+    path = env.get("TTS_API_KEY_FILE")
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"TTS_API_KEY_FILE {path!r} cannot be read: {exc.strerror}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return tuple(dict.fromkeys(hash_key(k) for k in keys))
+
+
+def default_activity_dir(env) -> str:
+    base = env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, "gpu-audio")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every server reads: auth, CORS, limits, the lane, where state lives."""
+
+    api_key_hashes: tuple[bytes, ...] = field(default=(), repr=False)
+    allow_no_auth: bool = False
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 256 * 2**20
+    engine: str = ""
+    models_dir: str | None = None
+    activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ))
+    load_in_background: bool = True
+    max_queue: int = 1000
+    max_batch: int = 16
+    batch_wait_ms: int = 20
+    request_deadline_s: float = 3 * 3600.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_key_hashes)
+
+    @classmethod
+    def common_from_env(cls, env) -> dict:
+        return dict(
+            api_key_hashes=read_api_keys(env),
+            allow_no_auth=_bool(env, "ALLOW_NO_AUTH", False),
+            cors_origins=_list(env, "CORS_ORIGINS"),
+            max_body_bytes=_int(env, "MAX_BODY_MB", 256, minimum=1) * 2**20,
+            models_dir=env.get("MODELS_DIR") or None,
+            activity_dir=env.get("ACTIVITY_DIR") or default_activity_dir(env),
+            max_queue=_int(env, "MAX_QUEUE", 1000, minimum=1),
+            max_batch=_int(env, "MAX_BATCH", 16, minimum=1),
+            batch_wait_ms=_int(env, "BATCH_WAIT_MS", 20),
+            request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3 * 3600.0, minimum=1.0),
+        )
+
+    def replace(self, **changes):
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return type(self)(**values)
+
+
+@dataclass(frozen=True)
+class TTSSettings(ServerSettings):
+    """TTS server settings (DESIGN.md's table)."""
+
+    engine: str = "qwen"
+    model: str = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
+    speaker: str = "Aiden"
+    language: str = "English"
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    attn_implementation: str = "sdpa"
+    max_new_tokens: int | None = None
+    max_texts: int = 500
+    max_text_chars: int = 5000
+    clean_text: bool = True
+    output_rate: int = 24000
+
+    @classmethod
+    def from_env(cls, env=None) -> "TTSSettings":
+        env = os.environ if env is None else env
+        engine = (env.get("TTS_ENGINE") or "qwen").strip().lower()
+        return cls(
+            **cls.common_from_env(env),
+            engine=engine,
+            model=env.get("TTS_MODEL") or cls.model,
+            speaker=env.get("TTS_SPEAKER") or cls.speaker,
+            language=env.get("TTS_LANGUAGE") or cls.language,
+            device=env.get("TTS_DEVICE") or cls.device,
+            dtype=env.get("TTS_DTYPE") or cls.dtype,
+            attn_implementation=env.get("TTS_ATTN_IMPLEMENTATION") or cls.attn_implementation,
+            max_new_tokens=_int(env, "TTS_MAX_NEW_TOKENS", 0, minimum=0) or None,
+            max_texts=_int(env, "MAX_TEXTS", 500, minimum=1),
+            max_text_chars=_int(env, "MAX_TEXT_CHARS", 5000, minimum=1),
+            clean_text=_bool(env, "TTS_CLEAN_TEXT", True),
+        )

@@ -1,0 +1,76 @@
+"""gunicorn settings shared by the TTS server, the WhisperX server and the proxy.
+
+One worker process per server (one copy of the model in GPU memory), gthread so
+``/health`` answers while a long batch runs, no preload (CUDA does not survive
+a fork: the model loads inside the worker). ``--bind`` on the command line wins
+over the default bind worked out here.
+"""
+import os
+import sys
+
+from gpu_audio.server.auth import check_bind_allowed
+
+_DEFAULT_PORTS = (("whisperx_server", "WHISPERX_PORT", 5001), ("proxy", "PROXY_PORT", 8080),
+                  ("tts", "TTS_PORT", 5000))
+
+
+def _default_bind():
+    argv = " ".join(sys.argv[1:])
+    host = os.environ.get("BIND_HOST", "127.0.0.1")
+    for module, variable, port in _DEFAULT_PORTS:
+        if f"{module}.app" in argv or f"{module}:" in argv:
+            return f"{host}:{os.environ.get(variable, port)}"
+    return f"{host}:{os.environ.get('TTS_PORT', 5000)}"
+
+
+bind = [_default_bind()]
+workers = 1
+worker_class = "gthread"
+# Request threads: they wait on the GPU lane, so more threads means more
+# requests queued (bounded by MAX_QUEUE), not more GPU work at once.
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+preload_app = False
+# The worker's heartbeat comes from its main loop, not from request threads, so
+# a 30-minute batch does not trip it; this only catches a wedged worker. It is
+# generous because the first request may wait on a model still loading.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
+# On SIGTERM: stop accepting, let in-flight requests finish for this long.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "600"))
+# Longer than a cloud load balancer's idle timeout (60 s), so it closes first.
+keepalive = 75
+limit_request_line = 8190
+# gunicorn >= 25 opens a control socket at one fixed path per user; the servers
+# on a host would fight over it, and nothing here uses gunicornc.
+control_socket_disable = True
+
+accesslog = "-"
+# %(U)s is the path without the query string: a key wrongly put in a URL never
+# reaches the log. Headers are never logged.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": loglevel.upper(), "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+        "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"},
+        "access": {"format": "%(message)s"},
+    },
+}
+
+
+def on_starting(server):
+    """Refuse a keyless server on a non-loopback address (see auth.check_bind_allowed)."""
+    from gpu_audio.config import ServerSettings
+
+    settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
+    check_bind_allowed(server.cfg.bind or [], settings)

@@ -1,0 +1,1 @@
+"""Plumbing both Flask apps share: auth, errors, activity, health, the lane."""

@@ -1,0 +1,88 @@
+"""Engine lifecycle: pick by name, load off the request path, report the state.
+
+The model loads in a background thread of the worker, so gunicorn's heartbeat,
+``/health`` and ``/ready`` answer while a multi-GB checkpoint is read. A failed
+load is reported (``/health`` status "error", 503 on model routes), never
+replaced by another engine.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+
+from gpu_audio.config import ConfigError
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_LOADING_S = 10
+
+
+def resolve_engine(table: dict, name: str, variable: str):
+    """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
+    target = table.get((name or "").strip().lower())
+    if target is None:
+        raise ConfigError(f"{variable} must be one of {', '.join(sorted(table))}, not {name!r}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class EngineState:
+    """Wraps an engine with its load status: "loading", "ok" or "error"."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.status = "loading"
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self._loaded = threading.Event()
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self, background: bool = True) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        if background:
+            threading.Thread(target=self._load, name="engine-load", daemon=True).start()
+        else:
+            self._load()
+
+    def _load(self) -> None:
+        began = time.monotonic()
+        name = getattr(self.engine, "name", type(self.engine).__name__)
+        log.info("loading engine %s", name)
+        try:
+            self.engine.load()
+        except Exception as exc:  # a load failure is a state to report, not a crash
+            log.exception("engine %s failed to load", name)
+            self.error = f"{name} failed to load: {exc}"
+            self.status = "error"
+        else:
+            self.load_seconds = time.monotonic() - began
+            self.status = "ok"
+            log.info("engine %s loaded in %.1f s", name, self.load_seconds)
+        finally:
+            self._loaded.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the load finished (either way); True if it did in time."""
+        return self._loaded.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ok"
+
+    def require_ready(self) -> None:
+        """Raise the contract's 503 unless the engine is loaded."""
+        if self.status == "ok":
+            return
+        if self.status == "error":
+            raise ApiError(503, f"The model is not available: {self.error}",
+                           {"Retry-After": "60"})
+        raise ApiError(503, "The model is still loading; retry shortly.",
+                       {"Retry-After": str(RETRY_AFTER_LOADING_S)})

@@ -1,0 +1,99 @@
+"""Every failure is JSON: ``{"success": false, "error": "<sentence>"}``.
+
+Stack traces go to the log only; the client gets one clear sentence.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The request is not valid.",
+    401: "A valid API key is required: send it as X-API-Key or Authorization: Bearer.",
+    404: "There is no such route.",
+    405: "This route does not accept that method.",
+    413: "The request body is larger than this server accepts.",
+    500: "The server failed on this request; it is still up and the error is logged.",
+    503: "The server is not ready; retry shortly.",
+}
+
+
+class ApiError(Exception):
+    """Raise from a route to answer ``status`` with ``message`` (and headers)."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def json_body():
+    """The request body as JSON whatever its Content-Type; 400 if it is not JSON."""
+    from flask import current_app, request
+
+    data = request.get_data(cache=True)
+    if not data.strip():
+        raise bad_request("The request body is empty: send a JSON object.")
+    try:
+        return current_app.json.loads(data)
+    except ValueError:
+        raise bad_request("The request body is not valid JSON.") from None
+
+
+def error_body(message: str, **extra) -> dict:
+    return {"success": False, "error": message, **extra}
+
+
+def wsgi_error(start_response, status: int, message: str, headers=()):
+    """A JSON error answered from WSGI middleware, outside Flask."""
+    body = json.dumps(error_body(message)).encode()
+    reason = {401: "UNAUTHORIZED", 400: "BAD REQUEST"}.get(status, "ERROR")
+    start_response(f"{status} {reason}", [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        *headers,
+    ])
+    return [body]
+
+
+def register_error_handlers(app) -> None:
+    """JSON for every HTTP error Flask raises and for anything unexpected."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        response = jsonify(error_body(exc.message, **exc.extra))
+        response.status_code = exc.status
+        response.headers.update(exc.headers)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        message = MESSAGES.get(status) or exc.description or exc.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            if limit:
+                message = f"The request body is larger than this server's limit of {limit // 2**20} MB (MAX_BODY_MB)."
+        response = jsonify(error_body(message))
+        response.status_code = status
+        if status == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on this request")
+        response = jsonify(error_body(MESSAGES[500]))
+        response.status_code = 500
+        return response

@@ -1,0 +1,91 @@
+"""Builds a Flask app of ours: the plumbing both servers share, written once.
+
+Layers, outermost first: path prefix (``/tts/...`` reaches ``/...``), API key,
+activity count, Flask (JSON errors, CORS, body limit, health, the routes).
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from .activity import Activity, ActivityMiddleware
+from .auth import ApiKeyMiddleware
+from .engine import EngineState
+from .errors import register_error_handlers
+from .health import health_blueprint
+from .lane import Lane
+
+log = logging.getLogger(__name__)
+
+LOCAL_DEV_ORIGINS = "*"
+
+
+class Server:
+    """What a running app keeps in ``app.extensions["gpu_audio"]``."""
+
+    def __init__(self, name, settings, engine, health_extra=None):
+        self.name = name
+        self.settings = settings
+        self.engine = engine
+        self.state = EngineState(engine)
+        self.activity = Activity(name, settings.activity_dir)
+        self.lane = Lane(settings.max_queue)
+        self.draining = False
+        self._health_extra = health_extra
+
+    def health_extra(self) -> dict:
+        return self._health_extra() if self._health_extra else {}
+
+
+class PrefixMiddleware:
+    """Serves every route under ``prefix`` too: a path-routing load balancer
+    that does not rewrite paths still reaches the right route."""
+
+    def __init__(self, app, prefix: str):
+        self.app = app
+        self.prefix = "/" + prefix.strip("/")
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
+            environ["PATH_INFO"] = path[len(self.prefix):] or "/"
+        return self.app(environ, start_response)
+
+
+def cors_origins(settings):
+    """Configured origins; with none configured, any origin only while auth is off."""
+    if settings.cors_origins:
+        return list(settings.cors_origins)
+    return LOCAL_DEV_ORIGINS if not settings.auth_enabled else None
+
+
+def build_app(import_name, *, name, prefix, settings, engine, routes, health_extra=None):
+    """A configured Flask app serving ``routes`` (a Blueprint) with ``engine``."""
+    from flask_cors import CORS
+
+    app = Flask(import_name)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    register_error_handlers(app)
+    origins = cors_origins(settings)
+    if origins:
+        CORS(app, origins=origins, allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+             expose_headers=["Retry-After"], max_age=600)
+    app.register_blueprint(health_blueprint())
+    app.register_blueprint(routes)
+
+    server = Server(name, settings, engine, health_extra)
+    app.extensions["gpu_audio"] = server
+
+    def allow_origin(origin):
+        return origins == "*" or (origins is not None and origin in origins)
+
+    wsgi = ActivityMiddleware(app.wsgi_app, server.activity)
+    wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
+    app.wsgi_app = PrefixMiddleware(wsgi, prefix)
+    if not settings.auth_enabled:
+        log.warning("%s: NO API KEY CONFIGURED, every route is open. Set TTS_API_KEY.", name)
+    server.state.start(background=settings.load_in_background)
+    return app

@@ -1,0 +1,42 @@
+import pytest
+
+from gpu_audio.config import TTSSettings
+from tts.app import create_app
+from tts.engines.espeak import EspeakEngine
+
+from .fakes import RecordingEngine
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    def make(**changes):
+        base = dict(engine="espeak", load_in_background=False,
+                    activity_dir=str(tmp_path / "activity"))
+        base.update(changes)
+        return TTSSettings(**base)
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings):
+    """A test client of the real TTS app with the given engine and settings."""
+    def make(engine=None, **changes):
+        settings = make_settings(**changes)
+        app = create_app(settings, engine or EspeakEngine(settings))
+        return app.test_client()
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def recorder():
+    return RecordingEngine()
+
+
+@pytest.fixture
+def rec_client(make_client, recorder):
+    return make_client(recorder)

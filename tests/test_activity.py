@@ -1,0 +1,58 @@
+"""In-flight count and last-finished time, in /health and readable by other processes."""
+import json
+import subprocess
+import sys
+import threading
+
+from gpu_audio.server.activity import read_activity
+
+from .fakes import RecordingEngine
+
+
+def test_in_flight_and_last_request_at(make_client, tmp_path):
+    gate = threading.Event()
+    engine = RecordingEngine(gate=gate)
+    c = make_client(engine)
+    assert c.get("/health").get_json()["last_request_at"] is None
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=c.post("/generate", json={"text": "Hi."}, buffered=True)))
+    t.start()
+    try:
+        assert engine.entered.wait(5)
+        health = c.get("/health").get_json()
+        assert health["in_flight"] == 1
+        # Another process sees the same record.
+        out = subprocess.run(
+            [sys.executable, "-c",
+             "import json,sys; from gpu_audio.server.activity import read_activity;"
+             "print(json.dumps(read_activity(sys.argv[1])))", str(tmp_path / "activity")],
+            capture_output=True, text=True, check=True)
+        records = json.loads(out.stdout)
+        assert [r["in_flight"] for r in records] == [1] and records[0]["server"] == "tts"
+    finally:
+        gate.set()
+        t.join(10)
+    assert result["r"].status_code == 200
+    health = c.get("/health").get_json()
+    assert health["in_flight"] == 0 and health["last_request_at"] is not None
+    assert read_activity(str(tmp_path / "activity"))[0]["last_request_at"] is not None
+
+
+def test_health_and_unauthorised_calls_are_not_activity(make_client, tmp_path):
+    from gpu_audio.config import hash_key
+
+    c = make_client(api_key_hashes=(hash_key("secret-key"),))
+    c.get("/health")
+    c.get("/ready")
+    c.post("/generate", json={"text": "Hi."})  # 401: a scanner must not keep the host awake
+    (record,) = read_activity(str(tmp_path / "activity"))
+    assert record["last_request_at"] is None
+    c.post("/generate", json={"text": "Hi."}, headers={"X-API-Key": "secret-key"}, buffered=True)
+    (record,) = read_activity(str(tmp_path / "activity"))
+    assert record["last_request_at"] is not None
+
+
+def test_dead_process_records_are_ignored(tmp_path):
+    (tmp_path / "tts-999999.json").write_text(json.dumps({"pid": 999999, "in_flight": 3}))
+    (tmp_path / "garbage.json").write_text("{not json")
+    assert read_activity(str(tmp_path)) == []

@@ -1,0 +1,1 @@
+"""TTS server: Qwen3-TTS (GPU) or eSpeak NG (embedded CPU engine) over HTTP."""

@@ -1,0 +1,89 @@
+"""The TTS server: ``/generate`` and ``/generate_batch`` on the compat contract.
+
+Started as ``gunicorn -c gunicorn.conf.py 'tts.app:create_app()'``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+
+from gpu_audio.audio import b64_wav
+from gpu_audio.config import TTSSettings
+from gpu_audio.server.errors import ApiError, json_body
+from gpu_audio.server.factory import build_app
+
+from .engines import make_engine
+from .engines.base import EngineError, UnsupportedRequest
+from .requests import parse_request
+
+log = logging.getLogger(__name__)
+
+routes = Blueprint("tts", __name__)
+
+
+def _synthesize(server, tts_request):
+    """Run the items through the lane: one engine call for a batch, else one per text."""
+    items = tts_request.items
+    chunks = [items] if tts_request.batch else [[item] for item in items]
+    audios = []
+    with server.lane.admit(len(items)) as ticket:
+        for chunk in chunks:
+            try:
+                out, rate = ticket.run(lambda chunk=chunk: server.engine.synthesize(chunk), len(chunk))
+            except UnsupportedRequest as exc:
+                raise ApiError(400, str(exc)) from None
+            except EngineError as exc:
+                log.exception("engine failed on a request of %d texts", len(items))
+                raise ApiError(500, f"The engine failed on this request: {exc}") from None
+            if len(out) != len(chunk):
+                raise ApiError(500, "The engine returned a different number of audios than texts.")
+            audios += [(audio, rate) for audio in out]
+    return audios
+
+
+def _handle(single: bool):
+    server = current_app.extensions["gpu_audio"]
+    server.state.require_ready()
+    tts_request = parse_request(json_body(), server.settings, single=single)
+    began = time.perf_counter()
+    audios = _synthesize(server, tts_request)
+    out_rate = server.settings.output_rate
+    encoded = [b64_wav(audio, rate, out_rate) for audio, rate in audios]
+    durations = [round(audio.size / rate, 3) for audio, rate in audios]
+    elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
+    log.info("%s: %d texts, %.1f s of audio in %.0f ms", request.path, len(encoded),
+             sum(durations), elapsed_ms)
+    common = {"sample_rate": out_rate, "success": True, "durations": durations,
+              "generation_time_ms": elapsed_ms, "engine": server.engine.name}
+    if not server.engine.describe().get("supports_instruct", True) and any(
+            item.instruct for item in tts_request.items):
+        common["warnings"] = [f"{server.engine.name} does not support instruct; it was ignored."]
+    if single:
+        return jsonify({"audio": encoded[0], **common, "duration": durations[0]})
+    return jsonify({"audios": encoded, "count": len(encoded), **common})
+
+
+@routes.post("/generate")
+def generate():
+    return _handle(single=True)
+
+
+@routes.post("/generate_batch")
+def generate_batch():
+    return _handle(single=False)
+
+
+def create_app(settings: TTSSettings | None = None, engine=None):
+    """App factory: settings from the environment unless given; the engine named
+    by ``TTS_ENGINE`` unless one is passed in (tests pass doubles)."""
+    settings = settings or TTSSettings.from_env()
+    engine = engine or make_engine(settings)
+
+    def health_extra():
+        return {"max_batch_size": settings.max_texts, "max_text_chars": settings.max_text_chars,
+                "sample_rate": settings.output_rate}
+
+    return build_app(__name__, name="tts", prefix="/tts", settings=settings, engine=engine,
+                     routes=routes, health_extra=health_extra)
