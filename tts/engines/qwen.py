@@ -65,6 +65,10 @@ class QwenEngine(TTSEngine):
     def _on_cuda(self) -> bool:
         return self.settings.device.startswith("cuda")
 
+    @property
+    def _device_map(self) -> str:
+        return "cuda:0" if self.settings.device == "cuda" else self.settings.device
+
     def load(self) -> None:
         """Load weights onto the configured device (once); refuse a CUDA device that is not there."""
         if self._tts is not None:
@@ -81,7 +85,7 @@ class QwenEngine(TTSEngine):
                               f"{', '.join(ATTN_IMPLEMENTATIONS)}, not {s.attn_implementation!r}")
         from qwen_tts import Qwen3TTSModel
 
-        device_map = "cuda:0" if s.device == "cuda" else s.device
+        device_map = self._device_map
         started = time.monotonic()
         tts = Qwen3TTSModel.from_pretrained(
             self._model_source(), dtype=getattr(torch, s.dtype), device_map=device_map,
@@ -175,10 +179,11 @@ class QwenEngine(TTSEngine):
             log.info("qwen_tts refused a request: %s", exc)
             raise UnsupportedRequest(str(exc)) from None
         finally:
-            if self._on_cuda:
+            if self._on_cuda:  # give the cached blocks of this batch back to other users
                 import torch
 
-                torch.cuda.empty_cache()
+                with torch.cuda.device(self._device_map):
+                    torch.cuda.empty_cache()
         if len(wavs) != len(items):
             raise EngineError(f"Qwen3-TTS returned {len(wavs)} audios for {len(items)} texts")
         return [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs], int(rate)

@@ -1,0 +1,102 @@
+"""The real gunicorn with gunicorn.conf.py and the eSpeak engine, on loopback."""
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from .helpers import ROOT, Gunicorn, decode_wav, rms
+
+pytestmark = pytest.mark.integration
+KEY = "integration-key-7c1e9b2f4a6d8e0c"
+HEADERS = {"X-API-Key": KEY}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    g = Gunicorn("tts.app:create_app()",
+                 {"TTS_ENGINE": "espeak", "TTS_API_KEY": f"{KEY},second-key",
+                  "ACTIVITY_DIR": str(tmp / "activity"), "GUNICORN_THREADS": "8"},
+                 tmp / "gunicorn.log")
+    try:
+        yield g.wait_ready()
+    finally:
+        g.stop()
+
+
+def test_batch_returns_valid_wavs(server):
+    texts = ["Speaker 0: Hello there, and welcome to the presentation. Amazing.",
+             "This second narration line is a little longer than the first one was.",
+             "Short."]
+    r = requests.post(server.url + "/generate_batch", json={"texts": texts}, headers=HEADERS, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 3 and body["sample_rate"] == 24000 and body["success"] is True
+    for text, b64 in zip(texts, body["audios"]):
+        audio, info = decode_wav(b64)
+        assert info.samplerate == 24000 and info.channels == 1 and info.subtype == "PCM_16"
+        assert rms(audio) > 0.01
+        words = len(text.replace("Speaker 0:", "").replace("Amazing.", "").split())
+        seconds = audio.size / 24000
+        assert 0.12 * words <= seconds <= 0.2 + 0.8 * words, (text, seconds)
+
+
+def test_health_answers_while_a_40_text_batch_runs(server):
+    line = ("This is a deliberately long narration line, so that the whole batch keeps the "
+            "engine busy for a while; it talks about slides, captions and markers. ") * 4
+    texts = [f"Line {i}. {line}" for i in range(40)]
+    done = threading.Event()
+    result = {}
+
+    def batch():
+        result["r"] = requests.post(server.url + "/generate_batch", json={"texts": texts},
+                                    headers=HEADERS, timeout=300)
+        done.set()
+
+    t = threading.Thread(target=batch)
+    t.start()
+    seen_during_batch = []
+    latencies = []
+    while not done.is_set():
+        began = time.perf_counter()
+        h = requests.get(server.url + "/health", timeout=10)
+        latencies.append(time.perf_counter() - began)
+        if not done.is_set() and h.json()["in_flight"] >= 1:
+            seen_during_batch.append(h.status_code)
+        time.sleep(0.05)
+    t.join()
+    assert result["r"].status_code == 200 and result["r"].json()["count"] == 40
+    # /health answered (200) while the batch was still in flight: it does not wait on the lane.
+    assert seen_during_batch and all(code == 200 for code in seen_during_batch)
+    print(f"/health during batch: {len(latencies)} calls, max {max(latencies) * 1000:.0f} ms")
+
+
+def test_prefix_and_auth_through_gunicorn(server):
+    assert requests.post(server.url + "/tts/generate", json={"text": "Hi."}, timeout=10).status_code == 401
+    r = requests.post(server.url + "/tts/generate", json={"text": "Hi."},
+                      headers={"Authorization": "Bearer second-key"}, timeout=10)
+    assert r.status_code == 200 and r.json()["success"] is True
+    assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_keys_never_reach_the_log(server):
+    requests.post(server.url + "/generate", json={"text": "Hi."}, headers=HEADERS, timeout=10)
+    requests.post(server.url + "/generate", json={"text": "Hi."},
+                  headers={"X-API-Key": KEY + "-wrong"}, timeout=10)
+    requests.post(server.url + f"/generate?api_key={KEY}", json={"text": "Hi."}, timeout=10)
+    log = server.log()
+    assert "POST /generate" in log and " 401 " in log
+    assert KEY not in log
+
+
+def test_keyless_server_refuses_public_bind(tmp_path):
+    env = {"TTS_ENGINE": "espeak", "TTS_API_KEY": "", "TTS_API_KEY_FILE": "", "ALLOW_NO_AUTH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+         "--bind", "0.0.0.0:0", "tts.app:create_app()"],
+        cwd=ROOT, env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "ALLOW_NO_AUTH" in proc.stderr and "refusing to bind" in proc.stderr
