@@ -159,3 +159,42 @@ class TTSSettings(ServerSettings):
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 5000, minimum=1),
             clean_text=_bool(env, "TTS_CLEAN_TEXT", True),
         )
+
+
+@dataclass(frozen=True)
+class WhisperXSettings(ServerSettings):
+    """WhisperX server settings (DESIGN.md's table)."""
+
+    engine: str = "whisperx"
+    model: str = "large-v3"
+    device: str = "cuda"
+    compute_type: str = "float16"
+    batch_size: int = 16
+    vad_method: str = "pyannote"
+    align_model: str | None = None
+    align_cache_size: int = 3
+    nltk_data: str | None = None
+    language: str = "en"
+    max_items: int = 500
+    max_audio_seconds: float = 3 * 3600.0
+    max_align_text_chars: int = 200_000
+
+    @classmethod
+    def from_env(cls, env=None) -> "WhisperXSettings":
+        env = os.environ if env is None else env
+        return cls(
+            **cls.common_from_env(env),
+            engine=(env.get("WHISPERX_ENGINE") or "whisperx").strip().lower(),
+            model=env.get("WHISPERX_MODEL") or cls.model,
+            device=env.get("WHISPERX_DEVICE") or cls.device,
+            compute_type=env.get("WHISPERX_COMPUTE_TYPE") or cls.compute_type,
+            batch_size=_int(env, "WHISPERX_BATCH_SIZE", 16, minimum=1),
+            vad_method=env.get("WHISPERX_VAD_METHOD") or cls.vad_method,
+            align_model=env.get("WHISPERX_ALIGN_MODEL") or None,
+            align_cache_size=_int(env, "WHISPERX_ALIGN_CACHE", 3, minimum=1),
+            nltk_data=env.get("NLTK_DATA") or None,
+            language=env.get("WHISPERX_LANGUAGE") or cls.language,
+            max_items=_int(env, "MAX_ITEMS", 500, minimum=1),
+            max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
+            max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
+        )

@@ -1,0 +1,1 @@
+"""WhisperX server: transcription and forced alignment (WhisperX on GPU, pocketsphinx on CPU)."""

@@ -1,0 +1,63 @@
+"""The small interface every speech-recognition engine implements.
+
+Audio reaches an engine already decoded: mono float32 at 16 kHz. Alignment
+works on the reference text's whitespace tokens; an engine returns times for
+the tokens it could time and the server fills in the rest (words.py), so the
+"every token timed" promise is kept in one place for every engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list[dict] = field(default_factory=list)  # {"start", "end", "text"}
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenTiming:
+    """Seconds from the start of the audio; score in [0, 1]."""
+
+    start: float
+    end: float
+    score: float
+
+
+class EngineError(Exception):
+    """The engine failed on an item; the message is safe to show a client."""
+
+
+class UnsupportedRequest(EngineError):
+    """The request asks for something this engine cannot do (a 400, not a 500)."""
+
+
+class ASREngine:
+    name = "base"
+
+    def load(self) -> None:
+        """Load models. Called once, in the worker process, off the request path."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Fields for ``/health``: at least ``engine``, ``model_size``, ``device``, ``gpu_name``."""
+        raise NotImplementedError
+
+    def check_language(self, language: str, task: str) -> None:
+        """Raise UnsupportedRequest naming ``language`` if ``task`` ("transcribe" or
+        "align") cannot be done in it."""
+        raise NotImplementedError
+
+    def transcribe(self, audios: list[np.ndarray], language: str | None) -> list[Transcript]:
+        """One Transcript per audio, in order."""
+        raise NotImplementedError
+
+    def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
+        """Times for the tokens (index into ``tokens``) the model could time."""
+        raise NotImplementedError
