@@ -40,3 +40,33 @@ def recorder():
 @pytest.fixture
 def rec_client(make_client, recorder):
     return make_client(recorder)
+
+
+@pytest.fixture
+def make_wx_client(tmp_path):
+    """A test client of the real WhisperX app (pocketsphinx unless an engine is given)."""
+    from gpu_audio.config import WhisperXSettings
+    from whisperx_server.app import create_app as create_wx_app
+
+    def make(engine=None, **changes):
+        base = dict(engine="pocketsphinx", load_in_background=False,
+                    activity_dir=str(tmp_path / "activity"))
+        base.update(changes)
+        settings = WhisperXSettings(**base)
+        return create_wx_app(settings, engine).test_client()
+    return make
+
+
+@pytest.fixture(scope="session")
+def shared_sphinx():
+    """One loaded pocketsphinx engine for the session (decoders take ~0.5 s to build)."""
+    from whisperx_server.engines.pocketsphinx import PocketsphinxEngine
+
+    engine = PocketsphinxEngine()
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def wx(make_wx_client, shared_sphinx):
+    return make_wx_client(shared_sphinx)

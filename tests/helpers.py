@@ -76,3 +76,59 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def spoken(text: str, rate_out: int | None = None, fmt: str = "WAV", subtype: str | None = None):
+    """Real speech for ``text`` from the embedded eSpeak engine.
+
+    Returns (base64 audio file, float32 audio at 22050 Hz, start seconds of each
+    whitespace token from eSpeak's own WORD events: the alignment ground truth).
+    """
+    import soxr
+
+    from tts.engines.espeak import EspeakEngine
+
+    engine = _espeak_engine()
+    audio, events = engine.speak(text)
+    rate = engine.sample_rate
+    out = audio if rate_out in (None, rate) else soxr.resample(audio, rate, rate_out)
+    buf = io.BytesIO()
+    sf.write(buf, out, rate_out or rate, format=fmt, subtype=subtype)
+    offsets, pos = [], 0
+    for token in text.split():
+        pos = text.index(token, pos)
+        offsets.append(pos)
+        pos += len(token)
+    truth: dict[int, float] = {}
+    for char_pos, _, ms in events:
+        index = max(k for k, o in enumerate(offsets) if o <= char_pos - 1)
+        truth.setdefault(index, ms / 1000)
+    return base64.b64encode(buf.getvalue()).decode(), audio, truth
+
+
+_ENGINE = []
+
+
+def _espeak_engine():
+    if not _ENGINE:
+        from tts.engines.espeak import EspeakEngine
+
+        engine = EspeakEngine()
+        engine.load()
+        _ENGINE.append(engine)
+    return _ENGINE[0]
+
+
+def check_promise(words, text: str, duration: float):
+    """The alignment promise: every token, as written, in order, timed, monotonic,
+    within the audio, score in [0, 1]."""
+    tokens = text.split()
+    assert [w["word"] for w in words] == tokens
+    previous = 0.0
+    for w in words:
+        assert isinstance(w["start"], float) and isinstance(w["end"], float)
+        assert 0.0 <= w["start"] <= w["end"] <= duration + 1e-4, w
+        assert w["start"] >= previous, w
+        assert 0.0 <= w["score"] <= 1.0
+        assert round(w["start"], 4) == w["start"] and round(w["end"], 4) == w["end"]
+        previous = w["start"]

@@ -128,3 +128,36 @@ def test_gpu_audio_serve_runs_tts_and_stops_on_ctrl_c(tmp_path):
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}" in out
+
+
+@pytest.fixture(scope="module")
+def wx_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wx")
+    g = Gunicorn("whisperx_server.app:create_app()",
+                 {"WHISPERX_ENGINE": "pocketsphinx", "TTS_API_KEY": KEY,
+                  "ACTIVITY_DIR": str(tmp / "activity")}, tmp / "gunicorn.log")
+    try:
+        yield g.wait_ready()
+    finally:
+        g.stop()
+
+
+def test_whisperx_server_aligns_and_transcribes_through_gunicorn(wx_server):
+    from .helpers import check_promise, spoken
+
+    text = "Welcome to slide 3, where the captions start."
+    b64, audio, truth = spoken(text)
+    r = requests.post(wx_server.url + "/whisperx/align_batch", headers=HEADERS, timeout=60,
+                      json={"items": [{"audio": b64, "text": text}, {"audio": "x", "text": text}],
+                            "language": "en"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == 2 and "error" in body["alignments"][1]
+    words = body["alignments"][0]["words"]
+    check_promise(words, text, audio.size / 22050)
+    assert max(abs(words[i]["start"] - t) for i, t in truth.items()) < 0.15
+    r = requests.post(wx_server.url + "/transcribe", headers=HEADERS, timeout=60, json={"audio": b64})
+    assert r.status_code == 200 and isinstance(r.json()["text"], str)
+    assert requests.post(wx_server.url + "/align", json={"audio": b64, "text": text}, timeout=10).status_code == 401
+    health = requests.get(wx_server.url + "/health", timeout=10).json()
+    assert health["engine"] == "pocketsphinx" and health["last_request_at"] is not None

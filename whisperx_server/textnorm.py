@@ -14,8 +14,8 @@ import unicodedata
 
 from num2words import num2words
 
-SYMBOLS = {"&": "and", "%": "percent", "+": "plus", "@": "at", "=": "equals", "°": "degrees",
-           "#": "number", "×": "times"}
+SYMBOLS = {"&": ["and"], "%": ["percent"], "+": ["plus"], "@": ["at"], "=": ["equals"],
+           "°": ["degrees"], "#": ["number", "hash"], "×": ["times", "by"]}
 CURRENCIES = {"$": "dollars", "£": "pounds", "€": "euros", "¥": "yen"}
 MAX_READINGS = 6
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'"})
@@ -74,7 +74,8 @@ def token_readings(token: str) -> list[list[str]]:
         elif piece in CURRENCIES:
             currency = CURRENCIES[piece]
         elif piece in SYMBOLS:
-            parts.append([SYMBOLS[piece].split()])
+            if not (parts and parts[-1] == [[w] for w in SYMBOLS[piece]]):  # "###" is one "#"
+                parts.append([[w] for w in SYMBOLS[piece]])
         elif piece[0].isalpha() or piece[0] == "'":
             word = piece.lower().strip("'")
             if word and word.isascii():
@@ -84,6 +85,11 @@ def token_readings(token: str) -> list[list[str]]:
     combos = itertools.islice(itertools.product(*parts), MAX_READINGS)
     readings = [[w for chunk in combo for w in chunk] for combo in combos]
     return [r for i, r in enumerate(readings) if r and r not in readings[:i]]
+
+
+def is_spoken_word(token: str) -> bool:
+    """False for tokens of symbols only ("&", "###", ":)"): a reader may skip them."""
+    return any(c.isalnum() for c in token)
 
 
 def token_words(token: str) -> list[str]:

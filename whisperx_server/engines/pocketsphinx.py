@@ -14,14 +14,16 @@ import threading
 import numpy as np
 
 from ..g2p import pronounce
-from ..textnorm import token_readings
+from ..textnorm import is_spoken_word, token_readings
 from .base import SAMPLE_RATE, ASREngine, EngineError, TokenTiming, Transcript, UnsupportedRequest
 
 log = logging.getLogger(__name__)
 
 FRAME_S = 0.01
 LANGUAGES = ("en",)
-FILLERS = re.compile(r"^(<s>|</s>|<sil>|\(NULL\)|\[.*\]|\+\+.*\+\+)$")
+FILLERS = re.compile(r"^(<s>|</s>|\(NULL\)|\[.*\]|\+\+.*\+\+)$")
+SILENCE = "<sil>"
+ONSET_DB = -35.0
 VARIANT = re.compile(r"\(\d+\)$")
 MAX_ADDED_WORDS = 20000  # rebuild the aligner past this: user text must not grow it forever
 SEGMENT_GAP_S = 0.5
@@ -31,30 +33,57 @@ def _pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def _grammar(readings: list[list[list[str]]]) -> str:
-    """A JSGF grammar: the tokens in order, each as ( reading | reading )."""
+def _grammar(readings: list[list[list[str]]], optional: list[bool]) -> str:
+    """A JSGF grammar: the tokens in order, each as ( reading | reading ), the
+    optional ones in [ ] (the reader may skip them)."""
     parts = []
-    for alternatives in readings:
+    for alternatives, skippable in zip(readings, optional):
         if alternatives:
             spoken = [" ".join(r) for r in alternatives]  # words are [a-z']+: safe tokens
-            parts.append(spoken[0] if len(spoken) == 1 else "( " + " | ".join(spoken) + " )")
+            part = spoken[0] if len(spoken) == 1 else "( " + " | ".join(spoken) + " )"
+            parts.append(f"[ {part} ]" if skippable else part)
     return "#JSGF V1.0;\ngrammar align;\npublic <utt> = " + " ".join(parts) + " ;\n"
 
 
-def _by_token(readings, timed, duration) -> dict[int, TokenTiming]:
+def _frame_energy(audio: np.ndarray) -> np.ndarray:
+    """RMS per 10 ms frame, in dB below the loudest frame."""
+    hop = int(SAMPLE_RATE * FRAME_S)
+    n = audio.size // hop
+    rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop)), axis=1)) + 1e-9
+    return 20 * np.log10(rms / rms.max())
+
+
+def _onset(start: int, silence_start: int | None, energy: np.ndarray) -> int:
+    """Where speech really resumes after a pause.
+
+    The decoder tends to let a pause swallow the quiet first phone of the word
+    after it; walk back from its start through the frames that are still
+    sound, stopping at the first really silent one.
+    """
+    if silence_start is None:
+        return start
+    frame = min(start, energy.size) - 1
+    while frame >= silence_start and energy[frame] > ONSET_DB:
+        frame -= 1
+    return frame + 1 if frame + 1 < start else start
+
+
+def _by_token(readings, timed, duration, energy) -> dict[int, TokenTiming]:
     """Walk the aligned words against each token's readings, in order."""
-    words = [w for w, *_ in timed]
-    result: dict[int, TokenTiming] = {}
-    k = 0
+    words, result, k = [w for w, *_ in timed], {}, 0
+    spoken = [i for i, w in enumerate(words) if w != SILENCE]
     for index, alternatives in enumerate(readings):
-        match = max((r for r in alternatives if words[k:k + len(r)] == r), key=len, default=None)
+        rest = [words[i] for i in spoken[k:]]
+        match = max((r for r in alternatives if rest[:len(r)] == r), key=len, default=None)
         if match is None:
             continue  # not heard as any reading: the server estimates its time
-        span = timed[k:k + len(match)]
+        first, last = spoken[k], spoken[k + len(match) - 1]
         k += len(match)
-        result[index] = TokenTiming(
-            span[0][1] * FRAME_S, min(duration, (span[-1][2] + 1) * FRAME_S),
-            float(np.clip(np.mean([p for *_, p in span]), 0.0, 1.0)))
+        before = timed[first - 1] if first > 0 and words[first - 1] == SILENCE else None
+        start = _onset(timed[first][1], before[1] if before else None, energy)
+        probs = [timed[i][3] for i in spoken[k - len(match):k]]
+        result[index] = TokenTiming(start * FRAME_S, min(duration, (timed[last][2] + 1) * FRAME_S),
+                                    float(np.clip(np.mean(probs), 0.0, 1.0)))
     return result
 
 
@@ -100,26 +129,38 @@ class PocketsphinxEngine(ASREngine):
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
         """Forced alignment through a grammar that is the reference text, with each
         token's possible readings ("2026": "twenty twenty six" | "two thousand ...")
-        as alternatives; the decoder picks the one it hears."""
+        as alternatives; the decoder picks the one it hears. If the text does not
+        fit the audio, a second pass lets the decoder skip any token."""
         self._require_loaded()
         with self._lock:
             readings = [[r for r in token_readings(t) if all(self._known(w) for w in r)]
                         for t in tokens]
             if not any(readings):
                 return {}
-            self._aligner.add_jsgf_string("align", _grammar(readings))
-            self._aligner.activate_search("align")
-            self._aligner.start_utt()
-            self._aligner.process_raw(_pcm16(audio), full_utt=True)
-            self._aligner.end_utt()
-            segments = self._aligner.seg() if self._aligner.hyp() is not None else None
-            if not segments:
+            timed = self._decode(_grammar(readings, [not is_spoken_word(t) for t in tokens]), audio)
+            if timed is None:
+                log.info("the text does not fit the audio; aligning with every token optional")
+                timed = self._decode(_grammar(readings, [True] * len(tokens)), audio)
+            if timed is None:
                 log.info("pocketsphinx could not align %d tokens; times will be estimated",
                          len(tokens))
                 return {}
-            timed = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame, s.prob)
-                     for s in segments if not FILLERS.match(s.word)]
-        return _by_token(readings, timed, audio.size / SAMPLE_RATE)
+        return _by_token(readings, timed, audio.size / SAMPLE_RATE, _frame_energy(audio))
+
+    def _decode(self, grammar: str, audio: np.ndarray):
+        """[(word, start_frame, end_frame, prob)] through ``grammar``, or None."""
+        decoder = self._aligner
+        decoder.add_jsgf_string("align", grammar)
+        decoder.activate_search("align")
+        decoder.start_utt()
+        decoder.process_raw(_pcm16(audio), full_utt=True)
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return None
+        segments = decoder.seg()
+        timed = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame, s.prob)
+                 for s in (segments or []) if not FILLERS.match(s.word)]
+        return timed if any(w != SILENCE for w, *_ in timed) else None
 
     def _known(self, word: str) -> bool:
         """In the dictionary, or added now from eSpeak NG's pronunciation."""
@@ -147,7 +188,8 @@ class PocketsphinxEngine(ASREngine):
             decoder.process_raw(_pcm16(audio), full_utt=True)
             decoder.end_utt()
             words = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame)
-                     for s in (decoder.seg() or []) if not FILLERS.match(s.word)]
+                     for s in (decoder.seg() or [])
+                     if not FILLERS.match(s.word) and s.word != SILENCE]
         segments: list[dict] = []
         for word, start, end in words:
             start_s, end_s = start * FRAME_S, (end + 1) * FRAME_S

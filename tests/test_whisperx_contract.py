@@ -1,0 +1,143 @@
+"""The WhisperX compat contract, with the request shapes existing clients send."""
+import threading
+
+from .helpers import check_promise, spoken
+
+TEXT = "Hello there, and welcome to the second slide."
+
+
+def test_align_batch_compat_shape(wx):
+    b64, audio, _ = spoken(TEXT)
+    other = "Captions follow the narration."
+    b64b, audio_b, _ = spoken(other)
+    r = wx.post("/align_batch", json={"items": [{"audio": b64, "text": TEXT},
+                                                {"audio": b64b, "text": other}], "language": "en"})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["success"] is True and body["count"] == 2
+    assert [len(a["words"]) for a in body["alignments"]] == [8, 4]
+    check_promise(body["alignments"][0]["words"], TEXT, audio.size / 22050)
+    check_promise(body["alignments"][1]["words"], other, audio_b.size / 22050)
+    for word in body["alignments"][0]["words"]:
+        assert set(word) >= {"word", "start", "end", "score"}
+
+
+def test_align_single(wx):
+    b64, audio, _ = spoken(TEXT)
+    body = wx.post("/align", json={"audio": b64, "text": TEXT, "language": "en"}).get_json()
+    assert body["success"] is True
+    check_promise(body["words"], TEXT, audio.size / 22050)
+    assert abs(body["duration_seconds"] - audio.size / 22050) < 1e-3
+
+
+def test_transcribe_batch_compat_shape(wx):
+    b64, _, _ = spoken("Good morning everyone and thank you for coming today.")
+    r = wx.post("/transcribe_batch", json={"audios": [b64, b64], "language": "en"})
+    body = r.get_json()
+    assert r.status_code == 200 and body["success"] is True and body["count"] == 2
+    for t in body["transcriptions"]:
+        assert isinstance(t["text"], str) and t["text"]  # pocketsphinx hears *something*
+        assert t["segments"] and all(0 <= s["start"] <= s["end"] for s in t["segments"])
+
+
+def test_transcribe_single_and_language_default(wx):
+    b64, audio, _ = spoken("One two three four five six.")
+    body = wx.post("/transcribe", json={"audio": b64}).get_json()
+    assert body["success"] is True and isinstance(body["text"], str)
+    assert body["language"] == "en" and body["duration_seconds"] > 1
+
+
+def test_whisperx_prefix(wx):
+    b64, _, _ = spoken("Hello.")
+    assert wx.get("/whisperx/health").get_json()["engine"] == "pocketsphinx"
+    assert wx.post("/whisperx/align", json={"audio": b64, "text": "Hello."}).status_code == 200
+    assert wx.post("/whisperx/transcribe_batch", json={"audios": [b64]}).status_code == 200
+
+
+def test_health_compat_fields(wx):
+    body = wx.get("/health").get_json()
+    for key in ("status", "model_loaded", "engine", "model_size", "gpu_name"):
+        assert key in body
+    assert body["engine"] == "pocketsphinx" and body["model_loaded"] is True
+
+
+def test_unsupported_language_is_400_naming_it(wx):
+    b64, _, _ = spoken("Hello.")
+    for path, body in (("/align", {"audio": b64, "text": "Hello.", "language": "fr"}),
+                       ("/align_batch", {"items": [{"audio": b64, "text": "Hello."}], "language": "fr"}),
+                       ("/transcribe", {"audio": b64, "language": "de"})):
+        r = wx.post(path, json=body)
+        assert r.status_code == 400 and ("'fr'" in r.get_json()["error"] or "'de'" in r.get_json()["error"])
+
+
+def test_batch_keeps_order_and_count(make_wx_client):
+    """Item i of the answer is item i of the request, whatever fails in between."""
+    from whisperx_server.engines.base import ASREngine, TokenTiming, Transcript
+
+    class Echo(ASREngine):
+        name = "echo"
+
+        def load(self):
+            pass
+
+        def describe(self):
+            return {"engine": "echo", "model_size": "none", "device": "cpu", "gpu_name": None}
+
+        def check_language(self, language, task):
+            pass
+
+        def transcribe(self, audios, language):
+            return [Transcript(text=f"{a.size}") for a in audios]
+
+        def align(self, audio, tokens, language):
+            return {i: TokenTiming(0.01 * i, 0.01 * i + 0.005, 1.0) for i in range(len(tokens))}
+
+    c = make_wx_client(Echo())
+    sizes = [0.2, 0.5, 0.3]
+    items, b64s = [], []
+    for i, seconds in enumerate(sizes):
+        b64, _, _ = spoken("word " * (i + 1), rate_out=16000)
+        b64s.append(b64)
+        items.append({"audio": b64, "text": " ".join(f"t{i}x{j}" for j in range(i + 1))})
+    items.insert(1, {"audio": "@@@", "text": "bad"})
+    body = c.post("/align_batch", json={"items": items}).get_json()
+    assert body["count"] == 4
+    assert [len(a["words"]) for a in body["alignments"]] == [1, 0, 2, 3]
+    assert body["alignments"][3]["words"][2]["word"] == "t2x2"
+    body = c.post("/transcribe_batch", json={"audios": [b64s[0], 5, b64s[2]]}).get_json()
+    assert [t.get("error") is not None for t in body["transcriptions"]] == [False, True, False]
+    assert body["transcriptions"][2]["text"] != body["transcriptions"][0]["text"]
+
+
+def test_health_answers_while_alignment_runs(make_wx_client):
+    from whisperx_server.engines.base import ASREngine
+
+    gate, entered = threading.Event(), threading.Event()
+
+    class Slow(ASREngine):
+        name = "slow"
+
+        def load(self):
+            pass
+
+        def describe(self):
+            return {"engine": "slow", "model_size": "none", "device": "cpu", "gpu_name": None}
+
+        def check_language(self, language, task):
+            pass
+
+        def align(self, audio, tokens, language):
+            entered.set()
+            gate.wait(10)
+            return {}
+
+    c = make_wx_client(Slow())
+    b64, _, _ = spoken("Hello there.")
+    t = threading.Thread(target=lambda: c.post("/align", json={"audio": b64, "text": "Hello there."}))
+    t.start()
+    try:
+        assert entered.wait(5)
+        assert c.get("/health").get_json()["in_flight"] == 1
+    finally:
+        gate.set()
+        t.join(10)
