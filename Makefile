@@ -27,6 +27,7 @@ test-gpu:
 
 bench: $(VENV)/.installed
 	$(PY) tests/bench/bench_tts.py
+	$(PY) tests/bench/bench_align.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
