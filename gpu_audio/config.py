@@ -97,7 +97,7 @@ class ServerSettings:
     max_queue: int = 1000
     max_batch: int = 16
     batch_wait_ms: int = 20
-    request_deadline_s: float = 3 * 3600.0
+    request_deadline_s: float = 3600.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -115,7 +115,7 @@ class ServerSettings:
             max_queue=_int(env, "MAX_QUEUE", 1000, minimum=1),
             max_batch=_int(env, "MAX_BATCH", 16, minimum=1),
             batch_wait_ms=_int(env, "BATCH_WAIT_MS", 20),
-            request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3 * 3600.0, minimum=1.0),
+            request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3600.0, minimum=1.0),
         )
 
     def replace(self, **changes):

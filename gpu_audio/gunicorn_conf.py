@@ -34,8 +34,10 @@ preload_app = False
 # a 30-minute batch does not trip it; this only catches a wedged worker. It is
 # generous because the first request may wait on a model still loading.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
-# On SIGTERM: stop accepting, let in-flight requests finish for this long.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "600"))
+# On SIGTERM: stop accepting, let in-flight requests finish for this long. It is
+# longer than the longest request we allow (REQUEST_DEADLINE_S, 1 h) and shorter
+# than supervisord's stopwaitsecs (3720), so a stop drains instead of cutting.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "3660"))
 # Longer than a cloud load balancer's idle timeout (60 s), so it closes first.
 keepalive = 75
 limit_request_line = 8190
@@ -74,3 +76,20 @@ def on_starting(server):
 
     settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
     check_bind_allowed(server.cfg.bind or [], settings)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, mark this worker's servers draining (``/ready`` → 503) before
+    gunicorn stops accepting and finishes the requests in flight."""
+    import signal
+
+    from gpu_audio.server.factory import mark_draining
+
+    original = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        mark_draining()
+        original(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)

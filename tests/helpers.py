@@ -132,3 +132,33 @@ def check_promise(words, text: str, duration: float):
         assert 0.0 <= w["score"] <= 1.0
         assert round(w["start"], 4) == w["start"] and round(w["end"], 4) == w["end"]
         previous = w["start"]
+
+
+def pids_with_env(marker: str) -> list[int]:
+    """Live processes whose environment holds ``marker`` (e.g. a unique ACTIVITY_DIR=...)."""
+    found = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def wait_until(predicate, timeout=60, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except requests.RequestException:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s")

@@ -6,6 +6,7 @@ activity count, Flask (JSON errors, CORS, body limit, health, the routes).
 from __future__ import annotations
 
 import logging
+import weakref
 
 from flask import Flask
 
@@ -19,6 +20,17 @@ from .lane import Lane
 log = logging.getLogger(__name__)
 
 LOCAL_DEV_ORIGINS = "*"
+_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
+
+
+def mark_draining() -> None:
+    """This process is stopping: every server in it answers /ready with 503 while
+    the requests in flight finish (called from gunicorn's SIGTERM handler)."""
+    for server in list(_servers):
+        if server.draining:
+            continue
+        server.draining = True
+        log.info("%s: draining, %d requests in flight", server.name, server.activity.in_flight)
 
 
 class Server:
@@ -33,6 +45,7 @@ class Server:
         self.lane = Lane(settings.max_queue)
         self.draining = False
         self._health_extra = health_extra
+        _servers.add(self)
 
     def health_extra(self) -> dict:
         return self._health_extra() if self._health_extra else {}

@@ -1,0 +1,105 @@
+"""One host: supervisord runs both servers with the repo's supervisord.conf."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+
+from gpu_audio.server.activity import read_activity
+
+from .helpers import ROOT, free_port, pids_with_env, spoken, wait_until
+
+pytestmark = pytest.mark.integration
+KEY = "supervisor-test-key"
+
+
+def test_supervisord_parses_the_config():
+    from supervisor.options import ServerOptions
+
+    options = ServerOptions()
+    options.realize(args=["-c", str(ROOT / "supervisord.conf")])
+    programs = {g.name: g.process_configs[0] for g in options.process_group_configs}
+    assert set(programs) == {"tts", "whisperx"}
+    for name, app in (("tts", "tts.app:create_app()"), ("whisperx", "whisperx_server.app:create_app()")):
+        config = programs[name]
+        assert app in config.command and "gunicorn.conf.py" in config.command
+        assert config.stopasgroup and config.killasgroup and config.autorestart
+        assert config.stopwaitsecs >= 3660 and config.stdout_logfile_maxbytes == 0
+    assert options.nodaemon
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    activity = tmp_path / "activity"
+    ports = {"TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
+    env = {**os.environ, **ports, "TTS_ENGINE": "espeak", "WHISPERX_ENGINE": "pocketsphinx",
+           "TTS_API_KEY": KEY, "ACTIVITY_DIR": str(activity),
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    log = open(tmp_path / "supervisord.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c",
+                             str(ROOT / "supervisord.conf")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    run = type("Run", (), {})()
+    run.proc, run.activity, run.marker = proc, str(activity), f"ACTIVITY_DIR={activity}"
+    run.tts = f"http://127.0.0.1:{ports['TTS_PORT']}"
+    run.wx = f"http://127.0.0.1:{ports['WHISPERX_PORT']}"
+    run.log = lambda: (tmp_path / "supervisord.log").read_text(errors="replace")
+    try:
+        for url in (run.tts, run.wx):
+            wait_until(lambda url=url: requests.get(url + "/ready", timeout=2).status_code == 200)
+        yield run
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in pids_with_env(run.marker):
+            os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def test_both_servers_ready_and_serving(supervisor):
+    r = requests.post(supervisor.tts + "/generate", json={"text": "Hello."},
+                      headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 200
+    assert requests.get(supervisor.wx + "/health", timeout=5).json()["engine"] == "pocketsphinx"
+
+
+def test_killed_worker_comes_back(supervisor):
+    (old,) = [r["pid"] for r in read_activity(supervisor.activity) if r["server"] == "tts"]
+    os.kill(old, signal.SIGKILL)
+    new = wait_until(lambda: [r["pid"] for r in read_activity(supervisor.activity)
+                              if r["server"] == "tts" and r["pid"] != old])
+    assert new and new[0] != old
+    wait_until(lambda: requests.get(supervisor.tts + "/ready", timeout=2).status_code == 200)
+    r = requests.post(supervisor.tts + "/generate", json={"text": "Back again."},
+                      headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 200
+
+
+def test_sigterm_drains_in_flight_work_then_everything_exits(supervisor):
+    text = " ".join(["Every narration line is aligned to its audio, word by word."] * 40)
+    b64, audio, _ = spoken(text)
+    assert audio.size / 22050 > 120  # long enough to be in flight when the stop comes
+    result = {}
+
+    def align():
+        result["r"] = requests.post(supervisor.wx + "/align", json={"audio": b64, "text": text},
+                                    headers={"X-API-Key": KEY}, timeout=300)
+
+    t = threading.Thread(target=align)
+    t.start()
+    wait_until(lambda: requests.get(supervisor.wx + "/health", timeout=2).json()["in_flight"] == 1,
+               interval=0.02)
+    supervisor.proc.send_signal(signal.SIGTERM)
+    t.join(300)
+    assert result["r"].status_code == 200
+    assert len(result["r"].json()["words"]) == len(text.split())
+    assert supervisor.proc.wait(120) == 0
+    assert "whisperx: draining, 1 requests in flight" in supervisor.log()
+    wait_until(lambda: not pids_with_env(supervisor.marker), timeout=30)
