@@ -19,6 +19,29 @@ def cmd_download_models(args) -> int:
     return download_models(args)
 
 
+def cmd_healthcheck(args) -> int:
+    """Exit 0 only when both local servers answer /ready with 200 (Docker HEALTHCHECK)."""
+    import os
+
+    import requests
+
+    host = os.environ.get("HEALTHCHECK_HOST", "127.0.0.1")
+    failing = []
+    for name, variable, port in (("tts", "TTS_PORT", 5000), ("whisperx", "WHISPERX_PORT", 5001)):
+        url = f"http://{host}:{os.environ.get(variable, port)}/ready"
+        try:
+            status = requests.get(url, timeout=args.timeout).status_code
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        if status != 200:
+            failing.append(f"{name} {status}")
+    if failing:
+        print(f"not ready: {', '.join(failing)}")
+        return 1
+    print("ready")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-audio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gpu-audio {__version__}")
@@ -38,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--only", choices=["tts", "whisper", "align"], action="append",
                           help="fetch only these (repeatable)")
     download.set_defaults(func=cmd_download_models)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when both local servers are ready")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(func=cmd_healthcheck)
     return parser
 
 

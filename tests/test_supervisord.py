@@ -103,3 +103,11 @@ def test_sigterm_drains_in_flight_work_then_everything_exits(supervisor):
     assert supervisor.proc.wait(120) == 0
     assert "whisperx: draining, 1 requests in flight" in supervisor.log()
     wait_until(lambda: not pids_with_env(supervisor.marker), timeout=30)
+
+
+def test_healthcheck_passes_when_both_are_ready(supervisor):
+    env = {**os.environ, "TTS_PORT": supervisor.tts.rsplit(":", 1)[1],
+           "WHISPERX_PORT": supervisor.wx.rsplit(":", 1)[1]}
+    out = subprocess.run([sys.executable, "-m", "gpu_audio", "healthcheck"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ready"

@@ -1,0 +1,70 @@
+# One image, both servers: supervisord runs the TTS and WhisperX gunicorns.
+#
+#   docker build -t gpu-audio:0.1.0-qwen3tts1.7b-whisperlv3 .
+#   docker run --gpus all -p 5000:5000 -p 5001:5001 -v gpu-audio-models:/data \
+#              -e TTS_API_KEY=... gpu-audio:0.1.0-qwen3tts1.7b-whisperlv3
+#
+# Models live on the /data volume by default (fetched once on the first start);
+# --build-arg BAKE_MODELS=1 puts them in the image instead (bigger image, no
+# download at start). See the README's "Deploying" section.
+
+# torch 2.8.0 from PyPI (the gpu extra) is built for CUDA 12.8 and brings its own
+# CUDA/cuDNN wheels; the cuDNN runtime base also serves CTranslate2 (faster-whisper).
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+
+ARG DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends software-properties-common ca-certificates \
+ && add-apt-repository -y ppa:deadsnakes/ppa \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev \
+        libsndfile1 ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1
+RUN python3.11 -m venv $VIRTUAL_ENV && pip install --no-cache-dir --upgrade pip
+
+WORKDIR /app
+# Dependencies first (a layer that survives code changes), then the code.
+COPY pyproject.toml README.md ./
+COPY gpu_audio ./gpu_audio
+COPY tts ./tts
+COPY whisperx_server ./whisperx_server
+RUN pip install --no-cache-dir ".[gpu]"
+COPY gunicorn.conf.py supervisord.conf ./
+
+# whisperx.align needs NLTK's punkt_tab; it must never be downloaded at request time.
+ENV NLTK_DATA=/opt/nltk_data
+RUN python -m nltk.downloader -d $NLTK_DATA punkt_tab
+
+ARG MODELS_DIR=/data/models
+ENV MODELS_DIR=$MODELS_DIR \
+    HF_HOME=$MODELS_DIR/huggingface \
+    TORCH_HOME=$MODELS_DIR/torch \
+    BIND_HOST=0.0.0.0 \
+    TTS_PORT=5000 \
+    WHISPERX_PORT=5001 \
+    TTS_ENGINE=qwen \
+    WHISPERX_ENGINE=whisperx \
+    ACTIVITY_DIR=/tmp/gpu-audio
+
+RUN useradd --create-home --uid 1000 app && mkdir -p $MODELS_DIR && chown -R app /data /app
+
+# Pre-bake: --build-arg BAKE_MODELS=1 --build-arg MODELS_DIR=/opt/models
+ARG BAKE_MODELS=0
+RUN if [ "$BAKE_MODELS" = "1" ]; then mkdir -p $MODELS_DIR && gpu-audio download-models \
+    && chown -R app $MODELS_DIR; fi
+
+USER app
+VOLUME ["/data"]
+EXPOSE 5000 5001
+
+# Model loading takes minutes on a cold start: do not count failures before then.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
+    CMD ["gpu-audio", "healthcheck"]
+
+# Fetch what is missing (a no-op when the volume has it), then supervisord
+# becomes the container's main process.
+CMD ["sh", "-c", "gpu-audio download-models && exec supervisord -c /app/supervisord.conf"]

@@ -1,0 +1,133 @@
+"""``gpu-audio download-models``: fetch the configured models into MODELS_DIR once.
+
+The servers load from the same places (the TTS engine and whisperx are given
+MODELS_DIR as their cache), so a model fetched here is used as it is at start.
+What is already complete is skipped; a hub that cannot be reached is one clear
+sentence and exit code 3, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from gpu_audio.config import ConfigError, TTSSettings, WhisperXSettings
+
+log = logging.getLogger(__name__)
+
+EXIT_UNREACHABLE = 3
+EXIT_MISSING_STACK = 4
+
+
+class Unreachable(RuntimeError):
+    pass
+
+
+def _size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
+def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, bool]:
+    """(local folder, fetched now?) for a hub repo, cached in ``models_dir``."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, cache_dir=models_dir, local_files_only=True), False
+    except LocalEntryNotFoundError:
+        pass
+    try:
+        return snapshot_download(repo_id, cache_dir=models_dir), True
+    except Exception as exc:  # every hub failure ends the same way: one sentence
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise Unreachable(
+            f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the network "
+            f"or HF_ENDPOINT, or pre-fill {models_dir}") from None
+
+
+def whisper_repo(name: str) -> str:
+    """faster-whisper's repo for a model size ("large-v3"), or the id/folder as given."""
+    if "/" in name or os.path.isdir(name):
+        return name
+    if importlib.util.find_spec("faster_whisper") is None:
+        raise ConfigError(f"WHISPERX_MODEL={name!r} is a size name; resolving it needs the gpu extra "
+                          "(pip install '.[gpu]'), or give a hub id such as Systran/faster-whisper-large-v3")
+    from faster_whisper.utils import _MODELS
+
+    if name not in _MODELS:
+        raise ConfigError(f"WHISPERX_MODEL={name!r} is not a faster-whisper size or a hub id")
+    return _MODELS[name]
+
+
+def plan(env, only=None) -> list[tuple[str, str, object]]:
+    """(kind, what, how) for every model the configured engines need."""
+    tts, wx = TTSSettings.from_env(env), WhisperXSettings.from_env(env)
+    steps = []
+    wanted = set(only or ("tts", "whisper", "align"))
+    if "tts" in wanted and tts.engine == "qwen" and not os.path.isdir(tts.model):
+        steps.append(("tts", tts.model, tts.model))
+    if wx.engine == "whisperx":
+        if "whisper" in wanted and not os.path.isdir(wx.model):
+            steps.append(("whisper", wx.model, wx.model))
+        if "align" in wanted:
+            languages = [lang.strip() for lang in (env.get("WHISPERX_ALIGN_LANGUAGES") or wx.language).split(",")
+                         if lang.strip()]
+            steps += [("align", f"alignment model for {lang!r}", lang) for lang in languages]
+    return steps
+
+
+def fetch_align_model(language: str, models_dir: str, env) -> bool:
+    """whisperx's own loader fetches into MODELS_DIR what the server will load from there."""
+    if importlib.util.find_spec("whisperx") is None:
+        raise ConfigError("alignment models are fetched with whisperx: install the gpu extra "
+                          "(pip install '.[gpu]') or set WHISPERX_ENGINE=pocketsphinx")
+    import whisperx
+
+    try:
+        whisperx.load_align_model(language, "cpu", model_name=env.get("WHISPERX_ALIGN_MODEL") or None,
+                                  model_dir=models_dir)
+    except (OSError, ValueError) as exc:
+        raise Unreachable(f"cannot fetch the alignment model for {language!r} ({exc}); check the "
+                          f"network, or pre-fill {models_dir}") from None
+    return True
+
+
+def download_models(args, env=None) -> int:
+    env = dict(os.environ if env is None else env)
+    models_dir = args.models_dir or env.get("MODELS_DIR")
+    if not models_dir:
+        print("gpu-audio: set MODELS_DIR (or --models-dir): where the models are kept", file=sys.stderr)
+        return 2
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        steps = plan(env, args.only)
+    except ConfigError as exc:
+        print(f"gpu-audio: {exc}", file=sys.stderr)
+        return 2
+    if not steps:
+        print("gpu-audio: the configured engines need no download", file=sys.stderr)
+        return 0
+    for number, (kind, what, target) in enumerate(steps, 1):
+        began = time.monotonic()
+        prefix = f"[{number}/{len(steps)}] {kind}: {what}"
+        print(f"{prefix} ...", file=sys.stderr, flush=True)
+        try:
+            if kind == "align":
+                fetch_align_model(target, models_dir, env)
+                print(f"{prefix}: ready ({time.monotonic() - began:.0f} s)", file=sys.stderr)
+                continue
+            repo = target if kind == "tts" else whisper_repo(target)
+            path, fetched = fetch_snapshot(repo, models_dir)
+        except Unreachable as exc:
+            print(f"gpu-audio: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except ConfigError as exc:
+            print(f"gpu-audio: {exc}", file=sys.stderr)
+            return EXIT_MISSING_STACK
+        state = "fetched" if fetched else "already present, skipped"
+        print(f"{prefix}: {state} ({_size_mb(path):.0f} MB in {path}, "
+              f"{time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
+    return 0
