@@ -173,6 +173,7 @@ class WhisperXSettings(ServerSettings):
     vad_method: str = "pyannote"
     align_model: str | None = None
     align_cache_size: int = 3
+    max_align_seconds: float = 300.0
     nltk_data: str | None = None
     language: str = "en"
     max_items: int = 500
@@ -192,6 +193,7 @@ class WhisperXSettings(ServerSettings):
             vad_method=env.get("WHISPERX_VAD_METHOD") or cls.vad_method,
             align_model=env.get("WHISPERX_ALIGN_MODEL") or None,
             align_cache_size=_int(env, "WHISPERX_ALIGN_CACHE", 3, minimum=1),
+            max_align_seconds=_float(env, "WHISPERX_MAX_ALIGN_SECONDS", 300.0, minimum=1.0),
             nltk_data=env.get("NLTK_DATA") or None,
             language=env.get("WHISPERX_LANGUAGE") or cls.language,
             max_items=_int(env, "MAX_ITEMS", 500, minimum=1),

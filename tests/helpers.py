@@ -86,8 +86,6 @@ def spoken(text: str, rate_out: int | None = None, fmt: str = "WAV", subtype: st
     """
     import soxr
 
-    from tts.engines.espeak import EspeakEngine
-
     engine = _espeak_engine()
     audio, events = engine.speak(text)
     rate = engine.sample_rate

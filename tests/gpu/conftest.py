@@ -98,3 +98,6 @@ def spy(monkeypatch):
         return recorder
 
     return wrap
+
+
+from .whisper_fixtures import *  # noqa: E402,F401,F403  (WhisperX fixtures)
