@@ -48,3 +48,15 @@ def test_qwen_without_gpu_stack_is_an_error_not_espeak(make_settings):
     assert body["engine"] == "qwen3-tts" and body["status"] == "error" and body["error"]
     r = c.post("/generate", json={"text": "Hi."})
     assert r.status_code == 503 and r.get_json()["success"] is False
+
+
+def test_ready_is_503_while_draining(make_client):
+    from gpu_audio.server.factory import mark_draining
+
+    c = make_client()
+    assert c.get("/ready").status_code == 200
+    mark_draining()
+    r = c.get("/ready")
+    assert r.status_code == 503 and r.get_json()["status"] == "draining" and "Retry-After" in r.headers
+    assert c.get("/health").status_code == 200  # still loaded, still answering
+    assert c.post("/generate", json={"text": "Hi."}).status_code == 200  # in-flight work finishes
