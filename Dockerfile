@@ -48,7 +48,8 @@ ENV MODELS_DIR=$MODELS_DIR \
     WHISPERX_PORT=5001 \
     TTS_ENGINE=qwen \
     WHISPERX_ENGINE=whisperx \
-    ACTIVITY_DIR=/tmp/gpu-audio
+    ACTIVITY_DIR=/tmp/gpu-audio \
+    AUTOSTOP=1
 
 RUN useradd --create-home --uid 1000 app && mkdir -p $MODELS_DIR && chown -R app /data /app
 

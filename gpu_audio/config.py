@@ -200,3 +200,93 @@ class WhisperXSettings(ServerSettings):
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
             max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
         )
+
+
+# -- client side: server_config.json ---------------------------------------------------
+
+DEFAULT_HOURLY_PRICE = 0.526  # g4dn.xlarge (one T4) on demand, us-east-1, USD
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """The ``aws`` section: which instance runs the servers and how to treat it."""
+
+    region: str | None = None
+    instance_id: str | None = None
+    profile: str | None = None
+    idle_minutes: float = 15.0
+    hourly_price: float = DEFAULT_HOURLY_PRICE
+    # None: replace the URL host with the instance's current address only when the
+    # URL points at the instance itself (an EC2 name or a bare IP); True/False: always/never.
+    resolve_host: bool | None = None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    server_url: str = "http://127.0.0.1:5000"
+    whisper_url: str = "http://127.0.0.1:5001"
+    api_key: str | None = field(default=None, repr=False)
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    path: str | None = None
+
+
+def _config_path(path, env) -> Path | None:
+    if path:
+        return Path(path)
+    if env.get("GPU_AUDIO_CONFIG"):
+        return Path(env["GPU_AUDIO_CONFIG"])
+    for candidate in (Path.cwd() / "server_config.json",
+                      Path.home() / ".config" / "gpu-audio" / "server_config.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_client_config(path=None, env=None) -> ClientConfig:
+    """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ~/.config/gpu-audio/),
+    then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
+    GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
+    GPU_HOURLY_PRICE."""
+    import json
+
+    env = os.environ if env is None else env
+    found = _config_path(path, env)
+    data: dict = {}
+    if found is not None:
+        try:
+            data = json.loads(found.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {found}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{found} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{found} must hold a JSON object")
+    aws = data.get("aws") or {}
+    if not isinstance(aws, dict):
+        raise ConfigError(f"'aws' in {found} must be an object")
+
+    def number(name, raw, default):
+        if raw in (None, ""):
+            return default
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+    key = env.get("TTS_API_KEY") or data.get("api_key") or None
+    return ClientConfig(
+        server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or ClientConfig.server_url).rstrip("/"),
+        whisper_url=(env.get("TTS_WHISPER_URL") or data.get("whisper_url") or ClientConfig.whisper_url).rstrip("/"),
+        api_key=key.split(",")[0].strip() if key else None,
+        aws=AwsConfig(
+            region=env.get("GPU_AWS_REGION") or aws.get("region") or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION"),
+            instance_id=env.get("GPU_INSTANCE_ID") or aws.get("instance_id"),
+            profile=env.get("GPU_AWS_PROFILE") or aws.get("profile"),
+            idle_minutes=number("idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"), 15.0),
+            hourly_price=number("hourly_price", env.get("GPU_HOURLY_PRICE") or aws.get("hourly_price"),
+                                DEFAULT_HOURLY_PRICE),
+            resolve_host=aws.get("resolve_host"),
+        ),
+        path=str(found) if found else None,
+    )

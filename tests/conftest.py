@@ -1,3 +1,14 @@
+import os
+
+# No test may reach AWS or the EC2 metadata address (169.254.169.254): fake
+# credentials, metadata off (tests that need IMDS serve it on loopback themselves).
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+})
+os.environ.pop("AWS_PROFILE", None)
+
 import pytest
 
 from gpu_audio.config import TTSSettings

@@ -14,9 +14,23 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import wsgi_error
+
 log = logging.getLogger(__name__)
 
 UNTRACKED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+DRAIN_FLAG = "host-draining"
+DRAIN_RETRY_AFTER_S = 30
+
+
+def drain_flag(directory: str) -> Path:
+    """The file whose presence tells every server on the host to take no new work
+    (the idle watchdog sets it just before it stops the instance)."""
+    return Path(directory) / DRAIN_FLAG
+
+
+def host_draining(directory: str | None) -> bool:
+    return bool(directory) and drain_flag(directory).exists()
 
 
 class Activity:
@@ -32,6 +46,7 @@ class Activity:
         if directory:
             try:
                 Path(directory).mkdir(parents=True, exist_ok=True)
+                self.last_request_at = _inherit(directory, server)
                 self.path = Path(directory) / f"{server}-{os.getpid()}.json"
                 self._write()
                 atexit.register(self.close)
@@ -51,7 +66,8 @@ class Activity:
             self._write()
 
     def snapshot(self) -> dict:
-        return {"server": self.server, "pid": os.getpid(), "in_flight": self.in_flight,
+        return {"server": self.server, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
+                "in_flight": self.in_flight,
                 "last_request_at": self.last_request_at, "started_at": self.started_at}
 
     def close(self) -> None:
@@ -72,14 +88,40 @@ class Activity:
             log.warning("cannot update activity record %s: %s", self.path, exc)
 
 
-def _alive(pid: int) -> bool:
+def _inherit(directory: str, server: str) -> float | None:
+    """The last request time of this server's earlier, dead processes (a restarted
+    worker must not look idle since forever); their records are removed."""
+    last = None
+    for path in Path(directory).glob(f"{server}-*.json"):
+        try:
+            record = json.loads(path.read_text())
+            if _alive(int(record.get("pid", 0)), record.get("proc_start")):
+                continue
+            if record.get("last_request_at"):
+                last = max(last or 0.0, float(record["last_request_at"]))
+            path.unlink()
+        except (OSError, ValueError, TypeError):
+            continue
+    return last
+
+
+def _proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a live
+    process from a later one that reused its pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int, proc_start: int | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
 def read_activity(directory: str) -> list[dict]:
@@ -90,7 +132,7 @@ def read_activity(directory: str) -> list[dict]:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and _alive(int(record.get("pid", 0))):
+        if isinstance(record, dict) and _alive(int(record.get("pid", 0)), record.get("proc_start")):
             records.append(record)
     return records
 
@@ -102,15 +144,26 @@ class ActivityMiddleware:
     activity (it must not keep a paid host awake).
     """
 
-    def __init__(self, app, activity: Activity):
+    def __init__(self, app, activity: Activity, directory: str | None = None):
         self.app = app
         self.activity = activity
+        self.directory = directory
 
     def __call__(self, environ, start_response):
         path = (environ.get("PATH_INFO") or "/").rstrip("/") or "/"
         if environ.get("REQUEST_METHOD") == "OPTIONS" or path in UNTRACKED_PATHS:
             return self.app(environ, start_response)
+        # Count first, then look at the flag: the watchdog sets the flag, then
+        # counts. Whichever comes second sees the other, so a request is either
+        # refused here or seen by the watchdog, which then cancels the stop.
         self.activity.begin()
+        if host_draining(self.directory):
+            self.activity.end()
+            log.info("refused %s %s: the host is stopping (idle)", environ.get("REQUEST_METHOD"), path)
+            return wsgi_error(start_response, 503,
+                              "The GPU host is stopping because it was idle; retry in a minute "
+                              "(a retry cancels the stop or finds it started again).",
+                              [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
         try:
             result = self.app(environ, start_response)
         except BaseException:

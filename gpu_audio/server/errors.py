@@ -58,7 +58,7 @@ def error_body(message: str, **extra) -> dict:
 def wsgi_error(start_response, status: int, message: str, headers=()):
     """A JSON error answered from WSGI middleware, outside Flask."""
     body = json.dumps(error_body(message)).encode()
-    reason = {401: "UNAUTHORIZED", 400: "BAD REQUEST"}.get(status, "ERROR")
+    reason = {401: "UNAUTHORIZED", 400: "BAD REQUEST", 503: "SERVICE UNAVAILABLE"}.get(status, "ERROR")
     start_response(f"{status} {reason}", [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),

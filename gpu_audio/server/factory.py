@@ -10,7 +10,7 @@ import weakref
 
 from flask import Flask
 
-from .activity import Activity, ActivityMiddleware
+from .activity import Activity, ActivityMiddleware, host_draining
 from .auth import ApiKeyMiddleware
 from .engine import EngineState
 from .errors import register_error_handlers
@@ -27,9 +27,9 @@ def mark_draining() -> None:
     """This process is stopping: every server in it answers /ready with 503 while
     the requests in flight finish (called from gunicorn's SIGTERM handler)."""
     for server in list(_servers):
-        if server.draining:
+        if server.stopping:
             continue
-        server.draining = True
+        server.stopping = True
         log.info("%s: draining, %d requests in flight", server.name, server.activity.in_flight)
 
 
@@ -43,9 +43,14 @@ class Server:
         self.state = EngineState(engine)
         self.activity = Activity(name, settings.activity_dir)
         self.lane = Lane(settings.max_queue)
-        self.draining = False
+        self.stopping = False  # SIGTERM: this process drains and exits
         self._health_extra = health_extra
         _servers.add(self)
+
+    @property
+    def draining(self) -> bool:
+        """Stopping (SIGTERM) or the host is about to stop (the idle watchdog's flag)."""
+        return self.stopping or host_draining(self.settings.activity_dir)
 
     def health_extra(self) -> dict:
         return self._health_extra() if self._health_extra else {}
@@ -95,7 +100,7 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     def allow_origin(origin):
         return origins == "*" or (origins is not None and origin in origins)
 
-    wsgi = ActivityMiddleware(app.wsgi_app, server.activity)
+    wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir)
     wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
     app.wsgi_app = PrefixMiddleware(wsgi, prefix)
     if not settings.auth_enabled:

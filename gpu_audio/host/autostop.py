@@ -1,0 +1,196 @@
+"""The idle watchdog: stop the GPU host when nobody has used it for a while,
+never in the middle of a request.
+
+Busy = any request in flight (across both servers and all their processes), or
+the last one finished less than ``idle_minutes`` ago, or the host booted less
+than ``idle_minutes`` ago. The decision is a pure function (``decide``); the
+watchdog around it drains the servers, checks once more, then stops the instance.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+from gpu_audio.server.activity import drain_flag, read_activity
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "GpuAudio"
+IMDS_DEFAULT = "http://169.254.169.254"
+
+
+@dataclass(frozen=True)
+class Decision:
+    busy: bool
+    reason: str
+    in_flight: int
+    idle_seconds: float
+
+
+def decide(records: list[dict], boot_time: float, now: float, idle_minutes: float) -> Decision:
+    """Busy or idle, with the numbers behind it. ``records`` are the servers'
+    activity records (``read_activity``); times are epoch seconds."""
+    limit = idle_minutes * 60
+    in_flight = sum(max(0, int(r.get("in_flight") or 0)) for r in records)
+    lasts = [float(r["last_request_at"]) for r in records if r.get("last_request_at")]
+    last = max(lasts) if lasts else None
+    quiet_since = max([boot_time] + ([last] if last else []))
+    idle = max(0.0, now - quiet_since)
+    if in_flight:
+        return Decision(True, f"{in_flight} request(s) in flight", in_flight, 0.0)
+    if now - boot_time < limit:
+        return Decision(True, f"booted {now - boot_time:.0f} s ago (grace {limit:.0f} s)", 0, idle)
+    if last is not None and now - last < limit:
+        return Decision(True, f"last request finished {now - last:.0f} s ago (limit {limit:.0f} s)",
+                        0, idle)
+    what = f"last request {now - last:.0f} s ago" if last else "no request since boot"
+    return Decision(False, f"idle: {what} (limit {limit:.0f} s)", 0, idle)
+
+
+def boot_time_now() -> float:
+    """When this machine booted (epoch seconds), from /proc/uptime."""
+    with open("/proc/uptime") as f:
+        return time.time() - float(f.read().split()[0])
+
+
+def imds(path: str, timeout: float = 1.0) -> str | None:
+    """A value from the EC2 instance metadata service (IMDSv2), or None off EC2.
+
+    ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` moves it (tests point it at loopback);
+    ``AWS_EC2_METADATA_DISABLED=true`` turns it off."""
+    import requests
+
+    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return None
+    base = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT).rstrip("/")
+    try:
+        token = requests.put(f"{base}/latest/api/token", timeout=timeout,
+                             headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+        token.raise_for_status()
+        r = requests.get(f"{base}/latest/meta-data/{path}", timeout=timeout,
+                         headers={"X-aws-ec2-metadata-token": token.text})
+        r.raise_for_status()
+        return r.text.strip() or None
+    except requests.RequestException:
+        return None
+
+
+def heartbeat_data(instance_id: str, decision: Decision) -> list[dict]:
+    dims = [{"Name": "InstanceId", "Value": instance_id}]
+    return [{"MetricName": "InFlight", "Dimensions": dims, "Value": decision.in_flight, "Unit": "Count"},
+            {"MetricName": "IdleSeconds", "Dimensions": dims, "Value": round(decision.idle_seconds),
+             "Unit": "Seconds"}]
+
+
+class Watchdog:
+    """One ``check()`` per interval. ``stop_instance`` is None off EC2 (it then
+    only reports idleness)."""
+
+    def __init__(self, activity_dir: str, idle_minutes: float, stop_instance=None, *,
+                 boot_time: float | None = None, clock=time.time, sleep=time.sleep,
+                 settle_seconds: float = 2.0, heartbeat=None):
+        self.activity_dir = activity_dir
+        self.idle_minutes = idle_minutes
+        self.stop_instance = stop_instance
+        self.boot_time = boot_time_now() if boot_time is None else boot_time
+        self.clock, self.sleep = clock, sleep
+        self.settle_seconds = settle_seconds
+        self.heartbeat = heartbeat
+        self.stopped = False
+        self._told_cannot_stop = False
+
+    def check(self) -> str:
+        """One look: "busy", "idle" (nothing to stop), "cancelled" or "stopped"."""
+        flag = drain_flag(self.activity_dir)
+        records = read_activity(self.activity_dir)
+        decision = decide(records, self.boot_time, self.clock(), self.idle_minutes)
+        self._beat(decision)
+        if decision.busy or self.stopped:
+            log.debug("busy: %s", decision.reason)
+            return "busy" if decision.busy else "stopped"
+        if self.stop_instance is None:
+            if not self._told_cannot_stop:
+                log.warning("%s, but this is not an EC2 instance (no IMDS, no --instance-id): "
+                            "nothing to stop; reporting only", decision.reason)
+                self._told_cannot_stop = True
+            else:
+                log.info("%s", decision.reason)
+            return "idle"
+        decided_at = self.clock()
+        log.info("%s: draining both servers before the stop", decision.reason)
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.write_text(f"{decided_at}\n")
+        self.sleep(self.settle_seconds)
+        again = read_activity(self.activity_dir)
+        arrived = sum(int(r.get("in_flight") or 0) for r in again)
+        late = [r for r in again if (r.get("last_request_at") or 0) >= decided_at]
+        if arrived or late:
+            flag.unlink(missing_ok=True)
+            log.info("stop cancelled: %d in flight, %d server(s) had a request since the decision",
+                     arrived, len(late))
+            return "cancelled"
+        try:
+            self.stop_instance()
+        except Exception as exc:  # a failed stop must not leave the servers refusing work
+            flag.unlink(missing_ok=True)
+            log.error("stopping the instance failed: %s; the servers take work again", exc)
+            return "cancelled"
+        self.stopped = True
+        log.info("instance stop requested after %.0f s idle", decision.idle_seconds)
+        return "stopped"
+
+    def _beat(self, decision: Decision) -> None:
+        if self.heartbeat is None:
+            return
+        try:
+            self.heartbeat(decision)
+        except Exception as exc:  # the heartbeat is a backstop, never a reason to stop watching
+            log.warning("CloudWatch heartbeat failed: %s", exc)
+
+    def run(self, interval: float = 30.0) -> None:
+        log.info("watching %s: stop after %.0f idle minutes, checking every %.0f s",
+                 self.activity_dir, self.idle_minutes, interval)
+        # A flag left by a watchdog that died mid-drain (or survived in a restarted
+        # container) would keep the servers refusing work: start clean.
+        drain_flag(self.activity_dir).unlink(missing_ok=True)
+        while True:
+            self.check()
+            self.sleep(interval)
+
+
+def lambda_decision(idle_datapoints: list[float], in_flight_datapoints: list[float],
+                    idle_minutes: float) -> bool:
+    """For the Lambda variant: stop when the heartbeat says idle long enough and nothing
+    in flight. No datapoints (no heartbeat) is never a reason to stop."""
+    if not idle_datapoints or not in_flight_datapoints:
+        return False
+    return min(idle_datapoints) >= idle_minutes * 60 and max(in_flight_datapoints) == 0
+
+
+def lambda_handler(event, context=None, *, cloudwatch=None, ec2=None, now=None):
+    """AWS Lambda entry (scheduled every 5 min): ``{"instance_id": ..., "idle_minutes": 15}``.
+
+    Reads the last 5 minutes of the watchdog's heartbeat and stops the instance
+    when it reports idle; for teams that prefer a Lambda to the on-host stop."""
+    import datetime as dt
+
+    import boto3
+
+    instance_id = event["instance_id"]
+    idle_minutes = float(event.get("idle_minutes", 15))
+    cloudwatch = cloudwatch or boto3.client("cloudwatch")
+    ec2 = ec2 or boto3.client("ec2")
+    end = now or dt.datetime.now(dt.timezone.utc)
+
+    def points(name, stat):
+        r = cloudwatch.get_metric_statistics(
+            Namespace=NAMESPACE, MetricName=name, StartTime=end - dt.timedelta(minutes=5), EndTime=end,
+            Period=60, Statistics=[stat], Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
+        return [p[stat] for p in r["Datapoints"]]
+
+    if lambda_decision(points("IdleSeconds", "Minimum"), points("InFlight", "Maximum"), idle_minutes):
+        ec2.stop_instances(InstanceIds=[instance_id])
+        return {"stopped": True, "instance_id": instance_id}
+    return {"stopped": False, "instance_id": instance_id}

@@ -1,0 +1,206 @@
+"""The verbs scripts use: ``ensure_gpu_ready()``, ``stop_gpu()``, ``gpu_status()``.
+
+"Ready" means the instance runs **and** both servers answer ``/ready`` with 200:
+the models are loaded, a batch can go.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from gpu_audio.config import load_client_config
+
+from . import ec2 as ec2mod
+from .ec2 import EXIT_CONFIG, Busy, HostError, HostTimeout, NotReady
+
+log = logging.getLogger(__name__)
+
+SERVERS = (("tts", "server_url"), ("whisperx", "whisper_url"))
+
+
+class ConfigMissing(HostError):
+    exit_code = EXIT_CONFIG
+
+
+def _points_at_instance(host: str) -> bool:
+    if host.startswith("ec2-") and host.endswith(".amazonaws.com"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False
+
+
+def server_urls(config, info: dict | None) -> dict[str, str]:
+    """Both servers' URLs; an instance's fresh public address replaces the host when
+    the config points at the instance itself (its address changes at each start)."""
+    urls = {name: getattr(config, field) for name, field in SERVERS}
+    address = info and (info.get("public_dns") or info.get("public_ip"))
+    if not address:
+        return urls
+    resolved = {}
+    for name, url in urls.items():
+        parts = urlsplit(url)
+        resolve = config.aws.resolve_host
+        if resolve or (resolve is None and _points_at_instance(parts.hostname or "")):
+            netloc = address + (f":{parts.port}" if parts.port else "")
+            url = urlunsplit(parts._replace(netloc=netloc))
+        resolved[name] = url
+    return resolved
+
+
+def server_health(url: str, timeout: float = 10.0) -> dict:
+    """``/health`` of one server; ``{"status": "unreachable"}`` when nothing listens,
+    ``{"status": "unknown"}`` when something does but does not answer in time."""
+    try:
+        r = requests.get(url + "/health", timeout=timeout)
+        body = r.json()
+        return body if isinstance(body, dict) else {"status": "unknown", "error": "not JSON"}
+    except requests.ConnectionError as exc:
+        return {"status": "unreachable", "error": type(exc).__name__}
+    except (requests.RequestException, ValueError) as exc:
+        return {"status": "unknown", "error": type(exc).__name__}
+
+
+def wait_servers_ready(urls: dict[str, str], *, timeout: float, poll: float = 3.0,
+                       progress=lambda pending, elapsed: None, clock=time.monotonic,
+                       sleep=time.sleep) -> None:
+    """Until every ``/ready`` is 200. A server whose model failed to load will never
+    be ready: that is NotReady at once, not a wait until the timeout."""
+    began = clock()
+    while True:
+        pending = {}
+        for name, url in urls.items():
+            try:
+                if requests.get(url + "/ready", timeout=5).status_code == 200:
+                    continue
+            except requests.RequestException:
+                pending[name] = "unreachable"
+                continue
+            health = server_health(url)
+            if health.get("status") == "error":
+                raise NotReady(f"the {name} server at {url} cannot serve: {health.get('error')}")
+            pending[name] = health.get("status", "loading")
+        progress(pending, clock() - began)
+        if not pending:
+            return
+        if clock() - began > timeout:
+            waiting = ", ".join(f"{n} ({s})" for n, s in pending.items())
+            raise HostTimeout(f"not ready after {timeout:.0f} s: still waiting for {waiting}")
+        sleep(poll)
+
+
+def _clients(config, ec2):
+    if ec2 is not None:
+        return ec2
+    if not config.aws.instance_id:
+        raise ConfigMissing("no instance: set aws.instance_id in server_config.json "
+                            "(or GPU_INSTANCE_ID)")
+    return ec2mod.make_session(config.aws).client("ec2")
+
+
+class LineProgress:
+    """One status line that rewrites itself on a terminal (plain lines otherwise)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = ""
+
+    def __call__(self, text: str):
+        if text == self.last:
+            return
+        self.last = text
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self):
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float = 900,
+                     poll: float = 5.0, progress=None, clock=time.monotonic, sleep=time.sleep) -> dict:
+    """Start the host if needed and (``wait``) until both servers are ready.
+    Returns ``{"instance": ..., "urls": {"tts": ..., "whisperx": ...}}``."""
+    config = config or load_client_config()
+    line = progress or (lambda text: None)
+    began = clock()
+    info = None
+    if config.aws.instance_id or ec2 is not None:
+        client = _clients(config, ec2)
+        info = ec2mod.ensure_running(
+            client, config.aws.instance_id, timeout=timeout, poll=poll, clock=clock, sleep=sleep,
+            progress=lambda i, t: line(f"instance {i['state']} · {t:.0f} s"))
+    urls = server_urls(config, info)
+    if wait:
+        left = max(1.0, timeout - (clock() - began))
+
+        def show(pending, elapsed):
+            waiting = ", ".join(f"{n} {s}" for n, s in pending.items())
+            line(f"instance running · {clock() - began:.0f} s · "
+                 + (f"waiting for {waiting}" if pending else "both servers ready"))
+
+        wait_servers_ready(urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock,
+                           sleep=sleep)
+    return {"instance": info, "urls": urls}
+
+
+def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
+    """Requests in flight (and queued) per server that listens; None = it did not say."""
+    counts = {}
+    for name, url in urls.items():
+        health = server_health(url)
+        if health["status"] == "unknown":
+            counts[name] = None
+        elif health["status"] != "unreachable":
+            counts[name] = int(health.get("in_flight") or 0) + int(health.get("queue_depth") or 0)
+    return counts
+
+
+def stop_gpu(config=None, ec2=None, *, force: bool = False) -> dict:
+    """Stop the instance, unless a server reports work in flight (``force`` stops anyway)."""
+    config = config or load_client_config()
+    client = _clients(config, ec2)
+    info = ec2mod.describe(client, config.aws.instance_id)
+    if info["state"] in ("stopped", "stopping", "terminated", "shutting-down"):
+        return info
+    busy = {n: c for n, c in in_flight(server_urls(config, info)).items() if c != 0}
+    if busy and not force:
+        detail = ", ".join(f"{n}: {'no answer' if c is None else c}" for n, c in busy.items())
+        raise Busy(f"not stopping: requests in flight ({detail}); wait for them or use --force")
+    ec2mod.stop(client, config.aws.instance_id)
+    log.info("stop requested for %s", config.aws.instance_id)
+    return ec2mod.describe(client, config.aws.instance_id)
+
+
+def gpu_status(config=None, ec2=None, *, now=None) -> dict:
+    """Instance state, address, both servers' health, in flight, idle time, uptime, cost."""
+    config = config or load_client_config()
+    now = now or datetime.now(timezone.utc)
+    info = ec2mod.describe(_clients(config, ec2), config.aws.instance_id) \
+        if (config.aws.instance_id or ec2 is not None) else None
+    urls = server_urls(config, info)
+    servers = {name: server_health(url) for name, url in urls.items()}
+    status = {"instance": info, "urls": urls, "servers": servers}
+    lasts = [s.get("last_request_at") for s in servers.values() if s.get("last_request_at")]
+    if lasts:
+        last = max(datetime.fromisoformat(t) for t in lasts)
+        status["idle_seconds"] = max(0.0, (now - last).total_seconds())
+    status["in_flight"] = sum(int(s.get("in_flight") or 0) for s in servers.values())
+    if info and info["state"] == "running" and info.get("launch_time"):
+        uptime = (now - info["launch_time"]).total_seconds()
+        status["uptime_seconds"] = uptime
+        status["cost_so_far"] = round(uptime / 3600 * config.aws.hourly_price, 2)
+        status["hourly_price"] = config.aws.hourly_price
+    return status

@@ -1,0 +1,236 @@
+"""The idle watchdog: a pure decision with an injected clock, and the drain-then-stop
+sequence against the real server's activity records."""
+import json
+import logging
+import os
+import threading
+
+import pytest
+
+from gpu_audio.host.autostop import Decision, Watchdog, decide, heartbeat_data, imds, lambda_decision
+from gpu_audio.server.activity import drain_flag
+
+from .fakes import RecordingEngine
+
+BOOT = 1_000_000.0
+MIN = 60.0
+
+
+def rec(in_flight=0, last=None):
+    return {"server": "tts", "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last}
+
+
+@pytest.mark.parametrize("records,now,busy,reason", [
+    ([], BOOT + 5 * MIN, True, "booted"),                          # boot grace
+    ([], BOOT + 15 * MIN, False, "no request since boot"),
+    ([rec(last=BOOT + 20 * MIN)], BOOT + 30 * MIN, True, "last request finished 600 s ago"),
+    ([rec(last=BOOT + 20 * MIN)], BOOT + 35 * MIN, False, "last request 900 s ago"),
+    ([rec(in_flight=1, last=BOOT)], BOOT + 600 * MIN, True, "1 request(s) in flight"),
+    ([rec(last=BOOT + MIN), rec(in_flight=2)], BOOT + 99 * MIN, True, "2 request(s) in flight"),
+    ([rec(last=BOOT + 50 * MIN), rec(last=BOOT + 10 * MIN)], BOOT + 60 * MIN, True, "600 s ago"),
+    ([rec(in_flight=-3)], BOOT + 60 * MIN, False, "idle"),        # a corrupt count is not work
+])
+def test_decide(records, now, busy, reason):
+    d = decide(records, BOOT, now, 15)
+    assert d.busy is busy and reason in d.reason
+
+
+def test_decide_exhaustively_against_the_rule():
+    """Every combination on a grid: busy exactly when in flight, within the boot
+    grace, or within idle_minutes of the last request."""
+    for idle in (1, 15, 60):
+        limit = idle * MIN
+        for boot_age in (0, limit - 1, limit, limit + 1, 10 * limit):
+            now = BOOT + boot_age
+            for last_age in (None, 0, limit - 1, limit, limit + 1):
+                for flight in (0, 1, 3):
+                    last = None if last_age is None else now - last_age
+                    d = decide([rec(flight, last)], BOOT, now, idle)
+                    expected = flight > 0 or boot_age < limit or (last_age is not None and last_age < limit)
+                    assert d.busy is expected, (idle, boot_age, last_age, flight, d)
+                    assert d.in_flight == flight and d.idle_seconds >= 0
+
+
+class World:
+    """Fake clock and activity records in a real directory; counts stop calls."""
+
+    def __init__(self, tmp_path, idle=15):
+        self.dir = tmp_path / "activity"
+        self.dir.mkdir()
+        self.now = BOOT
+        self.stops = 0
+        self.during_settle = None
+        self.dog = Watchdog(str(self.dir), idle, self.stop, boot_time=BOOT, clock=lambda: self.now,
+                            sleep=self.sleep, settle_seconds=2)
+
+    def stop(self):
+        self.stops += 1
+
+    def sleep(self, seconds):
+        if self.during_settle:
+            self.during_settle()
+        self.now += seconds
+
+    def write(self, name, in_flight=0, last=None):
+        (self.dir / f"{name}.json").write_text(json.dumps(
+            {"server": name, "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last}))
+
+
+def test_never_stops_while_a_long_request_spans_the_deadline(tmp_path):
+    w = World(tmp_path)
+    w.write("tts", last=BOOT + 1 * MIN)
+    w.now = BOOT + 10 * MIN
+    w.write("whisperx", in_flight=1)   # a 30-minute alignment starts
+    for _ in range(60):                # checks every 30 s for 30 minutes, far past the deadline
+        assert w.dog.check() == "busy"
+        w.now += 30
+    w.write("whisperx", in_flight=0, last=w.now)  # it finishes
+    w.now += 14 * MIN
+    assert w.dog.check() == "busy" and w.stops == 0
+    w.now += 2 * MIN
+    assert w.dog.check() == "stopped" and w.stops == 1
+    assert w.dog.check() == "stopped" and w.stops == 1  # asked once
+
+
+def test_boot_grace_then_stop(tmp_path):
+    w = World(tmp_path)
+    w.now = BOOT + 14 * MIN
+    assert w.dog.check() == "busy"
+    w.now = BOOT + 15 * MIN
+    assert w.dog.check() == "stopped" and w.stops == 1
+    assert drain_flag(str(w.dir)).exists()  # the servers take no new work while it goes down
+
+
+def test_request_arriving_during_the_drain_cancels_the_stop(tmp_path):
+    w = World(tmp_path)
+    w.now = BOOT + 20 * MIN
+    w.during_settle = lambda: w.write("tts", in_flight=1)
+    assert w.dog.check() == "cancelled" and w.stops == 0
+    assert not drain_flag(str(w.dir)).exists()
+    w.during_settle = lambda: w.write("tts", last=w.now)  # refused with 503 but recorded
+    w.write("tts")
+    assert w.dog.check() == "cancelled" and w.stops == 0
+
+
+def test_failed_stop_lets_the_servers_work_again(tmp_path):
+    w = World(tmp_path)
+    w.now = BOOT + 20 * MIN
+
+    def broken():
+        raise RuntimeError("AccessDenied")
+    w.dog.stop_instance = broken
+    assert w.dog.check() == "cancelled"
+    assert not drain_flag(str(w.dir)).exists()
+
+
+def test_outside_ec2_reports_only_and_says_so_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    w = World(tmp_path)
+    w.dog.stop_instance = None
+    w.now = BOOT + 20 * MIN
+    assert w.dog.check() == "idle" and w.dog.check() == "idle"
+    assert caplog.text.count("not an EC2 instance") == 1
+    assert not drain_flag(str(w.dir)).exists()
+
+
+def test_drain_on_the_real_server_refuses_work_and_that_cancels_the_stop(make_client, tmp_path):
+    import time
+
+    c = make_client(RecordingEngine())
+    seen = {}
+
+    def during_settle(seconds):  # a client arrives while the watchdog drains
+        seen["ready"] = c.get("/ready")
+        seen["generate"] = c.post("/generate", json={"text": "Hi."}, buffered=True)
+
+    dog = Watchdog(str(tmp_path / "activity"), 15, lambda: seen.setdefault("stopped", True),
+                   boot_time=time.time() - 60 * MIN, sleep=during_settle)
+    assert dog.check() == "cancelled"
+    assert seen["ready"].status_code == 503 and seen["ready"].get_json()["status"] == "draining"
+    r = seen["generate"]
+    assert r.status_code == 503 and r.headers["Retry-After"] and "idle" in r.get_json()["error"]
+    assert "stopped" not in seen
+    assert c.post("/generate", json={"text": "Hi."}).status_code == 200  # flag gone: serving again
+
+
+def test_drain_then_stop_when_nothing_arrives(make_client, tmp_path):
+    c = make_client(RecordingEngine())
+    import time as _time
+
+    now = _time.time() + 30 * MIN
+    stopped = threading.Event()
+    dog = Watchdog(str(tmp_path / "activity"), 15, stopped.set, boot_time=now - 60 * MIN,
+                   clock=lambda: now, sleep=lambda s: None)
+    assert dog.check() == "stopped" and stopped.is_set()
+    assert c.post("/generate", json={"text": "Hi."}).status_code == 503
+
+
+def test_heartbeat_failure_never_stops_the_watch(tmp_path):
+    w = World(tmp_path)
+    w.dog.heartbeat = lambda d: (_ for _ in ()).throw(RuntimeError("throttled"))
+    w.now = BOOT + MIN
+    assert w.dog.check() == "busy"
+
+
+def test_heartbeat_data():
+    data = heartbeat_data("i-1", Decision(False, "idle", 0, 901.4))
+    assert {d["MetricName"]: d["Value"] for d in data} == {"InFlight": 0, "IdleSeconds": 901}
+    assert all(d["Dimensions"] == [{"Name": "InstanceId", "Value": "i-1"}] for d in data)
+
+
+def test_lambda_decision():
+    assert lambda_decision([900, 960], [0, 0], 15) is True
+    assert lambda_decision([899, 960], [0, 0], 15) is False
+    assert lambda_decision([960], [1], 15) is False
+    assert lambda_decision([], [], 15) is False  # no heartbeat: never a reason to stop
+
+
+def test_imds_v2_on_loopback(monkeypatch):
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    @Request.application
+    def fake_imds(request):
+        if request.method == "PUT" and request.path == "/latest/api/token":
+            return Response("tok")
+        if request.headers.get("X-aws-ec2-metadata-token") != "tok":
+            return Response("no token", status=401)
+        values = {"/latest/meta-data/instance-id": "i-0abc", "/latest/meta-data/placement/region": "eu-west-1"}
+        return Response(values.get(request.path, ""), status=200 if request.path in values else 404)
+
+    server = make_server("127.0.0.1", 0, fake_imds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+        assert imds("instance-id") == "i-0abc" and imds("placement/region") == "eu-west-1"
+        assert imds("nope") is None
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        assert imds("instance-id") is None
+    finally:
+        server.shutdown()
+
+
+def test_imds_absent_is_none(monkeypatch):
+    from .helpers import free_port
+
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
+    assert imds("instance-id") is None
+
+
+def test_autostop_command_is_off_unless_asked(tmp_path):
+    import subprocess
+    import sys
+
+    from .helpers import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "AUTOSTOP"}
+    off = subprocess.run([sys.executable, "-m", "gpu_audio", "autostop"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0 and "autostop is off" in off.stderr
+    on = subprocess.run([sys.executable, "-m", "gpu_audio", "autostop", "--once", "--idle-minutes", "0.001",
+                         "--activity-dir", str(tmp_path)], cwd=ROOT, env={**env, "AUTOSTOP": "1"},
+                        capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0 and on.stdout.strip() == "idle"
+    assert "not an EC2 instance" in on.stderr

@@ -1,0 +1,159 @@
+"""`gpu-audio start-gpu / stop-gpu / gpu-status` end to end: a moto server on
+loopback stands in for EC2, real local servers (embedded engines) for the host."""
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from gpu_audio.host.autostop import Watchdog, heartbeat_data, lambda_handler
+
+from .helpers import ROOT, Gunicorn, free_port, spoken, wait_until
+
+pytestmark = pytest.mark.integration
+KEY = "host-test-key"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("host")
+    common = {"TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp / "activity")}
+    tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
+    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
+                  tmp / "wx.log")
+    try:
+        yield tts.wait_ready(), wx.wait_ready()
+    finally:
+        tts.stop()
+        wx.stop()
+
+
+def instance(moto_url, state="stopped"):
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=moto_url)
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")["Instances"][0]["InstanceId"]
+    if state == "stopped":
+        ec2.stop_instances(InstanceIds=[iid])
+    return ec2, iid
+
+
+def cli(tmp_path, moto_url, tts_url, wx_url, iid, *args, timeout=120):
+    config = tmp_path / "server_config.json"
+    config.write_text(json.dumps({"server_url": tts_url, "whisper_url": wx_url, "api_key": KEY,
+                                  "aws": {"region": "us-east-1", "instance_id": iid, "hourly_price": 0.53}}))
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_url, "GPU_AUDIO_CONFIG": str(config)}
+    return subprocess.run([sys.executable, "-m", "gpu_audio", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_start_gpu_starts_the_instance_and_waits_for_both_servers(tmp_path, moto_url, servers):
+    ec2, iid = instance(moto_url)
+    tts, wx = servers
+    out = cli(tmp_path, moto_url, tts.url, wx.url, iid, "start-gpu", "--timeout", "60")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ready") and tts.url in out.stdout and wx.url in out.stdout
+    assert "instance stopped" in out.stderr and "both servers ready" in out.stderr
+    state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
+
+
+def test_start_gpu_times_out_on_a_server_stuck_loading(tmp_path, moto_url, servers):
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    @Request.application
+    def loading(request):
+        return Response(json.dumps({"status": "loading", "model_loaded": False}), status=503,
+                        content_type="application/json")
+
+    stuck = make_server("127.0.0.1", 0, loading, threaded=True)
+    threading.Thread(target=stuck.serve_forever, daemon=True).start()
+    try:
+        _, iid = instance(moto_url, state="running")
+        out = cli(tmp_path, moto_url, servers[0].url, f"http://127.0.0.1:{stuck.server_port}", iid,
+                  "start-gpu", "--timeout", "4")
+    finally:
+        stuck.shutdown()
+    assert out.returncode == 4, out.stderr
+    assert "still waiting for whisperx (loading)" in out.stderr.strip().splitlines()[-1]
+
+
+def test_start_gpu_not_ready_when_a_model_failed(tmp_path, moto_url, servers):
+    broken = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "qwen", "TTS_MODEL": "/nonexistent",
+                                               "TTS_DEVICE": "cpu", "ACTIVITY_DIR": str(tmp_path)},
+                      tmp_path / "broken.log")
+    try:
+        wait_until(lambda: requests.get(broken.url + "/health", timeout=2).json()["status"] == "error")
+        _, iid = instance(moto_url, state="running")
+        out = cli(tmp_path, moto_url, broken.url, servers[1].url, iid, "start-gpu", "--timeout", "60")
+    finally:
+        broken.stop()
+    assert out.returncode == 5, out.stderr
+    assert "the tts server" in out.stderr and "cannot serve" in out.stderr
+
+
+def test_aws_error_exit_code(tmp_path, moto_url, servers):
+    out = cli(tmp_path, moto_url, servers[0].url, servers[1].url, "i-0000000000000dead", "start-gpu")
+    assert out.returncode == 3 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_stop_refuses_while_work_is_in_flight(tmp_path, moto_url, servers):
+    ec2, iid = instance(moto_url, state="running")
+    tts, wx = servers
+    text = " ".join(["Each caption follows its narration line, word by word."] * 80)
+    b64, _, _ = spoken(text)
+    done = threading.Event()
+    threading.Thread(target=lambda: (requests.post(wx.url + "/align", json={"audio": b64, "text": text},
+                                                   headers={"X-API-Key": KEY}, timeout=120), done.set()),
+                     daemon=True).start()
+    wait_until(lambda: requests.get(wx.url + "/health", timeout=2).json()["in_flight"] == 1, interval=0.02)
+    out = cli(tmp_path, moto_url, tts.url, wx.url, iid, "stop-gpu")
+    assert out.returncode == 6 and "requests in flight (whisperx: 1)" in out.stderr
+    status = cli(tmp_path, moto_url, tts.url, wx.url, iid, "gpu-status")
+    assert status.returncode == 0 and "in flight 1" in status.stdout and "running" in status.stdout
+    out = cli(tmp_path, moto_url, tts.url, wx.url, iid, "stop-gpu", "--force")
+    assert out.returncode == 0 and iid in out.stdout
+    done.wait(120)
+
+
+def test_gpu_status_json(tmp_path, moto_url, servers):
+    _, iid = instance(moto_url, state="running")
+    tts, wx = servers
+    wait_until(lambda: requests.get(wx.url + "/health", timeout=5).json()["in_flight"] == 0, timeout=120)
+    requests.post(tts.url + "/generate", json={"text": "Hi."}, headers={"X-API-Key": KEY}, timeout=30)
+    out = cli(tmp_path, moto_url, tts.url, wx.url, iid, "gpu-status", "--json")
+    status = json.loads(out.stdout)
+    assert status["instance"]["state"] == "running" and status["instance"]["instance_type"] == "g4dn.xlarge"
+    assert status["servers"]["tts"]["engine"] == "espeak-ng" and status["in_flight"] == 0
+    assert status["idle_seconds"] < 60 and status["hourly_price"] == 0.53 and "cost_so_far" in status
+
+
+def test_heartbeat_and_lambda_with_cloudwatch(moto_url, tmp_path):
+    ec2, iid = instance(moto_url, state="running")
+    cw = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_url)
+    now = dt.datetime.now(dt.timezone.utc)
+    dog = Watchdog(str(tmp_path), 15, None, boot_time=now.timestamp() - 3600,
+                   heartbeat=lambda d: cw.put_metric_data(Namespace="GpuAudio", MetricData=heartbeat_data(iid, d)))
+    assert dog.check() == "idle"
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace="GpuAudio")["Metrics"]}
+    assert names == {"InFlight", "IdleSeconds"}
+    result = lambda_handler({"instance_id": iid, "idle_minutes": 15}, cloudwatch=cw, ec2=ec2,
+                            now=now + dt.timedelta(minutes=1))
+    assert result == {"stopped": True, "instance_id": iid}
+    state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("stopping", "stopped")
