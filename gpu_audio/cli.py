@@ -42,6 +42,24 @@ def cmd_healthcheck(args) -> int:
     return 0
 
 
+def cmd_proxy(args) -> int:
+    """The auth proxy under gunicorn, in the foreground (loopback unless told)."""
+    import os
+    import sys
+
+    if args.supervised and os.environ.get("PROXY", "0") != "1":
+        logging.getLogger("gpu_audio").info("proxy is off (PROXY is not 1)")
+        return 0
+    host = args.host or os.environ.get("PROXY_HOST", "127.0.0.1")
+    port = args.port or int(os.environ.get("PROXY_PORT", 8080))
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.gunicorn_conf",
+               "--bind", f"{host}:{port}", "proxy.app:create_app()"]
+    print(f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
+          file=sys.stderr, flush=True)
+    os.execvp(command[0], command)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-audio", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gpu-audio {__version__}")
@@ -65,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     health = sub.add_parser("healthcheck", help="exit 0 when both local servers are ready")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(func=cmd_healthcheck)
+
+    proxy = sub.add_parser("proxy", help="run the browser auth proxy (and its playground page)")
+    proxy.add_argument("--host", help="bind address (default PROXY_HOST or 127.0.0.1)")
+    proxy.add_argument("--port", type=int, help="port (default PROXY_PORT or 8080)")
+    proxy.add_argument("--supervised", action="store_true",
+                       help="as a supervisord program: do nothing unless PROXY=1")
+    proxy.set_defaults(func=cmd_proxy)
 
     from gpu_audio.host.commands import register
 

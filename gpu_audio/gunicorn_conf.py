@@ -71,7 +71,13 @@ logconfig_dict = {
 
 
 def on_starting(server):
-    """Refuse a keyless server on a non-loopback address (see auth.check_bind_allowed)."""
+    """Refuse a keyless server, or a proxy, on a non-loopback address
+    (auth.check_bind_allowed, proxy.settings.check_proxy_bind)."""
+    if "proxy.app" in " ".join(sys.argv[1:]) + str(getattr(server.cfg, "wsgi_app", "") or ""):
+        from proxy.settings import ProxySettings, check_proxy_bind
+
+        check_proxy_bind(server.cfg.bind or [], ProxySettings.from_env())
+        return
     from gpu_audio.config import ServerSettings
 
     settings = ServerSettings(**ServerSettings.common_from_env(os.environ))

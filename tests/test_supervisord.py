@@ -22,7 +22,7 @@ def test_supervisord_parses_the_config():
     options = ServerOptions()
     options.realize(args=["-c", str(ROOT / "supervisord.conf")])
     programs = {g.name: g.process_configs[0] for g in options.process_group_configs}
-    assert set(programs) == {"tts", "whisperx", "autostop"}
+    assert set(programs) == {"tts", "whisperx", "autostop", "proxy"}
     assert "gpu-audio autostop" in programs["autostop"].command
     for name, app in (("tts", "tts.app:create_app()"), ("whisperx", "whisperx_server.app:create_app()")):
         config = programs[name]

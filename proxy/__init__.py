@@ -1,0 +1,1 @@
+"""The auth proxy: what a browser talks to, so it never holds the API key."""

@@ -1,0 +1,178 @@
+"""The auth proxy: the browser talks to it, it holds the API key and forwards.
+
+Started as ``gunicorn -c gunicorn.conf.py 'proxy.app:create_app()'`` (port 8080)
+or ``gpu-audio proxy``. ``/tts/...`` and ``/whisperx/...`` reach the two servers;
+``/server_config.json`` points a browser app here, without a key.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from pathlib import Path
+
+import requests
+from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
+
+from gpu_audio import __version__
+from gpu_audio.server.errors import ApiError, register_error_handlers
+
+from .forward import Unreachable, forward
+from .settings import ProxySettings
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+ACCESS_COOKIE = "gpu_audio_proxy"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+START_RETRY_AFTER_S = 60
+OPEN_PATHS = ("/", "/health", "/ready", "/access")
+
+routes = Blueprint("proxy", __name__)
+
+
+class Proxy:
+    """What the app keeps: settings, one pooled HTTP session, the GPU-start latch."""
+
+    def __init__(self, settings: ProxySettings):
+        self.settings = settings
+        self.session = requests.Session()
+        self.session.trust_env = False  # never route the relay through an environment proxy
+        self._start_lock = threading.Lock()
+        self.start_requested_at: float | None = None
+
+    def upstream(self, name):
+        client = self.settings.client
+        return client.server_url if name == "tts" else client.whisper_url
+
+    def start_gpu_once(self) -> bool:
+        """Ask EC2 to start the host, at most once per 10 minutes, in the background."""
+        aws = self.settings.client.aws
+        if not (self.settings.start_gpu and aws.instance_id):
+            return False
+        with self._start_lock:
+            if self.start_requested_at and time.monotonic() - self.start_requested_at < 600:
+                return True
+            self.start_requested_at = time.monotonic()
+        threading.Thread(target=self._start, daemon=True, name="start-gpu").start()
+        return True
+
+    def _start(self):
+        from gpu_audio.host.ec2 import HostError, ensure_running, make_session
+
+        aws = self.settings.client.aws
+        try:
+            ensure_running(make_session(aws).client("ec2"), aws.instance_id, timeout=600)
+            log.info("GPU host %s is running", aws.instance_id)
+        except HostError as exc:
+            log.error("could not start the GPU host: %s", exc)
+
+
+def _proxy() -> Proxy:
+    return current_app.extensions["gpu_audio_proxy"]
+
+
+def _relay(name: str, path: str):
+    proxy = _proxy()
+    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+        return make_response("", 204)  # preflight: answered here (flask-cors adds the headers)
+    try:
+        return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
+    except Unreachable:
+        if proxy.start_gpu_once():
+            raise ApiError(503, "The GPU host is starting; retry in a minute or two.",
+                           {"Retry-After": str(START_RETRY_AFTER_S)}) from None
+        raise ApiError(502, f"The {name} server cannot be reached; is the GPU host running "
+                            "(gpu-audio start-gpu)?") from None
+
+
+@routes.route("/tts", defaults={"path": ""}, methods=METHODS)
+@routes.route("/tts/<path:path>", methods=METHODS)
+def tts(path):
+    return _relay("tts", path)
+
+
+@routes.route("/whisperx", defaults={"path": ""}, methods=METHODS)
+@routes.route("/whisperx/<path:path>", methods=METHODS)
+def whisperx(path):
+    return _relay("whisperx", path)
+
+
+@routes.route("/api/tts-generate", methods=["POST", "OPTIONS"])
+def tts_generate():
+    return _relay("tts", "generate_batch")
+
+
+@routes.get("/server_config.json")
+def server_config():
+    """What a browser app needs to call through us. Never a key."""
+    base = request.host_url.rstrip("/")
+    return jsonify({"server_url": f"{base}/tts", "whisper_url": f"{base}/whisperx"})
+
+
+@routes.get("/")
+def playground():
+    return send_from_directory(STATIC, "index.html")
+
+
+@routes.get("/static/<path:name>")
+def static_file(name):
+    return send_from_directory(STATIC, name)
+
+
+@routes.get("/health")
+def health():
+    return jsonify({"status": "ok", "service": "proxy", "version": __version__,
+                    "access_check": bool(_proxy().settings.access_key)})
+
+
+@routes.get("/ready")
+def ready():
+    return jsonify({"status": "ok"})
+
+
+@routes.post("/access")
+def access():
+    """The browser proves it knows the access key once; it gets an HttpOnly cookie."""
+    key = (request.get_json(silent=True) or {}).get("key") or request.form.get("key") or ""
+    expected = _proxy().settings.access_key or ""
+    if not expected or not hmac.compare_digest(key.encode(), expected.encode()):
+        raise ApiError(401, "That access key is not valid.", {"WWW-Authenticate": 'Cookie realm="proxy"'})
+    response = jsonify({"success": True})
+    response.set_cookie(ACCESS_COOKIE, expected, httponly=True, samesite="Strict",
+                        secure=request.scheme == "https", max_age=30 * 24 * 3600)
+    return response
+
+
+def _check_access():
+    """With PROXY_ACCESS_KEY set, every relayed request must carry it (cookie or header)."""
+    expected = _proxy().settings.access_key
+    if not expected or request.method == "OPTIONS" or request.path in OPEN_PATHS \
+            or request.path.startswith("/static/"):
+        return None
+    given = request.headers.get("X-Proxy-Key") or request.cookies.get(ACCESS_COOKIE) or ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ApiError(401, "This proxy needs its access key (POST /access, or the X-Proxy-Key header).",
+                       {"WWW-Authenticate": 'Cookie realm="proxy"'})
+    return None
+
+
+def create_app(settings: ProxySettings | None = None):
+    """App factory: upstreams and key from server_config.json and the environment."""
+    from flask_cors import CORS
+
+    settings = settings or ProxySettings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False
+    register_error_handlers(app)
+    CORS(app, origins=list(settings.cors_origins), supports_credentials=True,
+         allow_headers=["Content-Type", "X-Proxy-Key"], expose_headers=["Retry-After"], max_age=600)
+    app.before_request(_check_access)
+    app.register_blueprint(routes)
+    app.extensions["gpu_audio_proxy"] = Proxy(settings)
+    if not settings.client.api_key:
+        log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
+                    "requests unless they run without keys")
+    log.info("proxy: /tts -> %s, /whisperx -> %s", settings.client.server_url, settings.client.whisper_url)
+    return app

@@ -1,0 +1,102 @@
+"""Forwarding one request upstream, streamed both ways.
+
+Bodies are never held whole: the request body is read from the WSGI input as
+the upstream reads it, and the response is relayed chunk by chunk, still
+encoded (Content-Encoding and Content-Length stay true).
+"""
+from __future__ import annotations
+
+import logging
+
+import requests
+from flask import Response, request, stream_with_context
+
+from gpu_audio.server.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "trailers", "transfer-encoding", "upgrade"}
+# Never passed upstream: our own key is added instead; cookies belong to the proxy.
+CLIENT_ONLY = {"host", "x-api-key", "authorization", "cookie", "x-proxy-key", "content-length",
+               "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+
+
+def _hop_by_hop(headers) -> set[str]:
+    named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
+    return HOP_BY_HOP | named
+
+
+def upstream_headers(api_key: str | None) -> dict:
+    drop = _hop_by_hop(request.headers) | CLIENT_ONLY
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
+    forwarded = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{forwarded}, {request.remote_addr}" if forwarded else (request.remote_addr or "")
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    if api_key:
+        headers["X-API-Key"] = api_key
+    return headers
+
+
+class _Body:
+    """The client's body as a file-like with a known length: requests then sends it
+    with that Content-Length, read as the upstream takes it."""
+
+    def __init__(self, stream, length: int):
+        self._stream, self.len = stream, length
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+
+def _body():
+    """The request body as a stream (None when there is none). Without a length
+    (chunked upload), requests re-chunks it."""
+    if request.content_length == 0 or request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if request.content_length is None:
+        return iter(lambda: request.stream.read(64 * 1024), b"")
+    return _Body(request.stream, request.content_length)
+
+
+def forward(session: requests.Session, base_url: str, path: str, settings, name: str) -> Response:
+    url = f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+    try:
+        upstream = session.request(
+            request.method, url, params=request.query_string or None, data=_body(),
+            headers=upstream_headers(settings.client.api_key), stream=True, allow_redirects=False,
+            timeout=(settings.connect_timeout, settings.read_timeout))
+    except requests.ConnectTimeout:
+        raise ApiError(504, f"The {name} server did not accept the connection in "
+                            f"{settings.connect_timeout:.0f} s.") from None
+    except requests.ReadTimeout:
+        raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
+    except requests.ConnectionError:
+        raise Unreachable(name) from None
+    if upstream.status_code == 401:
+        upstream.close()
+        log.error("the %s server refused the proxy's API key", name)
+        raise ApiError(502, f"The {name} server refused the proxy's API key: fix api_key in the "
+                            "proxy's server_config.json (or TTS_API_KEY).")
+    drop = _hop_by_hop(upstream.headers) | {"www-authenticate"}
+    headers = [(k, v) for k, v in upstream.raw.headers.items() if k.lower() not in drop]
+
+    def relay():
+        try:
+            yield from upstream.raw.stream(settings.chunk_bytes, decode_content=False)
+        except requests.RequestException as exc:  # the upstream died mid-body: say so in the log
+            log.error("the %s server broke off its answer to %s: %s", name, path, exc)
+            raise
+        finally:
+            upstream.close()
+
+    response = Response(stream_with_context(relay()), status=upstream.status_code, headers=headers,
+                        direct_passthrough=True)
+    return response
+
+
+class Unreachable(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
