@@ -32,6 +32,7 @@ COPY pyproject.toml README.md ./
 COPY gpu_audio ./gpu_audio
 COPY tts ./tts
 COPY whisperx_server ./whisperx_server
+COPY proxy ./proxy
 RUN pip install --no-cache-dir ".[gpu]"
 COPY gunicorn.conf.py supervisord.conf ./
 

@@ -13,6 +13,7 @@ from gpu_audio.audio import b64_wav
 from gpu_audio.config import TTSSettings
 from gpu_audio.server.errors import ApiError, json_body
 from gpu_audio.server.factory import build_app
+from gpu_audio.server.lane import ClientGone, DeadlinePassed, client_gone_check, is_out_of_memory
 
 from .engines import make_engine
 from .engines.base import EngineError, UnsupportedRequest
@@ -23,24 +24,41 @@ log = logging.getLogger(__name__)
 routes = Blueprint("tts", __name__)
 
 
-def _synthesize(server, tts_request):
-    """Run the items through the lane: one engine call for a batch, else one per text."""
+def _synthesize(server, tts_request, gone):
+    """Through the lane: texts of concurrent compatible requests share engine calls;
+    ``batch: false`` means one engine call per text, never merged."""
+    engine = server.engine
     items = tts_request.items
-    chunks = [items] if tts_request.batch else [[item] for item in items]
-    audios = []
-    with server.lane.admit(len(items)) as ticket:
-        for chunk in chunks:
-            try:
-                out, rate = ticket.run(lambda chunk=chunk: server.engine.synthesize(chunk), len(chunk))
-            except UnsupportedRequest as exc:
-                raise ApiError(400, str(exc)) from None
-            except EngineError as exc:
-                log.exception("engine failed on a request of %d texts", len(items))
-                raise ApiError(500, f"The engine failed on this request: {exc}") from None
-            if len(out) != len(chunk):
-                raise ApiError(500, "The engine returned a different number of audios than texts.")
-            audios += [(audio, rate) for audio in out]
-    return audios
+
+    def call(batch):
+        audios, rate = engine.synthesize(batch)
+        if len(audios) != len(batch):
+            raise EngineError(f"returned {len(audios)} audios for {len(batch)} texts")
+        return [(audio, rate) for audio in audios]
+
+    first = items[0]
+    key = (first.language, first.speaker, id(first.reference) if first.reference else None)
+    results = server.lane.run(items, call, key=key, mergeable=tts_request.batch, gone=gone)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise item_error(result, len(items))
+    return results
+
+
+def item_error(exc: BaseException, count: int) -> ApiError:
+    """An engine-side failure as the contract's JSON error."""
+    if isinstance(exc, UnsupportedRequest):
+        return ApiError(400, str(exc))
+    if isinstance(exc, (DeadlinePassed, ClientGone)):
+        return ApiError(503, f"The request {exc}; retry.", {"Retry-After": "5"})
+    if is_out_of_memory(exc):
+        return ApiError(507, "The GPU ran out of memory even for a single text of this request; "
+                             "shorten the text or retry when the server is less busy.")
+    if isinstance(exc, EngineError):
+        log.error("engine failed on a request of %d texts: %s", count, exc)
+        return ApiError(500, f"The engine failed on this request: {exc}")
+    log.error("engine failed on a request of %d texts", count, exc_info=exc)
+    return ApiError(500, "The engine failed on this request; the error is logged.")
 
 
 def _handle(single: bool):
@@ -48,7 +66,7 @@ def _handle(single: bool):
     server.state.require_ready()
     tts_request = parse_request(json_body(), server.settings, single=single)
     began = time.perf_counter()
-    audios = _synthesize(server, tts_request)
+    audios = _synthesize(server, tts_request, client_gone_check(request.environ))
     out_rate = server.settings.output_rate
     encoded = [b64_wav(audio, rate, out_rate) for audio, rate in audios]
     durations = [round(audio.size / rate, 3) for audio, rate in audios]

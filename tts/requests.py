@@ -98,7 +98,9 @@ def parse_request(body, settings, *, single: bool) -> TTSRequest:
         # A per-item instruct wins over the shared one; "" means none for that item.
         instructs = [(value or "").strip() or None for value in per_item]
 
-    batch = body.get("batch", len(texts) > 1)
+    # Default true: the engine may batch these texts, with each other and with
+    # compatible texts of concurrent requests. false: one engine call per text.
+    batch = body.get("batch", True)
     if not isinstance(batch, bool):
         raise bad_request("'batch' must be true or false.")
     language = _optional_str(body, "language") or settings.language

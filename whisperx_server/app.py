@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from gpu_audio.config import WhisperXSettings
 from gpu_audio.server.errors import ApiError, bad_request, json_body
 from gpu_audio.server.factory import build_app
+from gpu_audio.server.lane import ClientGone, DeadlinePassed, client_gone_check, is_out_of_memory
 
 from .engines import make_engine
 from .engines.base import SAMPLE_RATE, EngineError, Transcript, UnsupportedRequest
@@ -30,38 +31,47 @@ def _server():
     return server
 
 
-def _engine_call(ticket, fn):
-    """One engine call in the lane; an engine failure is this item's error."""
-    try:
-        return ticket.run(fn, 1)
-    except UnsupportedRequest as exc:
-        raise ItemError(str(exc)) from None
-    except EngineError as exc:
-        log.exception("engine failed on one item")
-        raise ItemError(f"the engine failed on this item: {exc}") from None
-
-
-def _transcribe(server, ticket, audio, language) -> dict:
-    duration = round(audio.size / SAMPLE_RATE, 4)
+def _transcribe(server, audio, language) -> dict:
     if float(np.abs(audio).max()) < SILENCE_PEAK:
-        ticket.run(lambda: None, 1)
         result = Transcript(text="", segments=[], language=language)
     else:
-        result = _engine_call(ticket, lambda: server.engine.transcribe([audio], language)[0])
+        result = server.engine.transcribe([audio], language)[0]
     return {"text": result.text, "segments": result.segments,
-            "language": result.language or language, "duration_seconds": duration}
+            "language": result.language or language,
+            "duration_seconds": round(audio.size / SAMPLE_RATE, 4)}
 
 
-def _align(server, ticket, audio, tokens, language) -> dict:
+def _align(server, audio, tokens, language) -> dict:
     duration = audio.size / SAMPLE_RATE
     silent = float(np.abs(audio).max()) < SILENCE_PEAK
-    if silent:
-        ticket.run(lambda: None, 1)
-        timings = {}
-    else:
-        timings = _engine_call(ticket, lambda: server.engine.align(audio, tokens, language))
+    timings = {} if silent else server.engine.align(audio, tokens, language)
     words = complete_words(tokens, timings, duration, speech_span(audio, SAMPLE_RATE))
     return {"words": words, "duration_seconds": round(duration, 4)}
+
+
+def _item_message(exc: BaseException) -> str:
+    if isinstance(exc, UnsupportedRequest):
+        return str(exc)
+    if isinstance(exc, (DeadlinePassed, ClientGone)):
+        return f"not processed: the request {exc}"
+    if is_out_of_memory(exc):
+        return "the GPU ran out of memory on this item; send a shorter one or retry later"
+    if isinstance(exc, EngineError):
+        return f"the engine failed on this item: {exc}"
+    log.error("engine failed on one item", exc_info=exc)
+    return "the engine failed on this item; the error is logged"
+
+
+def _run(server, task, jobs, language):
+    """Each job (audio[, tokens]) is one engine call in the lane, never merged:
+    the lane serialises them with every other request's, fairly, bounded."""
+    def call(batch):
+        (job,) = batch
+        if task == "align":
+            return [_align(server, job[0], job[1], language)]
+        return [_transcribe(server, job[0], language)]
+
+    return server.lane.run(jobs, call, mergeable=False, gone=client_gone_check(request.environ))
 
 
 def _checked_language(server, body, task):
@@ -82,13 +92,16 @@ def _single(task):
     try:
         audio = audio_of(body.get("audio"), "'audio'", server.settings)
         tokens = text_of(body.get("text"), "'text'", server.settings) if task == "align" else None
-        with server.lane.admit(1) as ticket:
-            if task == "align":
-                result = _align(server, ticket, audio, tokens, language)
-            else:
-                result = _transcribe(server, ticket, audio, language)
     except ItemError as exc:
         raise bad_request(str(exc)) from None
+    (result,) = _run(server, task, [(audio, tokens)], language)
+    if isinstance(result, BaseException):
+        if isinstance(result, UnsupportedRequest):
+            raise bad_request(str(result))
+        status = 503 if isinstance(result, (DeadlinePassed, ClientGone)) else \
+            507 if is_out_of_memory(result) else 500
+        message = _item_message(result)
+        raise ApiError(status, message[0].upper() + message[1:] + ".")
     return jsonify({**result, "success": True})
 
 
@@ -97,21 +110,27 @@ def _batch(task, field, what, on_error):
     body = json_body()
     items = list_field(body, field, server.settings, what)
     language = _checked_language(server, body, task)
-    results = []
-    with server.lane.admit(len(items)) as ticket:
-        for i, item in enumerate(items):
-            try:
-                if task == "align":
-                    if not isinstance(item, dict):
-                        raise ItemError(f"items[{i}] must be an object with 'audio' and 'text'.")
-                    tokens = text_of(item.get("text"), f"items[{i}].text", server.settings)
-                    audio = audio_of(item.get("audio"), f"items[{i}].audio", server.settings)
-                    results.append(_align(server, ticket, audio, tokens, language))
-                else:
-                    audio = audio_of(item, f"audios[{i}]", server.settings)
-                    results.append(_transcribe(server, ticket, audio, language))
-            except ItemError as exc:
-                results.append({**on_error, "error": str(exc)})
+    results: list = [None] * len(items)
+    jobs, where = [], []
+    for i, item in enumerate(items):
+        try:
+            if task == "align":
+                if not isinstance(item, dict):
+                    raise ItemError(f"items[{i}] must be an object with 'audio' and 'text'.")
+                tokens = text_of(item.get("text"), f"items[{i}].text", server.settings)
+                audio = audio_of(item.get("audio"), f"items[{i}].audio", server.settings)
+            else:
+                tokens, audio = None, audio_of(item, f"audios[{i}]", server.settings)
+        except ItemError as exc:
+            results[i] = {**on_error, "error": str(exc)}
+            continue
+        jobs.append((audio, tokens))
+        where.append(i)
+    for i, result in zip(where, _run(server, task, jobs, language)):
+        if isinstance(result, BaseException):
+            prefix = f"items[{i}]" if task == "align" else f"audios[{i}]"
+            result = {**on_error, "error": f"{prefix}: {_item_message(result)}."}
+        results[i] = result
     failed = sum("error" in r for r in results)
     if failed:
         log.info("%s: %d of %d items failed", field, failed, len(items))

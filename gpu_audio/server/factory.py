@@ -42,7 +42,8 @@ class Server:
         self.engine = engine
         self.state = EngineState(engine)
         self.activity = Activity(name, settings.activity_dir)
-        self.lane = Lane(settings.max_queue)
+        self.lane = Lane(settings.max_queue, settings.max_batch, settings.batch_wait_ms,
+                         settings.request_deadline_s, free_memory=getattr(engine, "free_memory", None))
         self.stopping = False  # SIGTERM: this process drains and exits
         self._health_extra = health_extra
         _servers.add(self)

@@ -1,63 +1,230 @@
-"""The GPU lane: one engine call at a time per process, and a bounded wait.
+"""The GPU lane: every engine call of a server process goes through here, one at a time.
 
-A request is admitted with the number of items it brings; if that would put
-more than ``max_queue`` items in the wait, it is refused at once with 503 and
-Retry-After, before any work. Admitted items then run one engine call at a time.
+- Bounded: at most ``max_queue`` items wait; a request that would pass that is
+  refused at once (503 + Retry-After), before any work.
+- Dynamic batching: items of concurrent requests with the same ``key`` are
+  merged into one engine call (up to ``max_batch``, waiting ``batch_wait_ms``
+  for company); each request still gets exactly its own results, in order.
+- Fair: requests take turns, ``max_batch`` items at a time, so a 200-text
+  batch cannot starve a 1-text request from a browser.
+- Out of memory: a batch that raises an ``OutOfMemoryError`` (torch's, by
+  name) is split in halves and retried down to single items; a single item
+  that still fails gets that error alone.
+- Deadlines: items whose request passed its deadline, or whose client has
+  gone, are dropped before they cost engine time.
 """
 from __future__ import annotations
 
+import logging
+import socket
 import threading
-from contextlib import contextmanager
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
 from .errors import ApiError
+
+log = logging.getLogger(__name__)
 
 RETRY_AFTER_FULL_S = 5
 
 
-class Lane:
-    def __init__(self, max_queue: int):
-        self.max_queue = max_queue
-        self.queue_depth = 0  # items admitted and not yet handed to the engine
-        self._count_lock = threading.Lock()
-        self._engine_lock = threading.Lock()
+class DeadlinePassed(Exception):
+    """The request waited longer than its deadline; its items were not run."""
 
-    @contextmanager
-    def admit(self, items: int):
-        """Reserve room for ``items``; raises 503 when the lane is full."""
-        with self._count_lock:
-            if self.queue_depth + items > self.max_queue:
+
+class ClientGone(Exception):
+    """The client disconnected; its items were not run."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError (and torch.OutOfMemoryError) without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError"
+
+
+def client_gone_check(environ):
+    """A callable telling whether the client of this WSGI request hung up (gunicorn
+    gives us its socket; elsewhere we cannot tell and say no)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return lambda: False
+
+    def gone() -> bool:
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+    return gone
+
+
+@dataclass(eq=False)
+class _Request:
+    items: list
+    key: object
+    call: object
+    mergeable: bool
+    deadline: float
+    gone: object
+    results: list = field(default_factory=list)
+    next_item: int = 0
+    remaining: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self):
+        self.results = [None] * len(self.items)
+        self.remaining = len(self.items)
+
+    def pending(self) -> int:
+        return len(self.items) - self.next_item
+
+    def settle(self, index: int, value) -> None:
+        self.results[index] = value
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done.set()
+
+
+class Lane:
+    def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
+                 deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic):
+        self.max_queue = max_queue
+        self.max_batch = max(1, max_batch)
+        self.batch_wait_s = batch_wait_ms / 1000
+        self.deadline_s = deadline_s
+        self.free_memory = free_memory or (lambda: None)
+        self.clock = clock
+        self.queue_depth = 0        # items admitted, not yet handed to the engine
+        self.engine_calls = 0
+        self.running = 0            # items in the engine call under way
+        self._requests: deque[_Request] = deque()
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    # -- request side --------------------------------------------------------------------
+    def run(self, items: list, call, *, key=None, mergeable: bool = True, gone=None,
+            deadline_s: float | None = None) -> list:
+        """Run ``call`` over ``items`` in the lane; returns one result per item, in
+        order, where a result may be the exception that item ended with.
+
+        ``call(list_of_items) -> list_of_results`` is one engine call; items of
+        other requests with an equal ``key`` may share it when ``mergeable``.
+        Raises ApiError(503) at once when the lane is full.
+        """
+        if not items:
+            return []
+        request = _Request(list(items), key, call, mergeable,
+                           self.clock() + (deadline_s or self.deadline_s), gone or (lambda: False))
+        with self._cond:
+            if self.queue_depth + len(items) > self.max_queue:
                 raise ApiError(
                     503,
-                    f"The server is busy: {self.queue_depth} items are waiting and this "
-                    f"request brings {items} (limit {self.max_queue}); retry shortly.",
+                    f"The server is busy: {self.queue_depth} items are waiting and this request "
+                    f"brings {len(items)} (limit {self.max_queue}); retry shortly.",
                     {"Retry-After": str(RETRY_AFTER_FULL_S)})
-            self.queue_depth += items
-        ticket = _Ticket(self, items)
+            self.queue_depth += len(items)
+            self._requests.append(request)
+            self._ensure_worker()
+            self._cond.notify_all()
+        request.done.wait()
+        return request.results
+
+    # -- worker side ---------------------------------------------------------------------
+    def _ensure_worker(self):
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="gpu-lane", daemon=True)
+            self._worker.start()
+
+    def _work(self):
+        while True:
+            try:
+                batch = self._next_batch()
+                if batch:
+                    self._execute(batch)
+            except Exception:  # the lane must outlive any bug in one batch
+                log.exception("GPU lane: unexpected error")
+
+    def _take(self, request: _Request, limit: int) -> list:
+        start = request.next_item
+        count = min(limit, request.pending())
+        request.next_item += count
+        self.queue_depth -= count
+        return [(request, i) for i in range(start, start + count)]
+
+    def _drop_dead(self) -> None:
+        """Settle (without running) the items of requests past their deadline or gone."""
+        now = self.clock()
+        for request in list(self._requests):
+            reason = None
+            if request.gone():
+                reason = ClientGone("the client disconnected")
+            elif now > request.deadline:
+                reason = DeadlinePassed(f"waited past its deadline ({self.deadline_s:.0f} s, "
+                                        "REQUEST_DEADLINE_S) without reaching the engine")
+            if reason is None:
+                continue
+            self._requests.remove(request)
+            dropped = self._take(request, request.pending())
+            log.info("dropped %d queued items: %s", len(dropped), reason)
+            for req, index in dropped:
+                req.settle(index, reason)
+
+    def _next_batch(self) -> list:
+        with self._cond:
+            while True:
+                self._drop_dead()
+                if self._requests:
+                    break
+                self._cond.wait(timeout=1.0)
+            first = self._requests.popleft()
+            batch = self._take(first, self.max_batch if first.mergeable else 1)
+            if first.mergeable and len(batch) < self.max_batch:
+                # Wait a moment for company: concurrent requests arrive milliseconds apart.
+                if self.batch_wait_s and not self._compatible(first):
+                    self._cond.wait(timeout=self.batch_wait_s)
+                for other in list(self._requests):
+                    if len(batch) >= self.max_batch:
+                        break
+                    if other.mergeable and other.key == first.key and other.call is not None:
+                        batch += self._take(other, self.max_batch - len(batch))
+                        if not other.pending():
+                            self._requests.remove(other)
+            if first.pending():
+                self._requests.append(first)  # its turn again after the others
+            self.running = len(batch)
+            return batch
+
+    def _compatible(self, first) -> bool:
+        return any(o.mergeable and o.key == first.key for o in self._requests)
+
+    def _execute(self, batch: list) -> None:
         try:
-            yield ticket
+            self._call(batch)
         finally:
-            ticket._release_rest()
+            with self._cond:
+                self.running = 0
 
-    def _take(self, count: int) -> None:
-        with self._count_lock:
-            self.queue_depth -= count
-
-
-class _Ticket:
-    def __init__(self, lane: Lane, items: int):
-        self._lane = lane
-        self._waiting = items
-
-    def run(self, fn, count: int):
-        """Run ``fn()`` (one engine call over ``count`` of this ticket's items) in
-        the lane, after the engine call in progress."""
-        with self._lane._engine_lock:
-            count = min(count, self._waiting)
-            self._waiting -= count
-            self._lane._take(count)
-            return fn()
-
-    def _release_rest(self):
-        if self._waiting:
-            self._lane._take(self._waiting)
-            self._waiting = 0
+    def _call(self, batch: list) -> None:
+        call = batch[0][0].call
+        try:
+            self.engine_calls += 1
+            results = call([request.items[index] for request, index in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:  # noqa: BLE001 - every failure is some item's answer
+            if is_out_of_memory(exc):
+                self.free_memory()
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    log.warning("out of memory on %d items: retrying as %d + %d", len(batch), half,
+                                len(batch) - half)
+                    self._call(batch[:half])
+                    self._call(batch[half:])
+                    return
+                log.error("out of memory on a single item")
+            for request, index in batch:
+                request.settle(index, exc)
+            return
+        for (request, index), result in zip(batch, results):
+            request.settle(index, result)
