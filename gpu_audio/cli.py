@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as a supervisord program: do nothing unless PROXY=1")
     proxy.set_defaults(func=cmd_proxy)
 
+    from gpu_audio.client_cli import register as register_client
     from gpu_audio.host.commands import register
 
     register(sub)
+    register_client(sub)
     return parser
 
 

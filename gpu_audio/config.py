@@ -235,7 +235,7 @@ def _config_path(path, env) -> Path | None:
         return Path(path)
     if env.get("GPU_AUDIO_CONFIG"):
         return Path(env["GPU_AUDIO_CONFIG"])
-    for candidate in (Path.cwd() / "server_config.json",
+    for candidate in (Path.cwd() / "server_config.json", Path.cwd() / "tts" / "server_config.json",
                       Path.home() / ".config" / "gpu-audio" / "server_config.json"):
         if candidate.is_file():
             return candidate
@@ -243,7 +243,7 @@ def _config_path(path, env) -> Path | None:
 
 
 def load_client_config(path=None, env=None) -> ClientConfig:
-    """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ~/.config/gpu-audio/),
+    """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ./tts/, ~/.config/gpu-audio/),
     then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
     GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
     GPU_HOURLY_PRICE."""

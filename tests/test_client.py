@@ -1,0 +1,141 @@
+"""The Python client: retries, errors, config discovery."""
+import json
+import threading
+import time
+
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from gpu_audio.client import Client, ClientError
+from gpu_audio.config import load_client_config
+
+
+class Stub:
+    """A local server answering from a script of (status, headers, body)."""
+
+    def __init__(self, script):
+        self.script, self.hits = list(script), 0
+
+        @Request.application
+        def app(request):
+            self.hits += 1
+            self.last_headers = dict(request.headers)
+            status, headers, body = self.script.pop(0) if self.script else (200, {}, {"ok": True})
+            if status == "sleep":
+                time.sleep(headers)
+                status, headers = 200, {}
+            return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def stub():
+    made = []
+
+    def make(script):
+        made.append(Stub(script))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
+def client_for(url, **kw):
+    sleeps = []
+    return Client(url, url, "client-key", sleep=sleeps.append, **kw), sleeps
+
+
+def test_503_with_retry_after_is_retried_then_succeeds(stub):
+    s = stub([(503, {"Retry-After": "7"}, {"error": "loading"}), (503, {"Retry-After": "3"}, {"error": "busy"}),
+              (200, {}, {"transcriptions": [{"text": "hi"}], "count": 1, "success": True})])
+    client, sleeps = client_for(s.url)
+    (t,) = client.transcribe_batch([b"RIFF"])
+    assert t.text == "hi" and s.hits == 3 and sleeps == [7.0, 3.0]
+    assert s.last_headers["X-Api-Key"] == "client-key"
+
+
+def test_4xx_is_not_retried(stub):
+    s = stub([(400, {}, {"success": False, "error": "'texts' is empty"})])
+    client, sleeps = client_for(s.url)
+    with pytest.raises(ClientError, match="400: 'texts' is empty") as caught:
+        client.generate_batch(["x"])
+    assert caught.value.status == 400 and s.hits == 1 and sleeps == []
+
+
+def test_retries_are_bounded(stub):
+    s = stub([(503, {}, {"error": "busy"})] * 10)
+    client, sleeps = client_for(s.url, retries=3, backoff=2, max_backoff=5)
+    with pytest.raises(ClientError, match="503: busy"):
+        client.generate_batch(["x"])
+    assert s.hits == 4 and sleeps == [2, 4, 5]
+
+
+def test_unreachable_server_is_retried_then_one_sentence():
+    from .helpers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    client, sleeps = client_for(url, retries=2)
+    with pytest.raises(ClientError, match="cannot reach the tts server"):
+        client.generate_batch(["x"])
+    assert len(sleeps) == 2
+
+
+def test_read_timeout_is_an_error_not_a_retry(stub):
+    s = stub([("sleep", 2, None)])
+    client, sleeps = client_for(s.url, read_timeout=0.5)
+    with pytest.raises(ClientError, match="did not answer"):
+        client.generate_batch(["x"])
+    assert sleeps == []
+
+
+def test_large_jobs_are_split_into_server_sized_batches(stub):
+    import base64
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(240, np.float32), 24000, format="WAV")
+    wav = base64.b64encode(buf.getvalue()).decode()
+    s = stub([(200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 2})])
+    client, _ = client_for(s.url, batch_size=4)
+    progress = []
+    audios = client.generate_batch([f"t{i}" for i in range(10)], progress=lambda d, t: progress.append(d))
+    assert len(audios) == 10 and s.hits == 3 and progress == [4, 8, 10]
+    assert audios[0][1] == 24000
+
+
+def test_config_discovery_order_and_overrides(tmp_path, monkeypatch):
+    def write(path, url):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"server_url": url, "whisper_url": url + "/wx", "api_key": "file-key"}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("GPU_AUDIO_CONFIG", "TTS_SERVER_URL", "TTS_WHISPER_URL", "TTS_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    assert load_client_config().server_url == "http://127.0.0.1:5000"  # nothing found: defaults
+    write(tmp_path / "home/.config/gpu-audio/server_config.json", "http://home")
+    assert load_client_config().server_url == "http://home"
+    write(tmp_path / "tts/server_config.json", "http://tts-dir")
+    assert load_client_config().server_url == "http://tts-dir"
+    write(tmp_path / "server_config.json", "http://cwd")
+    assert load_client_config().server_url == "http://cwd"
+    write(tmp_path / "env.json", "http://env")
+    monkeypatch.setenv("GPU_AUDIO_CONFIG", str(tmp_path / "env.json"))
+    assert load_client_config().server_url == "http://env"
+    write(tmp_path / "explicit.json", "http://explicit")
+    config = load_client_config(tmp_path / "explicit.json")
+    assert config.server_url == "http://explicit" and config.api_key == "file-key"
+    monkeypatch.setenv("TTS_SERVER_URL", "http://override/")
+    monkeypatch.setenv("TTS_API_KEY", "env-key,older-key")
+    config = load_client_config(tmp_path / "explicit.json")
+    assert config.server_url == "http://override" and config.api_key == "env-key"
+    assert config.whisper_url == "http://explicit/wx"
+    assert "env-key" not in repr(config)
