@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, current_app, jsonify, make_response, request
 
 from gpu_audio import __version__
 from gpu_audio.server.errors import ApiError, register_error_handlers
+from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
 from .forward import Unreachable, forward
 from .settings import ProxySettings
@@ -27,7 +28,7 @@ STATIC = Path(__file__).parent / "static"
 ACCESS_COOKIE = "gpu_audio_proxy"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 START_RETRY_AFTER_S = 60
-OPEN_PATHS = ("/", "/health", "/ready", "/access")
+OPEN_PATHS = ("/", "/health", "/ready", "/access", "/metrics")
 
 routes = Blueprint("proxy", __name__)
 
@@ -39,6 +40,8 @@ class Proxy:
         self.settings = settings
         self.session = requests.Session()
         self.session.trust_env = False  # never route the relay through an environment proxy
+        self.metrics = Metrics("proxy")
+        self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
         self._start_lock = threading.Lock()
         self.start_requested_at: float | None = None
 
@@ -132,6 +135,23 @@ def ready():
     return jsonify({"status": "ok"})
 
 
+@routes.get("/metrics")
+def metrics():
+    """Prometheus text; needs the same API key the servers take (Prometheus scrapes
+    all three with one bearer token). With no key configured it is open, like the
+    proxy itself, which binds loopback unless told otherwise."""
+    proxy = _proxy()
+    expected = proxy.settings.client.api_key
+    if expected:
+        from gpu_audio.server.auth import presented_key
+
+        given = presented_key(request.environ) or ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(401, "A valid API key is required for /metrics.", {"WWW-Authenticate": "Bearer"})
+    body, content_type = proxy.metrics.render()
+    return current_app.response_class(body, content_type=content_type)
+
+
 @routes.post("/access")
 def access():
     """The browser proves it knows the access key once; it gets an HttpOnly cookie."""
@@ -158,6 +178,15 @@ def _check_access():
     return None
 
 
+def _route_label(path: str) -> str:
+    """Few labels: the upstream a path goes to, or the proxy's own route."""
+    for prefix in ("/tts", "/whisperx"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    return path if path in ("/", "/health", "/ready", "/metrics", "/access", "/server_config.json",
+                            "/api/tts-generate") else "other"
+
+
 def create_app(settings: ProxySettings | None = None):
     """App factory: upstreams and key from server_config.json and the environment."""
     from flask_cors import CORS
@@ -170,7 +199,8 @@ def create_app(settings: ProxySettings | None = None):
          allow_headers=["Content-Type", "X-Proxy-Key"], expose_headers=["Retry-After"], max_age=600)
     app.before_request(_check_access)
     app.register_blueprint(routes)
-    app.extensions["gpu_audio_proxy"] = Proxy(settings)
+    proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
+    app.wsgi_app = MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label)
     if not settings.client.api_key:
         log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
                     "requests unless they run without keys")

@@ -234,3 +234,17 @@ def test_start_on_demand(tmp_path):
             proxy.stop()
     finally:
         moto.stop()
+
+
+def test_proxy_metrics_count_relayed_requests_and_need_the_key(stack):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests.get(stack.stubbed.url + "/whisperx/busy", timeout=10)
+    assert requests.get(stack.stubbed.url + "/metrics", timeout=5).status_code == 401
+
+    def count():
+        text = requests.get(stack.stubbed.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).text
+        return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == "gpu_audio_requests_total"
+                     and s.labels == {"route": "/whisperx", "status": "503"}), 0)
+    wait_until(lambda: count() >= 1, timeout=10)

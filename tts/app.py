@@ -70,6 +70,7 @@ def _handle(single: bool):
     out_rate = server.settings.output_rate
     encoded = [b64_wav(audio, rate, out_rate) for audio, rate in audios]
     durations = [round(audio.size / rate, 3) for audio, rate in audios]
+    server.metrics.audio_seconds.labels("produced").inc(sum(audio.size / rate for audio, rate in audios))
     elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
     log.info("%s: %d texts, %.1f s of audio in %.0f ms", request.path, len(encoded),
              sum(durations), elapsed_ms)

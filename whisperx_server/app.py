@@ -68,8 +68,11 @@ def _run(server, task, jobs, language):
     def call(batch):
         (job,) = batch
         if task == "align":
-            return [_align(server, job[0], job[1], language)]
-        return [_transcribe(server, job[0], language)]
+            result = _align(server, job[0], job[1], language)
+        else:
+            result = _transcribe(server, job[0], language)
+        server.metrics.audio_seconds.labels("processed").inc(job[0].size / SAMPLE_RATE)
+        return [result]
 
     return server.lane.run(jobs, call, mergeable=False, gone=client_gone_check(request.environ))
 

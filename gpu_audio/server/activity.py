@@ -169,10 +169,12 @@ class ActivityMiddleware:
         except BaseException:
             self.activity.end()
             raise
-        return _ClosingIterator(result, self.activity.end)
+        return ClosingIterator(result, self.activity.end)
 
 
-class _ClosingIterator:
+class ClosingIterator:
+    """Calls ``on_close`` once when the server closes the response (WSGI's end of a request)."""
+
     def __init__(self, iterable, on_close):
         self._iterable = iterable
         self._on_close = on_close

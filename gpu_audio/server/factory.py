@@ -10,12 +10,15 @@ import weakref
 
 from flask import Flask
 
+from gpu_audio import __version__
+
 from .activity import Activity, ActivityMiddleware, host_draining
 from .auth import ApiKeyMiddleware
 from .engine import EngineState
 from .errors import register_error_handlers
 from .health import health_blueprint
 from .lane import Lane
+from .metrics import Metrics, MetricsMiddleware, error_kind
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,19 @@ class Server:
         self.engine = engine
         self.state = EngineState(engine)
         self.activity = Activity(name, settings.activity_dir)
+        self.metrics = Metrics(name)
         self.lane = Lane(settings.max_queue, settings.max_batch, settings.batch_wait_ms,
-                         settings.request_deadline_s, free_memory=getattr(engine, "free_memory", None))
+                         settings.request_deadline_s, free_memory=getattr(engine, "free_memory", None),
+                         observe_call=self.metrics.observe_engine_call,
+                         observe_drop=lambda error, count: self.metrics.engine_errors.labels(
+                             error_kind(error)).inc(count))
+        m = self.metrics
+        m.queue_depth.set_function(lambda: self.lane.queue_depth)
+        m.in_flight.set_function(lambda: self.activity.in_flight)
+        m.model_load.set_function(lambda: self.state.load_seconds or 0.0)
+        described = engine.describe()
+        m.build.info({"version": __version__, "engine": str(described.get("engine")),
+                      "model": str(described.get("model") or described.get("model_size"))})
         self.stopping = False  # SIGTERM: this process drains and exits
         self._health_extra = health_extra
         _servers.add(self)
@@ -101,8 +115,10 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     def allow_origin(origin):
         return origins == "*" or (origins is not None and origin in origins)
 
+    known = {rule.rule for rule in app.url_map.iter_rules()}
     wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir)
     wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
+    wsgi = MetricsMiddleware(wsgi, server.metrics, lambda path: path if path in known else "other")
     app.wsgi_app = PrefixMiddleware(wsgi, prefix)
     if not settings.auth_enabled:
         log.warning("%s: NO API KEY CONFIGURED, every route is open. Set TTS_API_KEY.", name)

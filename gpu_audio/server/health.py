@@ -61,4 +61,10 @@ def health_blueprint() -> Blueprint:
         response.headers["Retry-After"] = "10"
         return response
 
+    @bp.get("/metrics")
+    def metrics():
+        """Prometheus text format; behind the API key like every model route."""
+        body, content_type = current_app.extensions["gpu_audio"].metrics.render()
+        return current_app.response_class(body, content_type=content_type)
+
     return bp

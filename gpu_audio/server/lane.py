@@ -88,13 +88,16 @@ class _Request:
 
 class Lane:
     def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
-                 deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic):
+                 deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic,
+                 observe_call=None, observe_drop=None):
         self.max_queue = max_queue
         self.max_batch = max(1, max_batch)
         self.batch_wait_s = batch_wait_ms / 1000
         self.deadline_s = deadline_s
         self.free_memory = free_memory or (lambda: None)
         self.clock = clock
+        self.observe_call = observe_call or (lambda items, seconds, error: None)
+        self.observe_drop = observe_drop or (lambda error, count: None)
         self.queue_depth = 0        # items admitted, not yet handed to the engine
         self.engine_calls = 0
         self.running = 0            # items in the engine call under way
@@ -167,6 +170,7 @@ class Lane:
             self._requests.remove(request)
             dropped = self._take(request, request.pending())
             log.info("dropped %d queued items: %s", len(dropped), reason)
+            self.observe_drop(reason, len(dropped))
             for req, index in dropped:
                 req.settle(index, reason)
 
@@ -207,12 +211,14 @@ class Lane:
 
     def _call(self, batch: list) -> None:
         call = batch[0][0].call
+        began = time.perf_counter()
         try:
             self.engine_calls += 1
             results = call([request.items[index] for request, index in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # noqa: BLE001 - every failure is some item's answer
+            self.observe_call(len(batch), time.perf_counter() - began, exc)
             if is_out_of_memory(exc):
                 self.free_memory()
                 if len(batch) > 1:
@@ -226,5 +232,6 @@ class Lane:
             for request, index in batch:
                 request.settle(index, exc)
             return
+        self.observe_call(len(batch), time.perf_counter() - began, None)
         for (request, index), result in zip(batch, results):
             request.settle(index, result)
