@@ -50,7 +50,8 @@ class Server:
                          settings.request_deadline_s, free_memory=getattr(engine, "free_memory", None),
                          observe_call=self.metrics.observe_engine_call,
                          observe_drop=lambda error, count: self.metrics.engine_errors.labels(
-                             error_kind(error)).inc(count))
+                             error_kind(error)).inc(count),
+                         arriving=lambda: self.activity.in_flight - self.lane.callers)
         m = self.metrics
         m.queue_depth.set_function(lambda: self.lane.queue_depth)
         m.in_flight.set_function(lambda: self.activity.in_flight)

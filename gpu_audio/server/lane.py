@@ -3,8 +3,9 @@
 - Bounded: at most ``max_queue`` items wait; a request that would pass that is
   refused at once (503 + Retry-After), before any work.
 - Dynamic batching: items of concurrent requests with the same ``key`` are
-  merged into one engine call (up to ``max_batch``, waiting ``batch_wait_ms``
-  for company); each request still gets exactly its own results, in order.
+  merged into one engine call (up to ``max_batch``); it waits up to
+  ``batch_wait_ms`` for company only when other requests are on their way
+  (a lone request never waits). Each request gets exactly its own results.
 - Fair: requests take turns, ``max_batch`` items at a time, so a 200-text
   batch cannot starve a 1-text request from a browser.
 - Out of memory: a batch that raises an ``OutOfMemoryError`` (torch's, by
@@ -89,7 +90,7 @@ class _Request:
 class Lane:
     def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
                  deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic,
-                 observe_call=None, observe_drop=None):
+                 observe_call=None, observe_drop=None, arriving=None):
         self.max_queue = max_queue
         self.max_batch = max(1, max_batch)
         self.batch_wait_s = batch_wait_ms / 1000
@@ -98,6 +99,10 @@ class Lane:
         self.clock = clock
         self.observe_call = observe_call or (lambda items, seconds, error: None)
         self.observe_drop = observe_drop or (lambda error, count: None)
+        # How many requests are on their way to the lane (in the server, not here
+        # yet): only then is waiting for company worth its milliseconds.
+        self.arriving = arriving or (lambda: 1)
+        self.callers = 0  # requests inside run()
         self.queue_depth = 0        # items admitted, not yet handed to the engine
         self.engine_calls = 0
         self.running = 0            # items in the engine call under way
@@ -120,7 +125,9 @@ class Lane:
         request = _Request(list(items), key, call, mergeable,
                            self.clock() + (deadline_s or self.deadline_s), gone or (lambda: False))
         with self._cond:
+            self.callers += 1
             if self.queue_depth + len(items) > self.max_queue:
+                self.callers -= 1
                 raise ApiError(
                     503,
                     f"The server is busy: {self.queue_depth} items are waiting and this request "
@@ -130,7 +137,11 @@ class Lane:
             self._requests.append(request)
             self._ensure_worker()
             self._cond.notify_all()
-        request.done.wait()
+        try:
+            request.done.wait()
+        finally:
+            with self._cond:
+                self.callers -= 1
         return request.results
 
     # -- worker side ---------------------------------------------------------------------
@@ -185,7 +196,7 @@ class Lane:
             batch = self._take(first, self.max_batch if first.mergeable else 1)
             if first.mergeable and len(batch) < self.max_batch:
                 # Wait a moment for company: concurrent requests arrive milliseconds apart.
-                if self.batch_wait_s and not self._compatible(first):
+                if self.batch_wait_s and not self._compatible(first) and self.arriving() > 0:
                     self._cond.wait(timeout=self.batch_wait_s)
                 for other in list(self._requests):
                     if len(batch) >= self.max_batch:
