@@ -94,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     from gpu_audio.client_cli import register as register_client
     from gpu_audio.host.commands import register
 
+    from gpu_audio.host.cloudwatch_setup import register as register_cloudwatch
+
     register(sub)
     register_client(sub)
+    register_cloudwatch(sub)
     return parser
 
 

@@ -99,3 +99,10 @@ def post_worker_init(worker):
 
     signal.signal(signal.SIGTERM, handle_exit)
     signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_exit(server, worker):
+    """Send what the CloudWatch publisher still holds (when it is on)."""
+    from gpu_audio.server.factory import flush_publishers
+
+    flush_publishers()

@@ -26,6 +26,13 @@ LOCAL_DEV_ORIGINS = "*"
 _servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
 
 
+def flush_publishers() -> None:
+    """The worker is exiting: send the last partial minute to CloudWatch."""
+    for server in list(_servers):
+        if server.cloudwatch is not None:
+            server.cloudwatch.stop(flush=True)
+
+
 def mark_draining() -> None:
     """This process is stopping: every server in it answers /ready with 503 while
     the requests in flight finish (called from gunicorn's SIGTERM handler)."""
@@ -60,6 +67,7 @@ class Server:
         m.build.info({"version": __version__, "engine": str(described.get("engine")),
                       "model": str(described.get("model") or described.get("model_size"))})
         self.stopping = False  # SIGTERM: this process drains and exits
+        self.cloudwatch = None  # the optional CloudWatch publisher
         self._health_extra = health_extra
         _servers.add(self)
 
@@ -123,5 +131,8 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     app.wsgi_app = PrefixMiddleware(wsgi, prefix)
     if not settings.auth_enabled:
         log.warning("%s: NO API KEY CONFIGURED, every route is open. Set TTS_API_KEY.", name)
+    from .cloudwatch import from_env as cloudwatch_from_env
+
+    server.cloudwatch = cloudwatch_from_env(server.metrics, name)  # None unless CLOUDWATCH_METRICS=1
     server.state.start(background=settings.load_in_background)
     return app

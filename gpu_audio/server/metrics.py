@@ -67,7 +67,7 @@ class Metrics:
         if status == 503:
             self.rejected.labels(route).inc()
         with self._lock:
-            self._recent.append((time.time(), seconds, status))
+            self._recent.append((time.time(), seconds, status, route))
 
     def observe_engine_call(self, items: int, seconds: float, error: BaseException | None) -> None:
         self.engine_call.observe(seconds)
@@ -77,12 +77,15 @@ class Metrics:
         if error is not None:
             self.engine_errors.labels(error_kind(error)).inc()
 
-    def recent(self, since: float) -> list[tuple[float, float, int]]:
+    def recent(self, since: float) -> list[tuple[float, float, int, str]]:
         with self._lock:
             return [entry for entry in self._recent if entry[0] >= since]
 
-    def render(self) -> tuple[bytes, str]:
+    def refresh_gpu_memory(self) -> None:
         _gpu_memory(self.gpu_memory)
+
+    def render(self) -> tuple[bytes, str]:
+        self.refresh_gpu_memory()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
