@@ -265,13 +265,8 @@ def load_client_config(path=None, env=None) -> ClientConfig:
     if not isinstance(aws, dict):
         raise ConfigError(f"'aws' in {found} must be an object")
 
-    def number(name, raw, default):
-        if raw in (None, ""):
-            return default
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    def number(name, raw, default):  # from the environment or the file
+        return _float({name: None if raw is None else str(raw)}, name, default)
 
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
     return ClientConfig(

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_LOADING_S = 10
 
 
+class EngineError(Exception):
+    """An engine refused or failed an item; the message is safe to show a client."""
+
+
+class UnsupportedRequest(EngineError):
+    """The request asks for something this engine or model cannot do (a 400, not a 500)."""
+
+
 def resolve_engine(table: dict, name: str, variable: str):
     """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
     target = table.get((name or "").strip().lower())

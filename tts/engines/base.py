@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpu_audio.server.engine import EngineError, UnsupportedRequest
+
 
 @dataclass(frozen=True)
 class VoiceReference:
@@ -28,14 +30,6 @@ class SynthesisItem:
     speaker: str
     instruct: str | None = None
     reference: VoiceReference | None = field(default=None, compare=False)
-
-
-class EngineError(Exception):
-    """The engine refused or failed an item; the message is safe to show a client."""
-
-
-class UnsupportedRequest(EngineError):
-    """The request asks for something this engine/model cannot do (a 400, not a 500)."""
 
 
 class TTSEngine:
@@ -58,3 +52,6 @@ class TTSEngine:
         Returns one mono float32 array per item, in order, and their sample rate.
         """
         raise NotImplementedError
+
+
+__all__ = ["VoiceReference", "SynthesisItem", "TTSEngine", "EngineError", "UnsupportedRequest"]

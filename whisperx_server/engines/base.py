@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpu_audio.server.engine import EngineError, UnsupportedRequest
+
 SAMPLE_RATE = 16000
 
 
@@ -28,14 +30,6 @@ class TokenTiming:
     start: float
     end: float
     score: float
-
-
-class EngineError(Exception):
-    """The engine failed on an item; the message is safe to show a client."""
-
-
-class UnsupportedRequest(EngineError):
-    """The request asks for something this engine cannot do (a 400, not a 500)."""
 
 
 class ASREngine:
@@ -61,3 +55,6 @@ class ASREngine:
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
         """Times for the tokens (index into ``tokens``) the model could time."""
         raise NotImplementedError
+
+
+__all__ = ["SAMPLE_RATE", "Transcript", "TokenTiming", "ASREngine", "EngineError", "UnsupportedRequest"]
