@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The playground's browser test drives Debian's Chromium (never a downloaded one).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve test test-fast test-gpu bench clean
 
@@ -19,8 +22,13 @@ serve: $(VENV)/.installed
 # gpu-libs tier (real qwen-tts/whisperx code on tiny offline models, own venv).
 test: test-fast test-gpu
 
-test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q
+test-fast: $(VENV)/.installed $(CHROMIUM)
+	CHROMIUM_PATH=$(CHROMIUM) $(PY) -m pytest -q
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "the browser test needs Chromium: install it and set CHROMIUM=/path/to/chromium"; exit 1; }
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 test-gpu:
 	scripts/test_gpu_tier.sh
@@ -28,6 +36,9 @@ test-gpu:
 bench: $(VENV)/.installed
 	$(PY) tests/bench/bench_tts.py
 	$(PY) tests/bench/bench_align.py
+	$(PY) tests/bench/bench_lane.py
+	$(PY) tests/bench/bench_proxy.py
+	$(PY) tests/bench/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

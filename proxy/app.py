@@ -165,6 +165,18 @@ def access():
     return response
 
 
+def _check_origin():
+    """A page on another site must not make a visitor's proxy spend GPU time: a
+    simple (text/plain) POST needs no preflight, so refuse writes from any origin
+    that is neither this proxy's nor in CORS_ORIGINS."""
+    origin = request.headers.get("Origin")
+    if not origin or request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if origin == request.host_url.rstrip("/") or origin in _proxy().settings.cors_origins:
+        return None
+    raise ApiError(403, f"Requests from {origin} are not allowed here; add it to CORS_ORIGINS.")
+
+
 def _check_access():
     """With PROXY_ACCESS_KEY set, every relayed request must carry it (cookie or header)."""
     expected = _proxy().settings.access_key
@@ -195,8 +207,9 @@ def create_app(settings: ProxySettings | None = None):
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False
     register_error_handlers(app)
-    CORS(app, origins=list(settings.cors_origins), supports_credentials=True,
+    CORS(app, origins=list(settings.cors_origins), supports_credentials=True, always_send=False,
          allow_headers=["Content-Type", "X-Proxy-Key"], expose_headers=["Retry-After"], max_age=600)
+    app.before_request(_check_origin)
     app.before_request(_check_access)
     app.register_blueprint(routes)
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)

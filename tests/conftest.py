@@ -16,6 +16,14 @@ from tts.app import create_app
 from tts.engines.espeak import EspeakEngine
 
 from .fakes import RecordingEngine
+from .helpers import Gunicorn
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_server_outlives_the_session():
+    yield
+    for server in Gunicorn.started:
+        server.stop()
 
 
 @pytest.fixture

@@ -37,7 +37,11 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """A real gunicorn with the repo's gunicorn.conf.py, on a free loopback port."""
+    """A real gunicorn with the repo's gunicorn.conf.py, on a free loopback port.
+    Every instance is also stopped at the end of the session (conftest), so a
+    fixture that fails half-way leaves nothing running."""
+
+    started: list["Gunicorn"] = []
 
     def __init__(self, app: str, env: dict, log_path: Path):
         self.port = free_port()
@@ -49,6 +53,7 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{self.port}", app],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        Gunicorn.started.append(self)
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
@@ -68,6 +73,8 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
+        if self._log.closed:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -248,3 +248,16 @@ def test_proxy_metrics_count_relayed_requests_and_need_the_key(stack):
                      if s.name == "gpu_audio_requests_total"
                      and s.labels == {"route": "/whisperx", "status": "503"}), 0)
     wait_until(lambda: count() >= 1, timeout=10)
+
+
+def test_foreign_pages_cannot_use_the_proxy(stack):
+    url = stack.proxy.url + "/tts/generate_batch"
+    r = requests.post(url, data='{"texts": ["spend your GPU"]}', timeout=10,
+                      headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    assert r.status_code == 403 and "CORS_ORIGINS" in r.json()["error"]
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = requests.post(url, json={"texts": ["Hi."]}, headers={"Origin": "http://localhost:5173"}, timeout=30)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+    r = requests.post(url, json={"texts": ["Hi."]}, headers={"Origin": stack.proxy.url}, timeout=30)
+    assert r.status_code == 200  # the playground itself (same origin)
+    assert "Access-Control-Allow-Origin" not in requests.get(stack.proxy.url + "/health", timeout=5).headers
