@@ -212,7 +212,15 @@ def test_speak_play_align_and_no_key_reaches_the_page(page, stack, tmp_path):
 
 def test_access_key_form_sets_a_cookie_and_retries(page, stack, tmp_path):
     page.goto(stack["locked"].url + "/")
-    page.wait_for_selector("#access", state="visible")
+    try:
+        page.wait_for_selector("#access", state="visible", timeout=20000)
+    except Exception:  # seen once in a full CI run: look again, and say what the page saw
+        seen = [f"{r.status} {r.url}" for r in page.responses] + page.console
+        page.reload()
+        try:
+            page.wait_for_selector("#access", state="visible", timeout=20000)
+        except Exception:
+            pytest.fail(f"no access form; the page saw {seen}; proxy log:\n{stack['locked'].log()[-3000:]}")
     page.fill("#access-key", "not-the-key")
     page.click("#access-submit")
     page.wait_for_selector("#access-error", state="visible")
