@@ -196,8 +196,10 @@ class Lane:
             batch = self._take(first, self.max_batch if first.mergeable else 1)
             if first.mergeable and len(batch) < self.max_batch:
                 # Wait a moment for company: concurrent requests arrive milliseconds apart.
-                if self.batch_wait_s and not self._compatible(first) and self.arriving() > 0:
-                    self._cond.wait(timeout=self.batch_wait_s)
+                until = time.monotonic() + self.batch_wait_s
+                while (len(batch) + self._compatible(first) < self.max_batch and self.arriving() > 0
+                       and time.monotonic() < until):
+                    self._cond.wait(timeout=until - time.monotonic())
                 for other in list(self._requests):
                     if len(batch) >= self.max_batch:
                         break
@@ -210,8 +212,9 @@ class Lane:
             self.running = len(batch)
             return batch
 
-    def _compatible(self, first) -> bool:
-        return any(o.mergeable and o.key == first.key for o in self._requests)
+    def _compatible(self, first) -> int:
+        """Items already queued that could share ``first``'s engine call."""
+        return sum(o.pending() for o in self._requests if o.mergeable and o.key == first.key)
 
     def _execute(self, batch: list) -> None:
         try:
