@@ -6,11 +6,10 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import soundfile as sf
 
-from .helpers import ROOT, Gunicorn, rms
+from .helpers import Gunicorn, rms
 
 pytestmark = pytest.mark.integration
 KEY = "cli-test-key"

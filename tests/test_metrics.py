@@ -1,6 +1,5 @@
 """/metrics: Prometheus text that prometheus-client's own parser reads, with numbers
 that move as requests are made."""
-import base64
 
 import pytest
 import requests

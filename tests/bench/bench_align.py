@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -21,6 +19,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.bench.timing import median_seconds  # noqa: E402
 from tests.helpers import Gunicorn  # noqa: E402
 from tts.engines.espeak import EspeakEngine  # noqa: E402
 from whisperx_server.engines.pocketsphinx import PocketsphinxEngine  # noqa: E402
@@ -39,16 +38,6 @@ def speech(seconds, tts):
         text += " " + SENTENCES[len(text.split()) % len(SENTENCES)]
         audio, _ = tts.speak(text.strip())
     return text.strip(), audio
-
-
-def median_s(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def main():
@@ -72,7 +61,7 @@ def main():
                 seconds = audio.size / tts.sample_rate
                 audio16 = soxr.resample(audio, tts.sample_rate, 16000)
                 tokens = text.split()
-                direct = median_s(lambda: aligner.align(audio16, tokens, "en"), args.repeats)
+                direct = median_seconds(lambda: aligner.align(audio16, tokens, "en"), args.repeats)
                 buf = io.BytesIO()
                 sf.write(buf, audio, tts.sample_rate, format="WAV")
                 body = {"audio": base64.b64encode(buf.getvalue()).decode(), "text": text}
@@ -80,7 +69,7 @@ def main():
                 def http():
                     r = session.post(server.url + "/align", json=body, timeout=600)
                     r.raise_for_status()
-                http_s = median_s(http, args.repeats)
+                http_s = median_seconds(http, args.repeats)
                 print(f"{seconds:>8.1f} {len(tokens):>6} {seconds / direct:>11.1f} "
                       f"{seconds / http_s:>9.1f} {http_s / direct:>12.2f}")
         finally:

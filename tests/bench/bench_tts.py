@@ -6,10 +6,8 @@ through the real gunicorn, for 1 and 10 texts, measured side by side in one run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -17,21 +15,12 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gpu_audio.config import TTSSettings  # noqa: E402
+from tests.bench.timing import median_seconds  # noqa: E402
 from tests.helpers import Gunicorn  # noqa: E402
 from tts.engines.base import SynthesisItem  # noqa: E402
 from tts.engines.espeak import EspeakEngine  # noqa: E402
 
 LINE = "Welcome back. In this section we look at how the captions follow the narration."
-
-
-def median_ms(fn, repeats):
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
 
 
 def main():
@@ -52,13 +41,13 @@ def main():
             for n in (1, 10):
                 texts = [f"{LINE} Line {i}." for i in range(n)]
                 items = [SynthesisItem(t, "English", "Aiden") for t in texts]
-                direct = median_ms(lambda: engine.synthesize(items), args.repeats)
+                direct = median_seconds(lambda: engine.synthesize(items), args.repeats) * 1000
 
                 def http():
                     r = session.post(server.url + "/generate_batch", json={"texts": texts}, timeout=120)
                     r.raise_for_status()
                     http.audio_s = sum(r.json()["durations"])
-                http_ms = median_ms(http, args.repeats)
+                http_ms = median_seconds(http, args.repeats) * 1000
                 print(f"{n:>5} {direct:>10.1f} {http_ms:>10.1f} {http_ms / direct:>12.2f} {http.audio_s:>8.1f}")
         finally:
             server.stop()
