@@ -124,3 +124,14 @@ def test_espeak_language_changes_voice(client):
     assert en["audio"] != fr["audio"]
     r = client.post("/generate", json={"text": "Hi", "language": "Klingon"})
     assert r.status_code == 400 and "Klingon" in r.get_json()["error"]
+
+
+def test_batch_answer_is_one_valid_json_object_with_its_length(client):
+    import json
+
+    r = client.post("/generate_batch", json={"texts": ['Quote " and backslash \\ in text.', "Two."]})
+    body = r.get_data()
+    assert int(r.headers["Content-Length"]) == len(body) and r.content_type == "application/json"
+    parsed = json.loads(body)
+    assert parsed["count"] == 2 and len(parsed["audios"]) == 2 and parsed["success"] is True
+    assert list(parsed)[:2] == ["audios", "count"]

@@ -13,6 +13,7 @@ from gpu_audio.audio import b64_wav
 from gpu_audio.config import TTSSettings
 from gpu_audio.server.errors import ApiError, json_body
 from gpu_audio.server.factory import build_app
+from gpu_audio.server.jsonstream import json_with_list
 from gpu_audio.server.lane import ClientGone, DeadlinePassed, client_gone_check, is_out_of_memory
 
 from .engines import make_engine
@@ -81,7 +82,7 @@ def _handle(single: bool):
         common["warnings"] = [f"{server.engine.name} does not support instruct; it was ignored."]
     if single:
         return jsonify({"audio": encoded[0], **common, "duration": durations[0]})
-    return jsonify({"audios": encoded, "count": len(encoded), **common})
+    return json_with_list("audios", encoded, {"count": len(encoded), **common})
 
 
 @routes.post("/generate")
