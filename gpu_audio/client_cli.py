@@ -1,6 +1,7 @@
 """The client commands of ``gpu-audio``: tts, transcribe, align, narrate, health."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -37,7 +38,7 @@ def _client(args) -> Client:
         line = LineProgress()
         urls = ensure_gpu_ready(config, progress=line)["urls"]
         line.done()
-        config = config.__class__(urls["tts"], urls["whisperx"], config.api_key, config.aws, config.path)
+        config = dataclasses.replace(config, server_url=urls["tts"], whisper_url=urls["whisperx"])
     return Client(config.server_url, config.whisper_url, config.api_key,
                   batch_size=getattr(args, "batch_size", None) or 16)
 

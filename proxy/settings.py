@@ -40,10 +40,9 @@ class ProxySettings:
 def check_proxy_bind(binds, settings: ProxySettings) -> None:
     """A proxy on a public address is an open relay to a paid GPU: refuse unless
     PROXY_ALLOW_PUBLIC=1, and say why."""
-    from gpu_audio.server.auth import is_loopback
+    from gpu_audio.server.auth import public_binds
 
-    exposed = [b for b in binds if not b.startswith(("unix:", "fd://"))
-               and not is_loopback(b.rsplit(":", 1)[0] if ":" in b else b)]
+    exposed = public_binds(binds)
     if not exposed:
         return
     danger = (f"binding the proxy on {', '.join(exposed)} makes it an open relay to the GPU servers: "

@@ -11,13 +11,13 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gpu_audio.audio import b64_wav
 from gpu_audio.config import TTSSettings
-from gpu_audio.server.errors import ApiError, json_body
+from gpu_audio.server.errors import json_body
 from gpu_audio.server.factory import build_app
 from gpu_audio.server.jsonstream import json_with_list
-from gpu_audio.server.lane import ClientGone, DeadlinePassed, client_gone_check, is_out_of_memory
+from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
-from .engines.base import EngineError, UnsupportedRequest
+from .engines.base import EngineError
 from .requests import parse_request
 
 log = logging.getLogger(__name__)
@@ -42,24 +42,8 @@ def _synthesize(server, tts_request, gone):
     results = server.lane.run(items, call, key=key, mergeable=tts_request.batch, gone=gone)
     for result in results:
         if isinstance(result, BaseException):
-            raise item_error(result, len(items))
+            raise as_api_error(result, "this request")
     return results
-
-
-def item_error(exc: BaseException, count: int) -> ApiError:
-    """An engine-side failure as the contract's JSON error."""
-    if isinstance(exc, UnsupportedRequest):
-        return ApiError(400, str(exc))
-    if isinstance(exc, (DeadlinePassed, ClientGone)):
-        return ApiError(503, f"The request {exc}; retry.", {"Retry-After": "5"})
-    if is_out_of_memory(exc):
-        return ApiError(507, "The GPU ran out of memory even for a single text of this request; "
-                             "shorten the text or retry when the server is less busy.")
-    if isinstance(exc, EngineError):
-        log.error("engine failed on a request of %d texts: %s", count, exc)
-        return ApiError(500, f"The engine failed on this request: {exc}")
-    log.error("engine failed on a request of %d texts", count, exc_info=exc)
-    return ApiError(500, "The engine failed on this request; the error is logged.")
 
 
 def _handle(single: bool):

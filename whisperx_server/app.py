@@ -10,12 +10,12 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
 from gpu_audio.config import WhisperXSettings
-from gpu_audio.server.errors import ApiError, bad_request, json_body
+from gpu_audio.server.errors import bad_request, json_body
 from gpu_audio.server.factory import build_app
-from gpu_audio.server.lane import ClientGone, DeadlinePassed, client_gone_check, is_out_of_memory
+from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
-from .engines.base import SAMPLE_RATE, EngineError, Transcript, UnsupportedRequest
+from .engines.base import SAMPLE_RATE, Transcript, UnsupportedRequest
 from .requests import ItemError, audio_of, language_of, list_field, text_of
 from .words import complete_words, speech_span
 
@@ -47,19 +47,6 @@ def _align(server, audio, tokens, language) -> dict:
     timings = {} if silent else server.engine.align(audio, tokens, language)
     words = complete_words(tokens, timings, duration, speech_span(audio, SAMPLE_RATE))
     return {"words": words, "duration_seconds": round(duration, 4)}
-
-
-def _item_message(exc: BaseException) -> str:
-    if isinstance(exc, UnsupportedRequest):
-        return str(exc)
-    if isinstance(exc, (DeadlinePassed, ClientGone)):
-        return f"not processed: the request {exc}"
-    if is_out_of_memory(exc):
-        return "the GPU ran out of memory on this item; send a shorter one or retry later"
-    if isinstance(exc, EngineError):
-        return f"the engine failed on this item: {exc}"
-    log.error("engine failed on one item", exc_info=exc)
-    return "the engine failed on this item; the error is logged"
 
 
 def _run(server, task, jobs, language):
@@ -99,12 +86,7 @@ def _single(task):
         raise bad_request(str(exc)) from None
     (result,) = _run(server, task, [(audio, tokens)], language)
     if isinstance(result, BaseException):
-        if isinstance(result, UnsupportedRequest):
-            raise bad_request(str(result))
-        status = 503 if isinstance(result, (DeadlinePassed, ClientGone)) else \
-            507 if is_out_of_memory(result) else 500
-        message = _item_message(result)
-        raise ApiError(status, message[0].upper() + message[1:] + ".")
+        raise as_api_error(result, "this item")
     return jsonify({**result, "success": True})
 
 
@@ -132,7 +114,7 @@ def _batch(task, field, what, on_error):
     for i, result in zip(where, _run(server, task, jobs, language)):
         if isinstance(result, BaseException):
             prefix = f"items[{i}]" if task == "align" else f"audios[{i}]"
-            result = {**on_error, "error": f"{prefix}: {_item_message(result)}."}
+            result = {**on_error, "error": f"{prefix}: {as_api_error(result, 'this item').message}"}
         results[i] = result
     failed = sum("error" in r for r in results)
     if failed:
@@ -174,5 +156,3 @@ def create_app(settings: WhisperXSettings | None = None, engine=None):
     return build_app(__name__, name="whisperx", prefix="/whisperx", settings=settings,
                      engine=engine, routes=routes, health_extra=health_extra)
 
-
-__all__ = ["create_app", "ApiError"]

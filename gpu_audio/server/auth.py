@@ -95,6 +95,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def public_binds(binds) -> list[str]:
+    """The gunicorn binds reachable from other machines (not loopback, not a socket file)."""
+    return [b for b in binds if not b.startswith(("unix:", "fd://"))
+            and not is_loopback(b.rsplit(":", 1)[0] if ":" in b else b)]
+
+
 def check_bind_allowed(binds, settings) -> None:
     """Refuse to serve a non-loopback address with no key, unless ALLOW_NO_AUTH=1.
 
@@ -102,13 +108,7 @@ def check_bind_allowed(binds, settings) -> None:
     """
     if settings.auth_enabled:
         return
-    exposed = []
-    for bind in binds:
-        if bind.startswith("unix:") or bind.startswith("fd://"):
-            continue
-        host = bind.rsplit(":", 1)[0] if ":" in bind else bind
-        if not is_loopback(host):
-            exposed.append(bind)
+    exposed = public_binds(binds)
     log.warning("NO API KEY CONFIGURED: every route is open to anyone who can reach %s. "
                 "Set TTS_API_KEY or TTS_API_KEY_FILE.", ", ".join(binds) or "this server")
     if exposed and not settings.allow_no_auth:

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from .engine import EngineError, UnsupportedRequest
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,23 @@ class ClientGone(Exception):
 def is_out_of_memory(exc: BaseException) -> bool:
     """torch.cuda.OutOfMemoryError (and torch.OutOfMemoryError) without importing torch."""
     return type(exc).__name__ == "OutOfMemoryError"
+
+
+def as_api_error(exc: BaseException, what: str) -> ApiError:
+    """How an item's failure in the lane reaches a client, the same for both servers;
+    ``what`` names the failed work ("this request", "this item")."""
+    if isinstance(exc, UnsupportedRequest):
+        return ApiError(400, str(exc))
+    if isinstance(exc, (DeadlinePassed, ClientGone)):
+        return ApiError(503, f"Not processed: the request {exc}; retry.", {"Retry-After": "5"})
+    if is_out_of_memory(exc):
+        return ApiError(507, f"The GPU ran out of memory on {what}, even alone; shorten it or "
+                             "retry when the server is less busy.")
+    if isinstance(exc, EngineError):
+        log.error("engine failed on %s: %s", what, exc)
+        return ApiError(500, f"The engine failed on {what}: {exc}")
+    log.error("engine failed on %s", what, exc_info=exc)
+    return ApiError(500, f"The engine failed on {what}; the error is logged.")
 
 
 def client_gone_check(environ):
@@ -104,8 +122,6 @@ class Lane:
         self.arriving = arriving or (lambda: 1)
         self.callers = 0  # requests inside run()
         self.queue_depth = 0        # items admitted, not yet handed to the engine
-        self.engine_calls = 0
-        self.running = 0            # items in the engine call under way
         self._requests: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -155,7 +171,7 @@ class Lane:
             try:
                 batch = self._next_batch()
                 if batch:
-                    self._execute(batch)
+                    self._call(batch)
             except Exception:  # the lane must outlive any bug in one batch
                 log.exception("GPU lane: unexpected error")
 
@@ -209,25 +225,16 @@ class Lane:
                             self._requests.remove(other)
             if first.pending():
                 self._requests.append(first)  # its turn again after the others
-            self.running = len(batch)
             return batch
 
     def _compatible(self, first) -> int:
         """Items already queued that could share ``first``'s engine call."""
         return sum(o.pending() for o in self._requests if o.mergeable and o.key == first.key)
 
-    def _execute(self, batch: list) -> None:
-        try:
-            self._call(batch)
-        finally:
-            with self._cond:
-                self.running = 0
-
     def _call(self, batch: list) -> None:
         call = batch[0][0].call
         began = time.perf_counter()
         try:
-            self.engine_calls += 1
             results = call([request.items[index] for request, index in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} items")
