@@ -51,4 +51,20 @@ class RecordingEngine(TTSEngine):
         return out, self.rate
 
 
-__all__ = ["RecordingEngine", "EngineError", "UnsupportedRequest"]
+class FakeASR:
+    """A WhisperX-server engine double: loads nothing, accepts every language.
+    Subclasses override ``transcribe`` / ``align``."""
+
+    name = "fake-asr"
+
+    def load(self):
+        pass
+
+    def describe(self):
+        return {"engine": self.name, "model_size": "none", "device": "cpu", "gpu_name": None}
+
+    def check_language(self, language, task):
+        pass
+
+
+__all__ = ["RecordingEngine", "FakeASR", "EngineError", "UnsupportedRequest"]

@@ -72,20 +72,11 @@ def test_unsupported_language_is_400_naming_it(wx):
 
 def test_batch_keeps_order_and_count(make_wx_client):
     """Item i of the answer is item i of the request, whatever fails in between."""
-    from whisperx_server.engines.base import ASREngine, TokenTiming, Transcript
+    from whisperx_server.engines.base import TokenTiming, Transcript
 
-    class Echo(ASREngine):
-        name = "echo"
+    from .fakes import FakeASR
 
-        def load(self):
-            pass
-
-        def describe(self):
-            return {"engine": "echo", "model_size": "none", "device": "cpu", "gpu_name": None}
-
-        def check_language(self, language, task):
-            pass
-
+    class Echo(FakeASR):
         def transcribe(self, audios, language):
             return [Transcript(text=f"{a.size}") for a in audios]
 
@@ -110,22 +101,11 @@ def test_batch_keeps_order_and_count(make_wx_client):
 
 
 def test_health_answers_while_alignment_runs(make_wx_client):
-    from whisperx_server.engines.base import ASREngine
+    from .fakes import FakeASR
 
     gate, entered = threading.Event(), threading.Event()
 
-    class Slow(ASREngine):
-        name = "slow"
-
-        def load(self):
-            pass
-
-        def describe(self):
-            return {"engine": "slow", "model_size": "none", "device": "cpu", "gpu_name": None}
-
-        def check_language(self, language, task):
-            pass
-
+    class Slow(FakeASR):
         def align(self, audio, tokens, language):
             entered.set()
             gate.wait(10)
