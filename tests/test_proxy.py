@@ -26,10 +26,12 @@ GZ = gzip.compress(b'{"hello": "compressed"}' * 100)
 def stub(request):
     if request.path == "/echo":
         body = request.get_data()
+        # "close": werkzeug's server closes every connection; claiming keep-alive would
+        # make the proxy reuse a dying connection and the next test wait for nothing.
         return Response(json.dumps({"headers": dict(request.headers), "method": request.method,
                                     "query": request.query_string.decode(), "length": len(body),
                                     "sha": hashlib.sha256(body).hexdigest()}),
-                        content_type="application/json", headers={"Connection": "keep-alive, X-Hop",
+                        content_type="application/json", headers={"Connection": "close, X-Hop",
                                                                   "X-Hop": "drop me", "Keep-Alive": "timeout=5"})
     if request.path == "/big":
         mb = int(request.args.get("mb", 100))
