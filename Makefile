@@ -36,6 +36,7 @@ test-gpu:
 bench: $(VENV)/.installed
 	$(PY) tests/bench/bench_tts.py
 	$(PY) tests/bench/bench_align.py
+	$(PY) tests/bench/bench_pieces.py
 	$(PY) tests/bench/bench_lane.py
 	$(PY) tests/bench/bench_proxy.py
 	$(PY) tests/bench/bench_metrics.py

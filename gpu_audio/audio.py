@@ -24,6 +24,17 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=1) if audio.ndim == 2 else audio
 
 
+def frame_energy_db(audio: np.ndarray, rate: int, frame_s: float = 0.01) -> np.ndarray:
+    """RMS per ``frame_s`` frame, in dB below the loudest frame: where speech
+    starts and where the pauses are, whatever the recording level."""
+    hop = max(1, int(rate * frame_s))
+    n = audio.size // hop
+    if n == 0:
+        return np.zeros(0, np.float64)
+    rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop), dtype=np.float64), axis=1)) + 1e-9
+    return 20 * np.log10(rms / rms.max())
+
+
 def encode_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> bytes:
     """A complete mono 16-bit PCM WAV file (resampled to ``out_rate`` if given)."""
     import soundfile as sf

@@ -129,7 +129,9 @@ def test_a_failed_load_is_reported_never_replaced(make_client, wx_settings):
     assert r.status_code == 503 and r.headers.get("Retry-After")
 
 
-def test_items_longer_than_the_aligner_takes_are_item_errors(make_client, wx_settings):
+def test_items_too_long_to_align_at_once_and_impossible_to_cut_are_item_errors(make_client, wx_settings):
+    """The tiny Whisper hears nothing, so there is no pause to cut at: the long item
+    is an error naming the setting, the short one in the same batch is aligned."""
     from whisperx_server.engines.whisperx import WhisperXEngine
 
     engine = WhisperXEngine(wx_settings(max_align_seconds=1.0))

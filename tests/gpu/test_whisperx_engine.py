@@ -246,3 +246,63 @@ def test_map_words_merges_pieces_and_survives_strays():
     assert timings[2] == TokenTiming(0.8, 0.85, 0.5)
     assert timings[3].start == 0.9 and timings[3].end == 1.0
     assert timings[3].score == pytest.approx(0.3)
+
+
+LONG_TALK = ["The quarterly numbers are in.", "Revenue grew by twelve percent, mostly in Europe.",
+             "Costs stayed flat for the third quarter in a row.", "Finally, thank you all for listening."]
+
+
+def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses(
+        wx_settings, monkeypatch):
+    """A 10 s talk with WHISPERX_MAX_ALIGN_SECONDS=4: the transcription (here a faithful
+    one, from eSpeak's own word events: the tiny model hears nothing) gives the pauses,
+    whisperx.align gets one segment per piece, each at most 4 s, holding whole tokens,
+    and every time it measures lies inside its own piece."""
+    import soxr
+    import whisperx
+
+    from whisperx_server.engines.whisperx import WhisperXEngine
+
+    from ..helpers import spoken
+
+    text = " ".join(LONG_TALK)
+    _, audio22, truth = spoken(text)
+    audio = soxr.resample(audio22, 22050, RATE).astype(np.float32)
+    tokens, segments, first = text.split(), [], 0
+    for sentence in LONG_TALK:
+        stop = first + len(sentence.split())
+        segments.append({"start": truth[first], "text": sentence,
+                         "end": truth[stop] if stop < len(tokens) else audio.size / RATE})
+        first = stop
+    engine = WhisperXEngine(wx_settings(max_align_seconds=4.0))
+    engine.load()
+    heard = []
+    monkeypatch.setattr(engine, "transcribe", lambda audios, language: heard.append(language) or
+                        [Transcript(text=text, segments=segments, language=language)])
+    sent = []
+    real_align = whisperx.align
+    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append(segs) or real_align(segs, *a, **k))
+
+    timings = engine.align(audio, tokens, "en")
+
+    assert heard == ["en"] and len(sent) == 1
+    pieces = sent[0]
+    assert len(pieces) >= 3 and " ".join(p["text"] for p in pieces) == text
+    assert pieces[0]["start"] == 0.0 and pieces[-1]["end"] == audio.size / RATE
+    owner = []
+    for index, piece in enumerate(pieces):
+        assert piece["end"] - piece["start"] <= 4.0
+        owner += [index] * len(piece["text"].split())
+        if index:
+            assert piece["start"] == pieces[index - 1]["end"]
+    assert timings and sorted(timings) == sorted(set(timings))
+    assert_timings(timings, tokens, audio.size / RATE)
+    for token, timing in timings.items():
+        piece = pieces[owner[token]]
+        assert piece["start"] - 1e-3 <= timing.start <= timing.end <= piece["end"] + 1e-3
+
+
+def test_a_short_clip_is_aligned_whole_without_transcribing(wx_engine, speech, monkeypatch):
+    monkeypatch.setattr(wx_engine, "transcribe", lambda *a: pytest.fail("transcribed a short clip"))
+    audio = speech("Hello there.")
+    assert sorted(wx_engine.align(audio, ["Hello", "there."], "en")) == [0, 1]

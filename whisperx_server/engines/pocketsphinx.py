@@ -13,6 +13,8 @@ import threading
 
 import numpy as np
 
+from gpu_audio.audio import frame_energy_db
+
 from ..g2p import pronounce
 from ..textnorm import is_spoken_word, token_readings
 from .base import SAMPLE_RATE, ASREngine, EngineError, TokenTiming, Transcript, UnsupportedRequest
@@ -58,14 +60,6 @@ def _grammar(readings: list[list[list[str]]], optional: list[bool]) -> str:
             part = spoken[0] if len(spoken) == 1 else "( " + " | ".join(spoken) + " )"
             parts.append(f"[ {part} ]" if skippable else part)
     return "#JSGF V1.0;\ngrammar align;\npublic <utt> = " + " ".join(parts) + " ;\n"
-
-
-def _frame_energy(audio: np.ndarray) -> np.ndarray:
-    """RMS per 10 ms frame, in dB below the loudest frame."""
-    hop = int(SAMPLE_RATE * FRAME_S)
-    n = audio.size // hop
-    rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop)), axis=1)) + 1e-9
-    return 20 * np.log10(rms / rms.max())
 
 
 def _onset(start: int, silence_start: int | None, energy: np.ndarray) -> int:
@@ -160,7 +154,7 @@ class PocketsphinxEngine(ASREngine):
                 log.info("pocketsphinx could not align %d tokens; times will be estimated",
                          len(tokens))
                 return {}
-        return _by_token(readings, timed, audio.size / SAMPLE_RATE, _frame_energy(audio))
+        return _by_token(readings, timed, audio.size / SAMPLE_RATE, frame_energy_db(audio, SAMPLE_RATE, FRAME_S))
 
     def _decode(self, grammar: str, audio: np.ndarray):
         """[(word, start_frame, end_frame, prob)] through ``grammar``, or None."""

@@ -18,10 +18,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .. import pieces
 from .base import SAMPLE_RATE, ASREngine, EngineError, TokenTiming, Transcript, UnsupportedRequest
 
 log = logging.getLogger(__name__)
 
+PIECE_SECONDS = 30.0  # what whisperx aligns at once after its own transcription
 NLTK_HINT = ("install it into a folder named by NLTK_DATA, e.g. "
              "`python -m nltk.downloader -d /data/nltk_data punkt_tab`")
 
@@ -194,7 +196,8 @@ class WhisperXEngine(ASREngine):
         return results
 
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
-        """Force-align ``tokens`` to the whole audio as one segment."""
+        """Force-align ``tokens`` to the audio: as one segment when the aligner takes the
+        whole clip, else in pieces cut at the pauses a transcription finds (pieces.py)."""
         if self._model is None:
             raise EngineError("WhisperX is not loaded")
         if not tokens or audio.size == 0:
@@ -202,22 +205,42 @@ class WhisperXEngine(ASREngine):
         import whisperx
         from whisperx.utils import PUNKT_LANGUAGES
 
-        limit = self.settings.max_align_seconds
-        if audio.size > limit * SAMPLE_RATE:
-            # wav2vec2 attends over the whole clip at once: memory grows with its
-            # square, and a long clip would exhaust the GPU for everyone.
-            raise UnsupportedRequest(
-                f"audio is {audio.size / SAMPLE_RATE:.0f} s long; the WhisperX aligner takes at "
-                f"most {limit:.0f} s per item (WHISPERX_MAX_ALIGN_SECONDS): split it into shorter items")
         code = language.strip().lower()
         self._punkt(PUNKT_LANGUAGES.get(code, "english"))
-        model, metadata = self._aligner(code)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.size / SAMPLE_RATE
-        segment = {"start": 0.0, "end": duration, "text": " ".join(tokens)}
-        result = whisperx.align([segment], model, metadata, audio, self.settings.device,
+        if duration <= self.settings.max_align_seconds:
+            segments = [{"start": 0.0, "end": duration, "text": " ".join(tokens)}]
+        else:
+            segments = self._pieces(audio, tokens, code)
+        model, metadata = self._aligner(code)
+        result = whisperx.align(segments, model, metadata, audio, self.settings.device,
                                 return_char_alignments=False)
         return map_words(tokens, result.get("word_segments") or [], duration)
+
+    def _pieces(self, audio: np.ndarray, tokens: list[str], language: str) -> list[dict]:
+        """whisperx segments for a clip too long to align at once. wav2vec2 attends over
+        a whole clip: its memory grows with the square of the length, and one long
+        clip would exhaust the GPU for everyone."""
+        from whisperx.alignment import LANGUAGES_WITHOUT_SPACES
+
+        limit = self.settings.max_align_seconds
+        duration = audio.size / SAMPLE_RATE
+        started = time.monotonic()
+        (heard,) = self.transcribe([audio], language)
+        cuts = pieces.cut_points(tokens, heard.segments, audio, SAMPLE_RATE,
+                                 spaced=language not in LANGUAGES_WITHOUT_SPACES)
+        try:
+            planned = pieces.plan(tokens, cuts, duration, min(PIECE_SECONDS, limit), limit)
+        except pieces.NoPause as exc:
+            raise UnsupportedRequest(
+                f"audio is {duration:.0f} s long, more than the {limit:.0f} s the WhisperX aligner "
+                f"takes at once (WHISPERX_MAX_ALIGN_SECONDS), and it cannot be cut: {exc}; "
+                "split it into shorter items") from None
+        log.info("aligning %.0f s in %d pieces (pauses found in %.1f s)", duration, len(planned),
+                 time.monotonic() - started)
+        return [{"start": p.start, "end": p.end, "text": " ".join(tokens[p.first:p.stop])}
+                for p in planned]
 
     def _aligner(self, language: str) -> tuple:
         """The (model, metadata) for ``language``. A miss first evicts the least recently
