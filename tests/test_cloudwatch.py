@@ -279,9 +279,9 @@ def test_from_env_reads_instance_and_region_from_imds(tmp_path, monkeypatch):
 
 # -- cloudwatch-setup ---------------------------------------------------------------------
 
-ALARMS = {"gpu-audio-gpu-memory-high-tts", "gpu-audio-gpu-memory-high-whisperx",
-          "gpu-audio-error-rate-tts", "gpu-audio-error-rate-whisperx",
-          "gpu-audio-instance-unreachable", "gpu-audio-no-heartbeat"}
+P = f"gpu-audio-{IID}"  # every name carries the instance: two hosts never share an alarm
+ALARMS = {f"{P}-gpu-memory-high-tts", f"{P}-gpu-memory-high-whisperx",
+          f"{P}-error-rate-tts", f"{P}-error-rate-whisperx", f"{P}-unreachable", f"{P}-no-heartbeat"}
 
 
 @pytest.fixture
@@ -305,34 +305,34 @@ def outcomes(out):
 def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsys):
     code, out, err = run_setup(capsys, "--config", config)
     assert code == 0, err
-    assert outcomes(out) == {**{name: "created" for name in ALARMS}, "gpu-audio": "created"}
+    assert outcomes(out) == {**{name: "created" for name in ALARMS}, P: "created"}
     assert "no --sns-topic" in out
 
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
     assert set(alarms) == ALARMS
-    gpu = alarms["gpu-audio-gpu-memory-high-tts"]
+    gpu = alarms[f"{P}-gpu-memory-high-tts"]
     assert (gpu["Namespace"], gpu["MetricName"], gpu["Statistic"], gpu["Threshold"], gpu["Period"],
             gpu["EvaluationPeriods"]) == ("GpuAudio", "GpuMemoryPercent", "Maximum", 90.0, 300, 2)
     assert {"Name": "Server", "Value": "tts"} in gpu["Dimensions"]
-    rate = alarms["gpu-audio-error-rate-whisperx"]
+    rate = alarms[f"{P}-error-rate-whisperx"]
     [expression] = [m for m in rate["Metrics"] if m.get("Expression")]
     assert "requests >= 10" in expression["Expression"] and rate["Threshold"] == 5.0
     stats_used = {m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Metric"]["Dimensions"]
                   for m in rate["Metrics"] if "MetricStat" in m}
     assert set(stats_used) == {"Requests", "Errors"}
     assert {"Name": "Server", "Value": "whisperx"} in stats_used["Errors"]
-    down = alarms["gpu-audio-instance-unreachable"]
+    down = alarms[f"{P}-unreachable"]
     assert (down["Namespace"], down["MetricName"], down["Period"], down["EvaluationPeriods"],
             down["ComparisonOperator"]) == ("AWS/EC2", "StatusCheckFailed", 60, 2,
                                             "GreaterThanOrEqualToThreshold")
-    beat = alarms["gpu-audio-no-heartbeat"]
+    beat = alarms[f"{P}-no-heartbeat"]
     assert beat["TreatMissingData"] == "notBreaching" and beat["EvaluationPeriods"] == 2
     sources = {(m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
                for m in beat["Metrics"] if "MetricStat" in m}
     assert sources == {("AWS/EC2", "CPUUtilization"), ("GpuAudio", "IdleSeconds")}
     assert all(a["AlarmActions"] == [] for a in alarms.values())
 
-    body = json.loads(cw.get_dashboard(DashboardName="gpu-audio")["DashboardBody"])
+    body = json.loads(cw.get_dashboard(DashboardName=P)["DashboardBody"])
     titles = " | ".join(w["properties"].get("title", "") for w in body["widgets"])
     for word in ("Requests", "Errors", "p50 / p99", "Engine seconds", "In flight", "GPU memory",
                  "Idle seconds", "Cost"):
@@ -344,12 +344,26 @@ def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsy
 
     topic = "arn:aws:sns:us-east-1:123456789012:gpu-audio-alerts"
     code, out, _ = run_setup(capsys, "--config", config, "--sns-topic", topic)
-    assert code == 0 and outcomes(out) == {**{n: "updated" for n in ALARMS}, "gpu-audio": "unchanged"}
+    assert code == 0 and outcomes(out) == {**{n: "updated" for n in ALARMS}, P: "unchanged"}
     assert "no --sns-topic" not in out
     assert all(a["AlarmActions"] == [topic] for a in cw.describe_alarms()["MetricAlarms"])
 
     code, out, _ = run_setup(capsys, "--config", config, "--sns-topic", topic, "--hourly-price", "1.2")
-    assert outcomes(out)["gpu-audio"] == "updated" and outcomes(out)["gpu-audio-no-heartbeat"] == "unchanged"
+    assert outcomes(out)[P] == "updated" and outcomes(out)[f"{P}-no-heartbeat"] == "unchanged"
+
+
+def test_two_hosts_in_one_account_keep_their_own_alarms_and_dashboards(cw, config, capsys):
+    other = "i-0fedcba9876543210"
+    assert run_setup(capsys, "--config", config)[0] == 0
+    code, out, _ = run_setup(capsys, "--config", config, "--instance-id", other)
+    assert code == 0 and set(outcomes(out).values()) == {"created"}
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    assert len(alarms) == 12 and ALARMS < set(alarms)
+    for name in ALARMS:  # the first host's alarms still watch the first host
+        assert IID in alarms[name]["AlarmDescription"] and other not in json.dumps(alarms[name], default=str)
+    ours = json.loads(cw.get_dashboard(DashboardName=P)["DashboardBody"])
+    theirs = json.loads(cw.get_dashboard(DashboardName=f"gpu-audio-{other}")["DashboardBody"])
+    assert IID in json.dumps(ours) and other not in json.dumps(ours) and other in json.dumps(theirs)
 
 
 def test_dry_run_prints_everything_and_writes_nothing(cw, config, capsys):
@@ -358,10 +372,10 @@ def test_dry_run_prints_everything_and_writes_nothing(cw, config, capsys):
     assert code == 0
     plan = json.loads(out)
     assert {a["AlarmName"] for a in plan["alarms"]} == ALARMS
-    assert plan["dashboard"]["DashboardName"] == "gpu-audio" and plan["dashboard"]["DashboardBody"]["widgets"]
+    assert plan["dashboard"]["DashboardName"] == P and plan["dashboard"]["DashboardBody"]["widgets"]
     assert cw.describe_alarms()["MetricAlarms"] == []
     with pytest.raises(ClientError):
-        cw.get_dashboard(DashboardName="gpu-audio")
+        cw.get_dashboard(DashboardName=P)
 
 
 def test_dry_run_needs_no_instance_id_nor_aws(tmp_path, capsys):
@@ -407,7 +421,7 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
 
 
 def test_alarm_comparison_ignores_what_aws_adds_and_sees_what_it_would_clear():
-    [want] = [a for a in setup.alarms(IID) if a["AlarmName"] == "gpu-audio-no-heartbeat"]
+    [want] = [a for a in setup.alarms(IID) if a["AlarmName"] == f"{P}-no-heartbeat"]
     have = json.loads(json.dumps(want))
     have.update(StateValue="OK", AlarmArn="arn:x", Dimensions=[], InsufficientDataActions=[])
     for query in have["Metrics"]:
@@ -428,20 +442,8 @@ def test_register_adds_the_subcommand():
     assert args.func is setup.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
 
 
-def _wired() -> bool:
-    from gpu_audio.cli import build_parser
-
-    try:
-        build_parser().parse_args(["cloudwatch-setup", "--dry-run"])
-    except SystemExit:
-        return False
-    return True
-
-
 @pytest.mark.integration
 def test_cli_against_a_moto_server(tmp_path, config):
-    if not _wired():
-        pytest.skip("cloudwatch-setup is not registered in gpu_audio/cli.py yet")
     from moto.server import ThreadedMotoServer
 
     port = free_port()

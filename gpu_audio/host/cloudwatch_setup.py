@@ -3,16 +3,17 @@
 Creates, or brings up to date, through boto3 (all are upserts; each is described
 first, so the report says created / updated / unchanged):
 
-- ``gpu-audio-gpu-memory-high-<server>``: GpuMemoryPercent (Maximum) > 90 for 2 x 5 min;
-- ``gpu-audio-error-rate-<server>``: 5xx > 5 % of requests over 5 min (at least 10 requests);
-- ``gpu-audio-instance-unreachable``: AWS/EC2 StatusCheckFailed >= 1 for 2 x 1 min;
-- ``gpu-audio-no-heartbeat``: the instance runs (AWS/EC2 CPUUtilization has samples) but the
+- ``gpu-audio-<instance>-gpu-memory-high-<server>``: GpuMemoryPercent (Maximum) > 90 for 2 x 5 min;
+- ``gpu-audio-<instance>-error-rate-<server>``: 5xx > 5 % of requests over 5 min (at least 10 requests);
+- ``gpu-audio-<instance>-unreachable``: AWS/EC2 StatusCheckFailed >= 1 for 2 x 1 min;
+- ``gpu-audio-<instance>-no-heartbeat``: the instance runs (AWS/EC2 CPUUtilization has samples) but the
   watchdog's heartbeat (GpuAudio IdleSeconds, ``gpu-audio autostop --heartbeat``) is missing,
   for 2 x 5 min;
-- the dashboard ``gpu-audio``: requests, errors, latency p50/p99, engine seconds, in flight,
+- the dashboard ``gpu-audio-<instance>``: requests, errors, latency p50/p99, engine seconds, in flight,
   GPU memory %, idle seconds and an estimated cost (running time x hourly price).
 
-The per-server figures come from the servers' CloudWatch publisher
+Every name carries the instance id, so two hosts in one account and region keep
+their own alarms and dashboards. The per-server figures come from the servers' CloudWatch publisher
 (``CLOUDWATCH_METRICS=1``, gpu_audio/server/cloudwatch.py). Alarm actions go to
 ``--sns-topic``; without one the alarms only change state in the console.
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "GpuAudio"
 SERVERS = ("tts", "whisperx")
-DASHBOARD = "gpu-audio"
+PREFIX = "gpu-audio"
 PLACEHOLDER_INSTANCE = "i-00000000000000000"
 
 # What put_metric_alarm sets; an existing alarm with any of these different is "updated".
@@ -79,7 +80,7 @@ def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
     result = []
     for server in SERVERS:
         result.append({
-            "AlarmName": f"gpu-audio-gpu-memory-high-{server}", **common,
+            "AlarmName": f"{PREFIX}-{instance_id}-gpu-memory-high-{server}", **common,
             "AlarmDescription": f"{server} server on {instance_id}: GPU memory above 90 % for "
                                 "10 minutes (the next request may run out of memory).",
             "Namespace": NAMESPACE, "MetricName": "GpuMemoryPercent",
@@ -87,7 +88,7 @@ def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
             "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 90.0,
             "ComparisonOperator": "GreaterThanThreshold"})
         result.append({
-            "AlarmName": f"gpu-audio-error-rate-{server}", **common,
+            "AlarmName": f"{PREFIX}-{instance_id}-error-rate-{server}", **common,
             "AlarmDescription": f"{server} server on {instance_id}: more than 5 % of requests "
                                 "answered 5xx over 5 minutes (with at least 10 requests).",
             "Metrics": [
@@ -98,13 +99,13 @@ def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
             "EvaluationPeriods": 1, "DatapointsToAlarm": 1, "Threshold": 5.0,
             "ComparisonOperator": "GreaterThanThreshold"})
     result.append({
-        "AlarmName": "gpu-audio-instance-unreachable", **common,
+        "AlarmName": f"{PREFIX}-{instance_id}-unreachable", **common,
         "AlarmDescription": f"GPU host {instance_id} fails its EC2 status checks (2 minutes).",
         "Namespace": "AWS/EC2", "MetricName": "StatusCheckFailed", "Dimensions": _dims(instance_id),
         "Statistic": "Maximum", "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
         "Threshold": 1.0, "ComparisonOperator": "GreaterThanOrEqualToThreshold"})
     result.append({
-        "AlarmName": "gpu-audio-no-heartbeat", **common,
+        "AlarmName": f"{PREFIX}-{instance_id}-no-heartbeat", **common,
         "AlarmDescription": f"GPU host {instance_id} runs but its idle watchdog sends no heartbeat "
                             "(gpu-audio autostop --heartbeat): it may never stop by itself.",
         "Metrics": [
@@ -117,8 +118,12 @@ def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
     return result
 
 
+def dashboard_name(instance_id: str) -> str:
+    return f"{PREFIX}-{instance_id}"
+
+
 def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
-    """The body of the ``gpu-audio`` dashboard."""
+    """The body of the ``gpu-audio-<instance>`` dashboard."""
     def per_server(name, stat, label=""):
         return [[NAMESPACE, name, "InstanceId", instance_id, "Server", server,
                  {"stat": stat, "label": f"{server}{label}"}] for server in SERVERS]
@@ -214,8 +219,8 @@ def _call(fn, action, **kwargs):
         raise _cw_error(exc, action) from None
 
 
-def apply(cloudwatch, alarm_list: list[dict], body: dict) -> list[tuple[str, str, str]]:
-    """Upsert every alarm and the dashboard; ``[(outcome, kind, name)]``, outcome being
+def apply(cloudwatch, alarm_list: list[dict], name: str, body: dict) -> list[tuple[str, str, str]]:
+    """Upsert every alarm and the dashboard ``name``; ``[(outcome, kind, name)]``, outcome being
     created / updated / unchanged."""
     from botocore import exceptions as bx
 
@@ -235,7 +240,7 @@ def apply(cloudwatch, alarm_list: list[dict], body: dict) -> list[tuple[str, str
         report.append(("updated" if have is not None else "created", "alarm", alarm["AlarmName"]))
 
     try:
-        current = cloudwatch.get_dashboard(DashboardName=DASHBOARD).get("DashboardBody")
+        current = cloudwatch.get_dashboard(DashboardName=name).get("DashboardBody")
     except bx.ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ResourceNotFoundException"):
             raise _cw_error(exc, "GetDashboard") from None
@@ -247,14 +252,14 @@ def apply(cloudwatch, alarm_list: list[dict], body: dict) -> list[tuple[str, str
     except ValueError:
         same = False
     if same:
-        report.append(("unchanged", "dashboard", DASHBOARD))
+        report.append(("unchanged", "dashboard", name))
     else:
-        result = _call(cloudwatch.put_dashboard, "PutDashboard", DashboardName=DASHBOARD,
+        result = _call(cloudwatch.put_dashboard, "PutDashboard", DashboardName=name,
                        DashboardBody=json.dumps(body))
         problems = result.get("DashboardValidationMessages") or []
         for problem in problems:
             log.warning("dashboard: %s: %s", problem.get("DataPath"), problem.get("Message"))
-        report.append(("created" if current is None else "updated", "dashboard", DASHBOARD))
+        report.append(("created" if current is None else "updated", "dashboard", name))
     return report
 
 
@@ -294,7 +299,7 @@ def _setup(args, cloudwatch):
     body = dashboard(instance_id, region or "us-east-1", price)
     if args.dry_run:
         print(json.dumps({"region": region, "alarms": alarm_list,
-                          "dashboard": {"DashboardName": DASHBOARD, "DashboardBody": body}}, indent=2))
+                          "dashboard": {"DashboardName": dashboard_name(instance_id), "DashboardBody": body}}, indent=2))
         return 0
     if cloudwatch is None:
         from .ec2 import make_session
@@ -305,13 +310,13 @@ def _setup(args, cloudwatch):
             raise SetupConfigError("no AWS region: set aws.region in server_config.json (or AWS_REGION)")
         body = dashboard(instance_id, region, price)
         cloudwatch = session.client("cloudwatch")
-    for outcome, kind, name in apply(cloudwatch, alarm_list, body):
+    for outcome, kind, name in apply(cloudwatch, alarm_list, dashboard_name(instance_id), body):
         print(f"{outcome:<9} {kind:<9} {name}")
     if not topic:
         print("note: no --sns-topic given: the alarms have no actions (they only change state "
               "in the CloudWatch console)")
     print(f"dashboard: https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-          f"#dashboards/dashboard/{DASHBOARD}")
+          f"#dashboards/dashboard/{dashboard_name(instance_id)}")
     return 0
 
 
