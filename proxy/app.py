@@ -207,8 +207,11 @@ def create_app(settings: ProxySettings | None = None):
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False
     register_error_handlers(app)
+    # X-API-Key / Authorization are allowed in (existing browser apps send them) and then
+    # dropped: the proxy's own key replaces them (forward.CLIENT_ONLY).
     CORS(app, origins=list(settings.cors_origins), supports_credentials=True, always_send=False,
-         allow_headers=["Content-Type", "X-Proxy-Key"], expose_headers=["Retry-After"], max_age=600)
+         allow_headers=["Content-Type", "X-Proxy-Key", "X-API-Key", "Authorization"],
+         expose_headers=["Retry-After"], max_age=600)
     app.before_request(_check_origin)
     app.before_request(_check_access)
     app.register_blueprint(routes)

@@ -149,6 +149,15 @@ def test_cors_allowlist_and_preflight(stack):
     r = requests.options(stack.proxy.url + "/tts/generate_batch", headers={
         **ok, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}, timeout=5)
     assert r.status_code in (200, 204) and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
+    # an existing browser app still sends its X-API-Key (or a Bearer): the preflight must let it
+    r = requests.options(stack.proxy.url + "/whisperx/align", headers={
+        **ok, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-api-key,authorization"}, timeout=5)
+    allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"content-type", "x-api-key", "authorization"} <= allowed
+    r = requests.post(stack.proxy.url + "/tts/generate_batch", json={"texts": ["Hi."]}, timeout=30,
+                      headers={**ok, "X-API-Key": "the-old-app-key", "Authorization": "Bearer old"})
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     r = requests.get(stack.proxy.url + "/tts/health", headers=ok, timeout=5)
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     r = requests.get(stack.proxy.url + "/tts/health", headers={"Origin": "http://evil.example"}, timeout=5)
