@@ -82,6 +82,15 @@ def default_activity_dir(env) -> str:
     return os.path.join(base, "gpu-audio")
 
 
+DEFAULT_THREADS = 32
+
+
+def request_threads(env) -> int:
+    """GUNICORN_THREADS: gunicorn's thread count, which the lane also needs to know
+    (requests waiting for the GPU hold threads; some must stay free for /health)."""
+    return _int(env, "GUNICORN_THREADS", DEFAULT_THREADS, minimum=1)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What every server reads: auth, CORS, limits, the lane, where state lives."""
@@ -98,6 +107,7 @@ class ServerSettings:
     max_batch: int = 16
     batch_wait_ms: int = 20
     request_deadline_s: float = 3600.0
+    request_threads: int = DEFAULT_THREADS
 
     @property
     def auth_enabled(self) -> bool:
@@ -116,6 +126,7 @@ class ServerSettings:
             max_batch=_int(env, "MAX_BATCH", 16, minimum=1),
             batch_wait_ms=_int(env, "BATCH_WAIT_MS", 20),
             request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3600.0, minimum=1.0),
+            request_threads=request_threads(env),
         )
 
     def replace(self, **changes):

@@ -8,6 +8,7 @@ over the default bind worked out here.
 import os
 import sys
 
+from gpu_audio.config import request_threads
 from gpu_audio.server.auth import check_bind_allowed
 
 _DEFAULT_PORTS = (("whisperx_server", "WHISPERX_PORT", 5001), ("proxy", "PROXY_PORT", 8080),
@@ -27,8 +28,9 @@ bind = [_default_bind()]
 workers = 1
 worker_class = "gthread"
 # Request threads: they wait on the GPU lane, so more threads means more
-# requests queued (bounded by MAX_QUEUE), not more GPU work at once.
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# requests queued (bounded by MAX_QUEUE), not more GPU work at once. The lane
+# lets all but two of them wait (lane.py), so /health always finds a free one.
+threads = request_threads(os.environ)
 preload_app = False
 # The worker's heartbeat comes from its main loop, not from request threads, so
 # a 30-minute batch does not trip it; this only catches a wedged worker. It is

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -72,6 +73,39 @@ def test_health_answers_while_a_40_text_batch_runs(server):
     # /health answered (200) while the batch was still in flight: it does not wait on the lane.
     assert seen_during_batch and all(code == 200 for code in seen_during_batch)
     print(f"/health during batch: {len(latencies)} calls, max {max(latencies) * 1000:.0f} ms")
+
+
+def test_a_flood_never_takes_the_threads_health_needs(tmp_path):
+    """GUNICORN_THREADS=4: at most 2 requests may wait in the lane, the other threads
+    answer /health and refuse the rest with 503 + Retry-After at once (without the
+    cap, gunicorn would hand every thread to a waiting request and queue /health)."""
+    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
+                                          "ACTIVITY_DIR": str(tmp_path / "activity"),
+                                          "GUNICORN_THREADS": "4"}, tmp_path / "flood.log")
+    line = "A long narration line about slides, captions and markers, to keep the engine busy. " * 4
+    texts = [f"Line {i}. {line}" for i in range(16)]
+    try:
+        g.wait_ready()
+        with ThreadPoolExecutor(8) as pool:
+            flood = [pool.submit(requests.post, g.url + "/generate_batch", json={"texts": texts},
+                                 headers=HEADERS, timeout=300) for _ in range(8)]
+            during = []
+            while not all(f.done() for f in flood):
+                h = requests.get(g.url + "/health", timeout=10)
+                if not all(f.done() for f in flood) and h.json()["in_flight"] >= 1:
+                    during.append(h.status_code)
+                time.sleep(0.05)
+            responses = [f.result() for f in flood]
+    finally:
+        g.stop()
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 4, codes
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["Retry-After"] and "requests are waiting (limit 2)" in r.json()["error"]
+        else:
+            assert r.json()["count"] == 16
+    assert during and set(during) == {200}
 
 
 def test_prefix_and_auth_through_gunicorn(server):

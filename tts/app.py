@@ -49,7 +49,10 @@ def _synthesize(server, tts_request, gone):
 def _handle(single: bool):
     server = current_app.extensions["gpu_audio"]
     server.state.require_ready()
-    tts_request = parse_request(json_body(), server.settings, single=single)
+    body = json_body()
+    texts = None if single or not isinstance(body, dict) else body.get("texts")
+    server.lane.admit(len(texts) if isinstance(texts, list) and texts else 1)  # before decoding ref_audio
+    tts_request = parse_request(body, server.settings, single=single)
     began = time.perf_counter()
     audios = _synthesize(server, tts_request, client_gone_check(request.environ))
     out_rate = server.settings.output_rate

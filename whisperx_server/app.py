@@ -79,6 +79,7 @@ def _single(task):
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     language = _checked_language(server, body, task)
+    server.lane.admit(1)  # a full server refuses before decoding the audio
     try:
         audio = audio_of(body.get("audio"), "'audio'", server.settings)
         tokens = text_of(body.get("text"), "'text'", server.settings) if task == "align" else None
@@ -95,6 +96,7 @@ def _batch(task, field, what, on_error):
     body = json_body()
     items = list_field(body, field, server.settings, what)
     language = _checked_language(server, body, task)
+    server.lane.admit(len(items))  # a full server refuses before decoding any audio
     results: list = [None] * len(items)
     jobs, where = [], []
     for i, item in enumerate(items):

@@ -23,6 +23,7 @@ from .metrics import Metrics, MetricsMiddleware, error_kind
 log = logging.getLogger(__name__)
 
 LOCAL_DEV_ORIGINS = "*"
+RESERVED_THREADS = 2  # request threads never given to the lane: /health, /ready, /metrics, 503s
 _servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
 
 
@@ -58,7 +59,8 @@ class Server:
                          observe_call=self.metrics.observe_engine_call,
                          observe_drop=lambda error, count: self.metrics.engine_errors.labels(
                              error_kind(error)).inc(count),
-                         arriving=lambda: self.activity.in_flight - self.lane.callers)
+                         arriving=lambda: self.activity.in_flight - self.lane.callers,
+                         max_requests=max(1, settings.request_threads - RESERVED_THREADS))
         m = self.metrics
         m.queue_depth.set_function(lambda: self.lane.queue_depth)
         m.in_flight.set_function(lambda: self.activity.in_flight)

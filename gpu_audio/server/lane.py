@@ -1,7 +1,9 @@
 """The GPU lane: every engine call of a server process goes through here, one at a time.
 
-- Bounded: at most ``max_queue`` items wait; a request that would pass that is
-  refused at once (503 + Retry-After), before any work.
+- Bounded: at most ``max_queue`` items wait, and at most ``max_requests``
+  requests (each holds a server thread while it waits: the rest of the threads
+  stay free for /health and for saying no); a request that would pass either is
+  refused at once (503 + Retry-After), before any work (``admit``).
 - Dynamic batching: items of concurrent requests with the same ``key`` are
   merged into one engine call (up to ``max_batch``); it waits up to
   ``batch_wait_ms`` for company only when other requests are on their way
@@ -108,8 +110,9 @@ class _Request:
 class Lane:
     def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
                  deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic,
-                 observe_call=None, observe_drop=None, arriving=None):
+                 observe_call=None, observe_drop=None, arriving=None, max_requests: int | None = None):
         self.max_queue = max_queue
+        self.max_requests = max_requests or max_queue
         self.max_batch = max(1, max_batch)
         self.batch_wait_s = batch_wait_ms / 1000
         self.deadline_s = deadline_s
@@ -141,14 +144,8 @@ class Lane:
         request = _Request(list(items), key, call, mergeable,
                            self.clock() + (deadline_s or self.deadline_s), gone or (lambda: False))
         with self._cond:
+            self._refuse_if_full(len(items))
             self.callers += 1
-            if self.queue_depth + len(items) > self.max_queue:
-                self.callers -= 1
-                raise ApiError(
-                    503,
-                    f"The server is busy: {self.queue_depth} items are waiting and this request "
-                    f"brings {len(items)} (limit {self.max_queue}); retry shortly.",
-                    {"Retry-After": str(RETRY_AFTER_FULL_S)})
             self.queue_depth += len(items)
             self._requests.append(request)
             self._ensure_worker()
@@ -159,6 +156,24 @@ class Lane:
             with self._cond:
                 self.callers -= 1
         return request.results
+
+    def admit(self, count: int) -> None:
+        """Raise the lane's 503 now if ``count`` items would not be let in: called
+        before a request decodes its audio, so a full server does no work for it.
+        (``run`` checks again: another request may have come in between.)"""
+        with self._cond:
+            self._refuse_if_full(count)
+
+    def _refuse_if_full(self, count: int) -> None:
+        if self.callers >= self.max_requests:
+            why = f"{self.callers} requests are waiting (limit {self.max_requests})"
+        elif self.queue_depth + count > self.max_queue:
+            why = (f"{self.queue_depth} items are waiting and this request brings {count} "
+                   f"(limit {self.max_queue})")
+        else:
+            return
+        raise ApiError(503, f"The server is busy: {why}; retry shortly.",
+                       {"Retry-After": str(RETRY_AFTER_FULL_S)})
 
     # -- worker side ---------------------------------------------------------------------
     def _ensure_worker(self):
