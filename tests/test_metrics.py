@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpu_audio.config import hash_key
 
-from .fakes import RecordingEngine
+from .fakes import FakeASR, RecordingEngine
 from .helpers import Gunicorn, spoken, wait_until
 
 KEY = "metrics-key"
@@ -75,6 +75,20 @@ def test_engine_errors_by_kind(make_client):
     engine = RecordingEngine(fail_with=OutOfMemoryError("CUDA out of memory"))
     c = make_client(engine, api_key_hashes=(hash_key(KEY),))
     assert c.post("/generate", json={"text": "Hi."}, headers={"X-API-Key": KEY}).status_code == 507
+    assert value(scrape(c), "gpu_audio_engine_errors_total", kind="out_of_memory") == 1
+
+
+def test_ctranslate2_out_of_memory_counts_as_out_of_memory(make_wx_client):
+    """faster-whisper (CTranslate2) raises a plain RuntimeError on CUDA OOM."""
+    class Exhausted(FakeASR):
+        def transcribe(self, audios, language):
+            raise RuntimeError("CUDA failed with error out of memory")
+
+    engine = Exhausted()
+    c = make_wx_client(engine, api_key_hashes=(hash_key(KEY),))
+    b64, _, _ = spoken("Hello.")
+    r = c.post("/transcribe", json={"audio": b64}, headers={"X-API-Key": KEY})
+    assert r.status_code == 507 and "out of memory" in r.get_json()["error"]
     assert value(scrape(c), "gpu_audio_engine_errors_total", kind="out_of_memory") == 1
 
 

@@ -11,7 +11,7 @@
 - Fair: requests take turns, ``max_batch`` items at a time, so a 200-text
   batch cannot starve a 1-text request from a browser.
 - Out of memory: a batch that raises an ``OutOfMemoryError`` (torch's, by
-  name) is split in halves and retried down to single items; a single item
+  name, or CTranslate2's RuntimeError) is split in halves and retried down to single items; a single item
   that still fails gets that error alone.
 - Deadlines: items whose request passed its deadline, or whose client has
   gone, are dropped before they cost engine time.
@@ -42,8 +42,11 @@ class ClientGone(Exception):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError (and torch.OutOfMemoryError) without importing torch."""
-    return type(exc).__name__ == "OutOfMemoryError"
+    """torch.cuda.OutOfMemoryError (and torch.OutOfMemoryError) without importing torch,
+    and CTranslate2's (faster-whisper's) plain RuntimeError "CUDA failed with error out
+    of memory"."""
+    return type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 def as_api_error(exc: BaseException, what: str) -> ApiError:

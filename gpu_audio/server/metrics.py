@@ -90,9 +90,11 @@ class Metrics:
 
 
 def error_kind(error: BaseException) -> str:
-    name = type(error).__name__
-    if name == "OutOfMemoryError":
+    from .lane import is_out_of_memory
+
+    if is_out_of_memory(error):
         return "out_of_memory"
+    name = type(error).__name__
     return {"UnsupportedRequest": "unsupported", "DeadlinePassed": "deadline",
             "ClientGone": "client_gone"}.get(name, "engine")
 
