@@ -78,6 +78,8 @@ def decode_audio(data: bytes, rate: int, max_seconds: float | None = None) -> np
     audio = to_mono(audio)
     if audio.size == 0:
         raise AudioError("audio is empty")
+    if not np.isfinite(audio).all():  # a float WAV can carry NaN / Inf: no model copes
+        raise AudioError("audio contains NaN or infinite samples")
     return resample(audio, source_rate, rate)
 
 

@@ -36,6 +36,9 @@ def bad_cases(speech):
         "truncated header": _b64(wav[:30]),
         "zero samples": _b64(_file(np.zeros(0, np.float32), 16000)),
         "one sample": _b64(_file(np.zeros(1, np.float32), 16000)),
+        "NaN samples": _b64(_file(np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")),
+        "an infinite sample": _b64(_file(np.where(np.arange(16000) == 5, np.inf, 0.1).astype(np.float32),
+                                         16000, subtype="FLOAT")),
         "empty string": "",
         "not a string": 12345,
         "missing": None,
@@ -131,3 +134,11 @@ def test_five_minutes_of_silence(wx):
     assert all(w.get("estimated") for w in body["words"])
     body = wx.post("/transcribe", json={"audio": silence}).get_json()
     assert body["success"] is True and body["text"] == "" and body["duration_seconds"] == 300.0
+
+
+def test_an_absurdly_long_number_in_the_text_is_still_timed(wx):
+    b64, audio, _ = spoken("Call me at seven seven seven.")
+    text = "Call me at " + "7" * 400
+    r = wx.post("/align", json={"audio": b64, "text": text})
+    assert r.status_code == 200, r.get_json()
+    check_promise(r.get_json()["words"], text, audio.size / 22050)

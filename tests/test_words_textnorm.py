@@ -68,7 +68,11 @@ def test_alternative_readings_and_unspoken_tokens():
     assert ["number"] in token_readings("###") and ["hash"] in token_readings("###")
     assert token_readings("—") == [] and token_readings("...") == []
     assert not is_spoken_word(":)") and is_spoken_word("a1")
-    for token in ("12345678901234567890", "x86_64", "1.2.3", "$$$", "''"):
+    # runs of digits too long to be a number are read digit by digit (num2words overflows)
+    assert token_readings("7" * 5000) == [["seven"] * 5000]
+    assert token_readings("0123456789012345") == [("zero one two three four five six seven eight nine "
+                                                   "zero one two three four five").split()]
+    for token in ("12345678901234567890", "x86_64", "1.2.3", "$$$", "''", "9" * 400 + ".5"):
         for reading in token_readings(token):
             assert reading and all(w.replace("'", "").isalpha() and w.islower() for w in reading)
 

@@ -35,7 +35,17 @@ def _with_and_without_and(text: str) -> list[list[str]]:
     return [words, plain] if plain != words else [words]
 
 
+_DIGITS = "zero one two three four five six seven eight nine".split()
+LONGEST_NUMBER = 15  # digits; longer runs (ids, phone numbers) are read digit by digit
+
+
+def _digit_by_digit(piece: str) -> list[list[str]]:
+    return [[_DIGITS[int(c)] for c in piece if c.isdigit()]]
+
+
 def _number_readings(piece: str) -> list[list[str]]:
+    if sum(c.isdigit() for c in piece) > LONGEST_NUMBER:
+        return _digit_by_digit(piece)  # num2words overflows past ~400 digits anyway
     plural = _PLURAL.match(piece)
     if plural:  # "1990s", "90s"
         readings = []

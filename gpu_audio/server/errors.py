@@ -47,7 +47,7 @@ def json_body():
         raise bad_request("The request body is empty: send a JSON object.")
     try:
         return current_app.json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         raise bad_request("The request body is not valid JSON.") from None
 
 
