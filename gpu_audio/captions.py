@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from functools import partial
+
+# A URL or a long name stays whole on its line rather than cut mid-word.
+_wrap = partial(textwrap.wrap, break_long_words=False, break_on_hyphens=False)
 
 
 @dataclass(frozen=True)
@@ -27,13 +31,13 @@ def cues_from_words(words, width: int = 42, max_lines: int = 2, max_seconds: flo
 
     def flush():
         if current:
-            text = "\n".join(textwrap.wrap(" ".join(w.word for w in current), width)) or " "
+            text = "\n".join(_wrap(" ".join(w.word for w in current), width)) or " "
             cues.append(Cue(current[0].start, max(current[-1].end, current[0].start), text))
             current.clear()
 
     for word in words:
         candidate = " ".join([w.word for w in current] + [word.word])
-        too_long = len(textwrap.wrap(candidate, width)) > max_lines
+        too_long = len(_wrap(candidate, width)) > max_lines
         too_slow = current and word.end - current[0].start > max_seconds
         if current and (too_long or too_slow):
             flush()
@@ -43,7 +47,7 @@ def cues_from_words(words, width: int = 42, max_lines: int = 2, max_seconds: flo
 
 
 def cue_for_text(text: str, start: float, end: float, width: int = 42) -> Cue:
-    return Cue(start, end, "\n".join(textwrap.wrap(text, width)) or " ")
+    return Cue(start, end, "\n".join(_wrap(text, width)) or " ")
 
 
 def srt(cues: list[Cue]) -> str:

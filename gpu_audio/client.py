@@ -122,9 +122,15 @@ class Client:
             except requests.ReadTimeout:
                 raise ClientError(f"the {server} server did not answer {path} within "
                                   f"{(timeout or self.timeout)[1]:.0f} s") from None
+            except requests.RequestException as exc:  # a bad URL, a connection cut mid-answer
+                raise ClientError(f"cannot call the {server} server at {url}: {exc}") from None
             else:
                 if r.status_code < 400:
-                    return r.json()
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise ClientError(f"{url} answered {r.status_code} with something that is not JSON: "
+                                          f"is {server} in server_config.json the gpu-audio server?") from None
                 message = _error_text(r)
                 if r.status_code not in RETRY_STATUSES or last:
                     raise ClientError(f"{server} {path} answered {r.status_code}: {message}", r.status_code)

@@ -54,16 +54,20 @@ def _run(fn, args) -> int:
     except (ClientError, ConfigError, HostError) as exc:
         print(f"gpu-audio: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 1)
-    except OSError as exc:
-        print(f"gpu-audio: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    except OSError as exc:  # a file that cannot be read or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"gpu-audio: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
 
 
 def _settings(client: Client, args) -> dict:
     """What makes a line's audio what it is: the cache key besides the text."""
     health = client.health().get("tts", {})
+    # The server's defaults count too: a line spoken without --speaker changes when they do.
     return {"instruct": args.instruct, "language": args.language, "speaker": args.speaker,
-            "engine": health.get("engine"), "model": health.get("model")}
+            "engine": health.get("engine"), "model": health.get("model"),
+            "default_speaker": health.get("speaker"), "default_language": health.get("language"),
+            "sample_rate": health.get("sample_rate")}
 
 
 def tts(args) -> int:
@@ -98,7 +102,7 @@ def transcribe(args) -> int:
         failed += bool(t.error)
         if t.error:
             print(f"gpu-audio: {path}: {t.error}", file=sys.stderr)
-        elif args.format == "json":
+        elif args.json or args.format == "json":
             print(json.dumps({"file": path, **asdict(t)}))
         elif args.format == "text":
             print(t.text)
@@ -111,7 +115,7 @@ def align(args) -> int:
     text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
     client = _client(args)
     result = client.align(args.audio, text, language=args.language or "en")
-    if args.format == "json":
+    if args.json or args.format == "json":
         print(json.dumps({"words": [asdict(w) for w in result.words], "duration": result.duration}))
     else:
         print(render(cues_from_words(result.words, width=args.width), args.format), end="")
@@ -127,7 +131,7 @@ def narrate(args) -> int:
     client = _client(args)
     settings = _settings(client, args)
     summary = run(client, lines, Path(args.out_dir), settings, gap=args.gap, width=args.width,
-                  progress=Progress("lines spoken", args.quiet))
+                  progress=Progress("lines spoken", args.quiet), align_language=args.align_language)
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
@@ -177,7 +181,8 @@ def register(sub) -> None:
 
     p = common(sub.add_parser("transcribe", help="audio files → text"))
     p.add_argument("audio", nargs="+")
-    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text")
+    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text",
+                   help="--json is --format json")
     p.add_argument("--language", default="en")
     p.set_defaults(func=lambda a: _run(transcribe, a))
 
@@ -186,7 +191,7 @@ def register(sub) -> None:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--text")
     group.add_argument("--text-file")
-    p.add_argument("--format", choices=["json", "srt", "vtt"], default="json")
+    p.add_argument("--format", choices=["json", "srt", "vtt"], default="json", help="--json is --format json")
     p.add_argument("--language", default="en")
     p.add_argument("--width", type=int, default=42, help="caption line width (characters)")
     p.set_defaults(func=lambda a: _run(align, a))
@@ -197,6 +202,8 @@ def register(sub) -> None:
     p.add_argument("--gap", type=float, default=0.4, help="silence between lines, seconds")
     p.add_argument("--width", type=int, default=42, help="caption line width (characters)")
     p.add_argument("--paragraphs", action="store_true", help="one line per paragraph, not per row")
+    p.add_argument("--align-language", default="en",
+                   help="ISO code the captions are aligned in (default en)")
     p.set_defaults(func=lambda a: _run(narrate, a))
 
     p = common(sub.add_parser("health", help="both servers' health, one table"), start=False)

@@ -59,7 +59,7 @@ class Manifest:
 
 
 def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None) -> list[Path]:
-    """One WAV per line (``NNN-slug.wav``), reusing what the manifest knows."""
+    """One WAV per line (``NNN-slug-hash.wav``), reusing what the manifest knows."""
     import soundfile as sf
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
         audios = client.generate_batch([line for _, line, _ in chunk], instruct=settings.get("instruct"),
                                        language=settings.get("language"), speaker=settings.get("speaker"))
         for (i, line, key), (audio, rate) in zip(chunk, audios):
-            name = f"{i + 1:03d}-{slug(line)}.wav"
+            name = f"{i + 1:03d}-{slug(line)}-{key[:8]}.wav"  # one file per content: no overwrites
             sf.write(out_dir / name, audio, rate, subtype="PCM_16")
             manifest.save(key, name)
             paths[i] = out_dir / name
@@ -92,7 +92,7 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
 
 
 def narrate(client, lines: list[str], out_dir: Path, settings: dict, *, gap: float = 0.4,
-            width: int = 42, progress=None) -> dict:
+            width: int = 42, progress=None, align_language: str = "en") -> dict:
     """Everything ``gpu-audio narrate`` writes; returns a summary (failed lines listed)."""
     import soundfile as sf
 
@@ -100,7 +100,7 @@ def narrate(client, lines: list[str], out_dir: Path, settings: dict, *, gap: flo
     loaded = [sf.read(p, dtype="float32") for p in paths]
     rate = loaded[0][1]
     alignments = client.align_batch([((a, r), line) for (a, r), line in zip(loaded, lines)],
-                                    language=settings.get("align_language", "en"))
+                                    language=align_language)
     combined, all_words, cues, failed = [], [], [], []
     offset = 0.0
     silence = np.zeros(int(round(gap * rate)), np.float32)

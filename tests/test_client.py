@@ -94,6 +94,30 @@ def test_read_timeout_is_an_error_not_a_retry(stub):
     assert sleeps == []
 
 
+def test_a_url_without_scheme_or_a_page_that_is_not_json_is_one_sentence(stub, tmp_path, capsys):
+    client, _ = client_for("gpu.example.com/tts")
+    with pytest.raises(ClientError, match="cannot call the tts server at gpu.example.com/tts/generate_batch"):
+        client.generate_batch(["x"])
+    s = stub([])
+
+    @Request.application
+    def html(request):
+        return Response("<html>a login page</html>", content_type="text/html")
+    s.server.app = html
+    client, _ = client_for(s.url)
+    with pytest.raises(ClientError, match="not JSON: is tts in server_config.json the gpu-audio server"):
+        client.generate_batch(["x"])
+    # and the CLI prints that one sentence, not "None: None"
+    from gpu_audio.cli import main
+
+    config = tmp_path / "server_config.json"
+    config.write_text(json.dumps({"server_url": "gpu.example.com/tts", "whisper_url": "gpu.example.com/wx"}))
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    assert main(["align", str(tmp_path / "a.wav"), "--text", "hi", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gpu-audio: cannot call the whisperx server") and "None" not in err
+
+
 def test_large_jobs_are_split_into_server_sized_batches(stub):
     import base64
     import io

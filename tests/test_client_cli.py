@@ -73,7 +73,8 @@ def test_tts_writes_one_wav_per_line_and_caches(tmp_path, servers):
     summary = json.loads(out.stdout)
     assert summary["count"] == 2 and summary["audio_seconds"] > 1
     files = sorted((tmp_path / "voice").glob("*.wav"))
-    assert [f.name for f in files] == ["001-hello-there.wav", "002-a-second-longer-line-of.wav"]
+    assert [re.sub(r"-[0-9a-f]{8}\.wav$", "", f.name) for f in files] == ["001-hello-there",
+                                                                         "002-a-second-longer-line-of"]
     for f in files:
         audio, rate = sf.read(f, dtype="float32")
         assert rate == 24000 and rms(audio) > 0.01
@@ -81,8 +82,24 @@ def test_tts_writes_one_wav_per_line_and_caches(tmp_path, servers):
     again = run(tmp_path, servers, "tts", "Hello there.", "A changed second line.", "--out-dir", "voice", "-v")
     assert again.returncode == 0
     assert files[0].stat().st_mtime_ns == stamps[0]  # unchanged line: reused, not regenerated
-    assert (tmp_path / "voice" / "002-a-changed-second-line.wav").exists()
+    assert list((tmp_path / "voice").glob("002-a-changed-second-line-*.wav"))
     assert "1 of 2 lines unchanged" in again.stderr
+
+
+def test_voice_settings_are_part_of_the_cache_key_and_never_overwrite(tmp_path, servers):
+    """The same line with and without an instruct are two files; going back and forth
+    reuses each, never the other's audio."""
+    def files(*extra):
+        out = run(tmp_path, servers, "tts", "Hello there.", "--out-dir", "v", "--json", *extra)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["files"]
+
+    plain = files()
+    whispered = files("--instruct", "whisper it")
+    assert whispered != plain
+    assert files() == plain and files("--instruct", "whisper it") == whispered
+    assert files("--speaker", "m3") not in (plain, whispered)
+    assert len(list((tmp_path / "v").glob("*.wav"))) == 3
 
 
 def test_tts_from_file_with_progress_and_summary(tmp_path, servers):
@@ -99,6 +116,7 @@ def test_transcribe_formats(tmp_path, servers):
     assert text.returncode == 0 and text.stdout.strip()
     as_json = json.loads(run(tmp_path, servers, "transcribe", wav, "--format", "json").stdout)
     assert as_json["file"] == wav and as_json["duration"] > 1
+    assert json.loads(run(tmp_path, servers, "transcribe", wav, "--json").stdout)["file"] == wav
     duration = sf.info(wav).duration
     for fmt, parse in (("srt", parse_srt), ("vtt", parse_vtt)):
         cues = parse(run(tmp_path, servers, "transcribe", wav, "--format", fmt).stdout)
@@ -112,6 +130,8 @@ def test_align_formats(tmp_path, servers):
     words = json.loads(run(tmp_path, servers, "align", wav, "--text", text).stdout)["words"]
     assert [w["word"] for w in words] == text.split()
     assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
+    as_json = run(tmp_path, servers, "align", wav, "--text", text, "--format", "srt", "--json").stdout
+    assert [w["word"] for w in json.loads(as_json)["words"]] == text.split()  # --json wins
     (tmp_path / "t.txt").write_text(text)
     cues = parse_vtt(run(tmp_path, servers, "align", wav, "--text-file", "t.txt", "--format", "vtt",
                          "--width", "20").stdout)
@@ -165,6 +185,13 @@ def test_narrate_reports_a_failed_line_and_finishes_the_rest(tmp_path, servers):
     words = json.loads((tmp_path / "n" / "narration.words.json").read_text())
     assert {w["line"] for w in words} == {1, 3}
     assert (tmp_path / "n" / "narration.wav").exists() and (tmp_path / "n" / "narration.srt").exists()
+
+
+def test_narrate_aligns_in_the_language_asked(tmp_path, servers):
+    """--align-language reaches the aligner: pocketsphinx has no German, and says so."""
+    (tmp_path / "script.txt").write_text("Guten Morgen.\n")
+    out = run(tmp_path, servers, "narrate", "script.txt", "--out-dir", "de", "--align-language", "de")
+    assert out.returncode == 1 and "'de'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_health_table_and_errors(tmp_path, servers):
