@@ -52,7 +52,29 @@ def test_health_and_unauthorised_calls_are_not_activity(make_client, tmp_path):
     assert record["last_request_at"] is not None
 
 
-def test_dead_process_records_are_ignored(tmp_path):
+def test_dead_process_records_count_only_for_their_last_request(tmp_path):
     (tmp_path / "tts-999999.json").write_text(json.dumps({"pid": 999999, "in_flight": 3}))
     (tmp_path / "garbage.json").write_text("{not json")
     assert read_activity(str(tmp_path)) == []
+    (tmp_path / "whisperx-999998.json").write_text(
+        json.dumps({"pid": 999998, "in_flight": 2, "last_request_at": 123.0}))
+    (record,) = read_activity(str(tmp_path))
+    assert record["in_flight"] == 0 and record["last_request_at"] == 123.0 and record["gone"]
+
+
+def test_a_clean_exit_keeps_the_last_request_time(tmp_path):
+    """A server restarted cleanly (supervisorctl restart) must not make the host look
+    idle since boot: its record stays, with nothing in flight, and the next process
+    of that server takes the time over."""
+    from gpu_audio.server.activity import Activity
+
+    unused = Activity("tts", str(tmp_path))
+    unused.close()
+    assert read_activity(str(tmp_path)) == []  # never used: nothing worth keeping
+    used = Activity("whisperx", str(tmp_path))
+    used.begin()
+    used.end()
+    used.begin()  # closing with work in flight: the process is going, so is the work
+    used.close()
+    (record,) = read_activity(str(tmp_path))
+    assert record["in_flight"] == 0 and record["last_request_at"] == used.last_request_at

@@ -234,3 +234,50 @@ def test_autostop_command_is_off_unless_asked(tmp_path):
                         capture_output=True, text=True, timeout=60)
     assert on.returncode == 0 and on.stdout.strip() == "idle"
     assert "not an EC2 instance" in on.stderr
+
+
+def test_a_watchdog_started_on_a_long_running_host_gives_its_own_grace(tmp_path):
+    """A container restarted on a host up for hours: the servers have not even loaded
+    yet, so the idle minutes count from the watchdog's start, not the host's boot."""
+    import time
+
+    now = [time.time()]
+    stops = []
+    dog = Watchdog(str(tmp_path), 15, lambda: stops.append(1), clock=lambda: now[0], sleep=lambda s: None)
+    assert dog.check() == "busy" and stops == []
+    now[0] += 15 * MIN
+    assert dog.check() == "stopped" and stops == [1]
+
+
+def test_a_server_restarted_cleanly_a_minute_ago_keeps_the_host_up(tmp_path):
+    from gpu_audio.server.activity import Activity
+
+    w = World(tmp_path)
+    server = Activity("tts", str(w.dir))
+    server.end()  # a request finished...
+    server.close()  # ...and the server was restarted cleanly
+    record = json.loads(next(w.dir.glob("tts-*.json")).read_text())
+    record["pid"] = 999997  # the old process is gone
+    next(w.dir.glob("tts-*.json")).write_text(json.dumps(record))
+    w.now = record["last_request_at"] + MIN
+    assert w.dog.check() == "busy" and w.stops == 0
+
+
+def test_busy_is_logged_when_the_picture_changes_and_every_ten_minutes(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="gpu_audio.host.autostop")
+    w = World(tmp_path)
+    w.write("tts", in_flight=1)
+    w.now = BOOT + 20 * MIN
+    for _ in range(5):
+        assert w.dog.check() == "busy"
+        w.now += 30
+    lines = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("busy:")]  # noqa: E731
+    assert len(lines()) == 1 and "in flight 1" in lines()[0]
+    w.write("tts", in_flight=0, last=w.now)
+    assert w.dog.check() == "busy" and len(lines()) == 2 and "last request finished" in lines()[1]
+    w.now += 5 * MIN
+    w.dog.check()
+    assert len(lines()) == 2
+    w.now += 6 * MIN
+    w.dog.check()
+    assert len(lines()) == 3

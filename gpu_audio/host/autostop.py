@@ -2,8 +2,9 @@
 never in the middle of a request.
 
 Busy = any request in flight (across both servers and all their processes), or
-the last one finished less than ``idle_minutes`` ago, or the host booted less
-than ``idle_minutes`` ago. The decision is a pure function (``decide``); the
+the last one finished less than ``idle_minutes`` ago, or the host booted (or the
+watchdog started: a restarted container has an old host boot) less than
+``idle_minutes`` ago. The decision is a pure function (``decide``); the
 watchdog around it drains the servers, checks once more, then stops the instance.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gpu_audio.server.activity import drain_flag, read_activity
 log = logging.getLogger(__name__)
 
 NAMESPACE = "GpuAudio"
+STATUS_EVERY_S = 600  # an unchanged busy state is logged at INFO this often
 IMDS_DEFAULT = "http://169.254.169.254"
 
 
@@ -94,22 +96,30 @@ class Watchdog:
         self.activity_dir = activity_dir
         self.idle_minutes = idle_minutes
         self.stop_instance = stop_instance
-        self.boot_time = boot_time_now() if boot_time is None else boot_time
         self.clock, self.sleep = clock, sleep
+        # The grace period runs from the later of host boot and this start: in a
+        # container (re)started on a host that has been up for hours, the servers
+        # have not even loaded their models yet.
+        self.boot_time = max(boot_time_now(), clock()) if boot_time is None else boot_time
         self.settle_seconds = settle_seconds
         self.heartbeat = heartbeat
         self.stopped = False
         self._told_cannot_stop = False
+        self._logged: tuple | None = None  # (state, when) of the last INFO line
 
     def check(self) -> str:
         """One look: "busy", "idle" (nothing to stop), "cancelled" or "stopped"."""
+        if self.stopped:
+            return "stopped"
         flag = drain_flag(self.activity_dir)
+        decided_at = self.clock()  # before reading: a request finishing after this cancels
         records = read_activity(self.activity_dir)
-        decision = decide(records, self.boot_time, self.clock(), self.idle_minutes)
+        decision = decide(records, self.boot_time, decided_at, self.idle_minutes)
         self._beat(decision)
-        if decision.busy or self.stopped:
-            log.debug("busy: %s", decision.reason)
-            return "busy" if decision.busy else "stopped"
+        if decision.busy:
+            self._log_busy(decision, decided_at)
+            return "busy"
+        self._logged = None
         if self.stop_instance is None:
             if not self._told_cannot_stop:
                 log.warning("%s, but this is not an EC2 instance (no IMDS, no --instance-id): "
@@ -118,7 +128,6 @@ class Watchdog:
             else:
                 log.info("%s", decision.reason)
             return "idle"
-        decided_at = self.clock()
         log.info("%s: draining both servers before the stop", decision.reason)
         flag.parent.mkdir(parents=True, exist_ok=True)
         flag.write_text(f"{decided_at}\n")
@@ -140,6 +149,17 @@ class Watchdog:
         self.stopped = True
         log.info("instance stop requested after %.0f s idle", decision.idle_seconds)
         return "stopped"
+
+    def _log_busy(self, decision: Decision, now: float) -> None:
+        """INFO when the picture changes (work came or went), and every STATUS_EVERY_S;
+        DEBUG in between, so the log says why the host runs without a line per check."""
+        state = decision.in_flight > 0
+        if self._logged is None or self._logged[0] != state or now - self._logged[1] >= STATUS_EVERY_S:
+            log.info("busy: %s (in flight %d, idle %.0f s)", decision.reason, decision.in_flight,
+                     decision.idle_seconds)
+            self._logged = (state, now)
+        else:
+            log.debug("busy: %s", decision.reason)
 
     def _beat(self, decision: Decision) -> None:
         if self.heartbeat is None:

@@ -85,7 +85,7 @@ def gpu_status(args) -> int:
 
 def autostop(args) -> int:
     """The watchdog program (supervisord). Off unless AUTOSTOP=1 (the image sets it)."""
-    from .autostop import Watchdog, heartbeat_data, imds
+    from .autostop import Watchdog, boot_time_now, heartbeat_data, imds
 
     if os.environ.get("AUTOSTOP", "0") != "1" and not args.force:
         log.info("autostop is off (AUTOSTOP is not 1): nothing to watch")
@@ -96,7 +96,9 @@ def autostop(args) -> int:
         return _fail(exc)
     idle = args.idle_minutes or config.aws.idle_minutes
     activity_dir = args.activity_dir or os.environ.get("ACTIVITY_DIR") or _default_activity_dir()
-    instance_id = args.instance_id or imds("instance-id")
+    # This machine's own id: IMDS, or said outright where IMDS is out of reach (a container
+    # on a bridge network needs the instance's metadata hop limit at 2; README).
+    instance_id = args.instance_id or imds("instance-id") or os.environ.get("AUTOSTOP_INSTANCE_ID")
     stop_instance = heartbeat = None
     if instance_id:
         from .ec2 import make_session, stop
@@ -109,7 +111,9 @@ def autostop(args) -> int:
             cloudwatch = session.client("cloudwatch")
             heartbeat = lambda d: cloudwatch.put_metric_data(  # noqa: E731
                 Namespace="GpuAudio", MetricData=heartbeat_data(instance_id, d))
-    watchdog = Watchdog(activity_dir, idle, stop_instance, heartbeat=heartbeat)
+    # One check (--once) has no start of its own to give grace from: the host's boot counts.
+    watchdog = Watchdog(activity_dir, idle, stop_instance, heartbeat=heartbeat,
+                        boot_time=boot_time_now() if args.once else None)
     if args.once:
         print(watchdog.check())
         return 0
@@ -149,6 +153,6 @@ def register(sub) -> None:
     p.add_argument("--interval", type=float, default=30.0, help="seconds between checks (default 30)")
     p.add_argument("--activity-dir", help="default ACTIVITY_DIR")
     p.add_argument("--heartbeat", action="store_true", help="put InFlight/IdleSeconds to CloudWatch")
-    p.add_argument("--once", action="store_true", help="one check, print the outcome")
+    p.add_argument("--once", action="store_true", help="one check, print the outcome (grace counted from the host's boot)")
     p.add_argument("--force", action="store_true", help="run even without AUTOSTOP=1")
     p.set_defaults(func=autostop)

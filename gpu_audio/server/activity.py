@@ -71,11 +71,20 @@ class Activity:
                 "last_request_at": self.last_request_at, "started_at": self.started_at}
 
     def close(self) -> None:
-        if self.path is not None:
-            try:
-                self.path.unlink()
-            except OSError:
-                pass
+        """At exit: the record stays when it holds a last-request time (read back as
+        nothing in flight once this process is gone), so a restarted server or the
+        watchdog still knows the host was used a minute ago."""
+        if self.path is None:
+            return
+        with self._lock:
+            self.in_flight = 0
+            if self.last_request_at is not None:
+                self._write()
+                return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
 
     def _write(self) -> None:
         if self.path is None:
@@ -125,15 +134,22 @@ def _alive(pid: int, proc_start: int | None = None) -> bool:
 
 
 def read_activity(directory: str) -> list[dict]:
-    """Every live server process's record in ``directory`` (dead ones skipped)."""
+    """Every server process's record in ``directory``. A process that is gone has
+    nothing in flight, whatever its record says, but its last request still counts;
+    records of gone processes without one are skipped."""
     records = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, ValueError):
+            if not isinstance(record, dict):
+                continue
+            alive = _alive(int(record.get("pid", 0)), record.get("proc_start"))
+        except (OSError, ValueError, TypeError):
             continue
-        if isinstance(record, dict) and _alive(int(record.get("pid", 0)), record.get("proc_start")):
+        if alive:
             records.append(record)
+        elif record.get("last_request_at"):
+            records.append({**record, "in_flight": 0, "gone": True})
     return records
 
 
