@@ -157,3 +157,15 @@ def test_heartbeat_and_lambda_with_cloudwatch(moto_url, tmp_path):
     assert result == {"stopped": True, "instance_id": iid}
     state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("stopping", "stopped")
+
+
+@pytest.mark.parametrize("command", ["start-gpu", "stop-gpu", "gpu-status"])
+def test_no_aws_region_is_one_sentence(tmp_path, command):
+    config = tmp_path / "server_config.json"
+    config.write_text(json.dumps({"server_url": "http://127.0.0.1:9/tts", "aws": {"instance_id": "i-0123"}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "GPU_AWS_REGION")}
+    env.update(GPU_AUDIO_CONFIG=str(config), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    out = subprocess.run([sys.executable, "-m", "gpu_audio", command], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == "gpu-audio: no AWS region: set aws.region in server_config.json (or AWS_REGION)"

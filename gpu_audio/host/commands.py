@@ -101,14 +101,18 @@ def autostop(args) -> int:
     instance_id = args.instance_id or imds("instance-id") or os.environ.get("AUTOSTOP_INSTANCE_ID")
     stop_instance = heartbeat = None
     if instance_id:
-        from .ec2 import make_session, stop
+        from .ec2 import make_client, make_session, stop
 
         region = config.aws.region or imds("placement/region")
-        session = make_session(config.aws.__class__(region=region, profile=config.aws.profile))
-        ec2 = session.client("ec2")
+        aws = config.aws.__class__(region=region, profile=config.aws.profile)
+        try:
+            session = make_session(aws)
+            ec2 = make_client(aws, "ec2", session)
+        except HostError as exc:
+            return _fail(exc)
         stop_instance = lambda: stop(ec2, instance_id)  # noqa: E731
         if args.heartbeat or os.environ.get("AUTOSTOP_HEARTBEAT") == "1":
-            cloudwatch = session.client("cloudwatch")
+            cloudwatch = make_client(aws, "cloudwatch", session)
             heartbeat = lambda d: cloudwatch.put_metric_data(  # noqa: E731
                 Namespace="GpuAudio", MetricData=heartbeat_data(instance_id, d))
     # One check (--once) has no start of its own to give grace from: the host's boot counts.

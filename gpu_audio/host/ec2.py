@@ -80,6 +80,18 @@ def make_session(aws):
         raise aws_error(exc, "session") from None
 
 
+def make_client(aws, service: str, session=None):
+    """A boto3 client; a missing region or profile is one sentence (boto3 only finds
+    out when the client is made)."""
+    from botocore import exceptions as bx
+
+    session = session or make_session(aws)
+    try:
+        return session.client(service)
+    except bx.BotoCoreError as exc:
+        raise aws_error(exc, "session") from None
+
+
 def describe(ec2, instance_id: str) -> dict:
     """State, addresses and launch time of the instance."""
     from botocore import exceptions as bx

@@ -102,7 +102,7 @@ def _clients(config, ec2):
     if not config.aws.instance_id:
         raise ConfigMissing("no instance: set aws.instance_id in server_config.json "
                             "(or GPU_INSTANCE_ID)")
-    return ec2mod.make_session(config.aws).client("ec2")
+    return ec2mod.make_client(config.aws, "ec2")
 
 
 class LineProgress:

@@ -214,7 +214,7 @@ def _from_env(metrics, server_name, env, client, start):
 def _client(env):
     from gpu_audio.config import AwsConfig, ConfigError, load_client_config
     from gpu_audio.host.autostop import imds
-    from gpu_audio.host.ec2 import make_session
+    from gpu_audio.host.ec2 import make_client
 
     try:
         aws = load_client_config(env=env).aws
@@ -222,4 +222,4 @@ def _client(env):
         aws = AwsConfig(region=env.get("GPU_AWS_REGION") or env.get("AWS_REGION")
                         or env.get("AWS_DEFAULT_REGION"))
     region = aws.region or imds("placement/region")
-    return make_session(AwsConfig(region=region, profile=aws.profile)).client("cloudwatch")
+    return make_client(AwsConfig(region=region, profile=aws.profile), "cloudwatch")
