@@ -52,7 +52,7 @@ ENV MODELS_DIR=$MODELS_DIR \
     ACTIVITY_DIR=/tmp/gpu-audio \
     AUTOSTOP=1
 
-RUN useradd --create-home --uid 1000 app && mkdir -p $MODELS_DIR && chown -R app /data /app
+RUN useradd --create-home --uid 1000 app && mkdir -p /data $MODELS_DIR && chown -R app /data $MODELS_DIR /app
 
 # Pre-bake: --build-arg BAKE_MODELS=1 --build-arg MODELS_DIR=/opt/models
 ARG BAKE_MODELS=0

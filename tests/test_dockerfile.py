@@ -58,3 +58,19 @@ def test_healthcheck_fails_when_nothing_listens():
     out = subprocess.run([sys.executable, "-m", "gpu_audio", "healthcheck", "--timeout", "1"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 1 and "not ready" in out.stdout
+
+
+def test_the_user_step_holds_for_the_default_and_the_prebaked_models_dir(tmp_path):
+    """The step that makes the app user and its folders, run in a scratch root for
+    MODELS_DIR=/data/models and for the README's pre-bake /opt/models: every folder it
+    hands to the app user must exist by then."""
+    (step,) = [run for run in instructions("RUN") if "useradd" in run]
+    for models in ("/data/models", "/opt/models"):
+        root = tmp_path / models.strip("/").replace("/", "-")
+        (root / "app").mkdir(parents=True)  # WORKDIR
+        command = re.sub(r"useradd [^&]*&& ", "", step).replace("chown -R app", "ls -d")
+        command = re.sub(r"(?<![\w$])/(data|app|opt)\b", lambda m: f"{root}/{m.group(1)}", command)
+        done = subprocess.run(["bash", "-euc", command], env={**os.environ, "MODELS_DIR": f"{root}{models}"},
+                              capture_output=True, text=True)
+        assert done.returncode == 0, (models, command, done.stderr)
+        assert (root / models.strip("/")).is_dir() and (root / "data").is_dir()
