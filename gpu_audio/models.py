@@ -30,22 +30,47 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
-def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, bool]:
-    """(local folder, fetched now?) for a hub repo, cached in ``models_dir``."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
+    """(local folder, what happened) for a hub repo, cached in ``models_dir``.
+
+    The hub is asked for the repo's file list first, even when a copy is there: an
+    interrupted download leaves a snapshot folder that huggingface_hub < 1.0 (which
+    the gpu extra pins) takes for a whole one. Without the hub, a copy that is there
+    is used as it is.
+    """
+    from huggingface_hub import HfApi, snapshot_download
 
     try:
-        return snapshot_download(repo_id, cache_dir=models_dir, local_files_only=True), False
-    except LocalEntryNotFoundError:
-        pass
+        local = snapshot_download(repo_id, cache_dir=models_dir, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError, or offline mode with nothing cached
+        local = None
     try:
-        return snapshot_download(repo_id, cache_dir=models_dir), True
-    except Exception as exc:  # every hub failure ends the same way: one sentence
+        info = HfApi().model_info(repo_id)
+    except Exception as exc:  # every hub failure ends the same way
+        if local:
+            return local, "already present, skipped (hub not reachable: not re-checked)"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise Unreachable(
             f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the network "
             f"or HF_ENDPOINT, or pre-fill {models_dir}") from None
+    files = [s.rfilename for s in info.siblings or []]
+    if local and Path(local).name == info.sha and all((Path(local) / f).is_file() for f in files):
+        return local, "already complete (checked with the hub), skipped"
+    try:
+        path = snapshot_download(repo_id, cache_dir=models_dir, revision=info.sha)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise Unreachable(f"fetching {repo_id} from the Hugging Face hub failed ({reason}); "
+                          "run download-models again to resume") from None
+    missing = [f for f in files if not (Path(path) / f).is_file()]
+    if missing:
+        raise Unreachable(f"{repo_id} is still missing {', '.join(missing[:3])} after the download; "
+                          "run download-models again to resume")
+    if local is None:
+        return path, "fetched"
+    if Path(local).name != info.sha:
+        return path, f"updated to the hub's revision {info.sha[:8]}"
+    return path, "completed (an earlier download was cut short)"
 
 
 def whisper_repo(name: str) -> str:
@@ -120,14 +145,13 @@ def download_models(args, env=None) -> int:
                 print(f"{prefix}: ready ({time.monotonic() - began:.0f} s)", file=sys.stderr)
                 continue
             repo = target if kind == "tts" else whisper_repo(target)
-            path, fetched = fetch_snapshot(repo, models_dir)
+            path, state = fetch_snapshot(repo, models_dir)
         except Unreachable as exc:
             print(f"gpu-audio: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         except ConfigError as exc:
             print(f"gpu-audio: {exc}", file=sys.stderr)
             return EXIT_MISSING_STACK
-        state = "fetched" if fetched else "already present, skipped"
         print(f"{prefix}: {state} ({_size_mb(path):.0f} MB in {path}, "
               f"{time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
     return 0
