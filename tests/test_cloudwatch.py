@@ -338,6 +338,10 @@ def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsy
                  "Idle seconds", "Cost"):
         assert word in titles
     assert "estimate" in json.dumps(body) and "0.53" in json.dumps(body)
+    (month,) = [w["properties"] for w in body["widgets"] if "30 days" in w["properties"].get("title", "")]
+    assert month["start"] == "-P30D" and month["view"] == "singleValue"
+    assert any("RUNNING_SUM" in m[0].get("expression", "") for m in month["metrics"] if isinstance(m[0], dict))
+    assert "AUTOSTOP_HEARTBEAT=1" in out  # the no-heartbeat alarm says what it needs
 
     code, out, _ = run_setup(capsys, "--config", config)
     assert code == 0 and set(outcomes(out).values()) == {"unchanged"} and len(outcomes(out)) == 7
@@ -364,6 +368,12 @@ def test_two_hosts_in_one_account_keep_their_own_alarms_and_dashboards(cw, confi
     ours = json.loads(cw.get_dashboard(DashboardName=P)["DashboardBody"])
     theirs = json.loads(cw.get_dashboard(DashboardName=f"gpu-audio-{other}")["DashboardBody"])
     assert IID in json.dumps(ours) and other not in json.dumps(ours) and other in json.dumps(theirs)
+
+
+def test_no_heartbeat_alarm_can_be_left_out(cw, config, capsys):
+    code, out, _ = run_setup(capsys, "--config", config, "--no-heartbeat-alarm")
+    assert code == 0 and "AUTOSTOP_HEARTBEAT" not in out
+    assert {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]} == ALARMS - {f"{P}-no-heartbeat"}
 
 
 def test_dry_run_prints_everything_and_writes_nothing(cw, config, capsys):

@@ -8,9 +8,11 @@ first, so the report says created / updated / unchanged):
 - ``gpu-audio-<instance>-unreachable``: AWS/EC2 StatusCheckFailed >= 1 for 2 x 1 min;
 - ``gpu-audio-<instance>-no-heartbeat``: the instance runs (AWS/EC2 CPUUtilization has samples) but the
   watchdog's heartbeat (GpuAudio IdleSeconds, ``gpu-audio autostop --heartbeat``) is missing,
-  for 2 x 5 min;
+  for 2 x 5 min (left out with ``--no-heartbeat-alarm``: without the heartbeat it would be
+  in alarm whenever the host runs);
 - the dashboard ``gpu-audio-<instance>``: requests, errors, latency p50/p99, engine seconds, in flight,
-  GPU memory %, idle seconds and an estimated cost (running time x hourly price).
+  GPU memory %, idle seconds and an estimated cost (running time x hourly price) over the
+  range shown and over the last 30 days.
 
 Every name carries the instance id, so two hosts in one account and region keep
 their own alarms and dashboards. The per-server figures come from the servers' CloudWatch publisher
@@ -72,8 +74,9 @@ def _stat(query_id, namespace, name, dims, stat, period):
                            "Period": period, "Stat": stat}}
 
 
-def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
-    """The put_metric_alarm arguments of every alarm."""
+def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = True) -> list[dict]:
+    """The put_metric_alarm arguments of every alarm (the no-heartbeat one only with
+    ``heartbeat``: it is in alarm whenever the host runs without the watchdog's heartbeat)."""
     actions = [sns_topic] if sns_topic else []
     common = {"ActionsEnabled": True, "AlarmActions": actions, "OKActions": actions,
               "TreatMissingData": "notBreaching"}
@@ -104,6 +107,8 @@ def alarms(instance_id: str, sns_topic: str | None = None) -> list[dict]:
         "Namespace": "AWS/EC2", "MetricName": "StatusCheckFailed", "Dimensions": _dims(instance_id),
         "Statistic": "Maximum", "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
         "Threshold": 1.0, "ComparisonOperator": "GreaterThanOrEqualToThreshold"})
+    if not heartbeat:
+        return result
     result.append({
         "AlarmName": f"{PREFIX}-{instance_id}-no-heartbeat", **common,
         "AlarmDescription": f"GPU host {instance_id} runs but its idle watchdog sends no heartbeat "
@@ -155,7 +160,14 @@ def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
         graph("Idle seconds (watchdog)", [[NAMESPACE, "IdleSeconds", "InstanceId", instance_id,
                                            {"stat": "Maximum", "label": "idle"}]], 0, 14,
               period=60, unit="s", width=12),
-        graph("Cost over the range (estimate, USD)", cost, 12, 14, unit="USD", width=12),
+        graph("Cost over the range (estimate, USD)", cost, 12, 14, unit="USD", width=8),
+        # The same sum over a fixed 30 days whatever range the dashboard shows (hourly
+        # buckets: an hour with the host up at all counts whole, so it errs high).
+        {"type": "metric", "x": 20, "y": 14, "width": 4, "height": 6, "properties": {
+            "title": "Cost, last 30 days (estimate, USD)", "region": region, "view": "singleValue",
+            "start": "-P30D", "period": 3600, "metrics": [
+                [*cost[0][:4], {**cost[0][4], "period": 3600}],
+                [{**cost[1][0], "id": "cost30", "label": "last 30 days"}]]}},
     ]
     return {"start": "-PT6H", "periodOverride": "inherit", "widgets": widgets}
 
@@ -295,7 +307,7 @@ def _setup(args, cloudwatch):
     region = aws.region
     if cloudwatch is not None:
         region = cloudwatch.meta.region_name
-    alarm_list = alarms(instance_id, topic)
+    alarm_list = alarms(instance_id, topic, heartbeat=not args.no_heartbeat_alarm)
     body = dashboard(instance_id, region or "us-east-1", price)
     if args.dry_run:
         print(json.dumps({"region": region, "alarms": alarm_list,
@@ -312,6 +324,10 @@ def _setup(args, cloudwatch):
         cloudwatch = session.client("cloudwatch")
     for outcome, kind, name in apply(cloudwatch, alarm_list, dashboard_name(instance_id), body):
         print(f"{outcome:<9} {kind:<9} {name}")
+    if not args.no_heartbeat_alarm:
+        print(f"note: {PREFIX}-{instance_id}-no-heartbeat is in alarm whenever the host runs without "
+              "the watchdog's heartbeat: run the image with -e AUTOSTOP_HEARTBEAT=1 (instance role: "
+              "cloudwatch:PutMetricData), or re-run with --no-heartbeat-alarm")
     if not topic:
         print("note: no --sns-topic given: the alarms have no actions (they only change state "
               "in the CloudWatch console)")
@@ -327,6 +343,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--hourly-price", type=float, help="USD per hour for the cost estimate "
                                                       "(default aws.hourly_price)")
     p.add_argument("--dry-run", action="store_true", help="print the JSON of everything, create nothing")
+    p.add_argument("--no-heartbeat-alarm", action="store_true",
+                   help="skip the no-heartbeat alarm (for hosts without AUTOSTOP_HEARTBEAT=1)")
     return p
 
 
