@@ -165,11 +165,18 @@ def test_drain_then_stop_when_nothing_arrives(make_client, tmp_path):
     assert c.post("/generate", json={"text": "Hi."}).status_code == 503
 
 
-def test_heartbeat_failure_never_stops_the_watch(tmp_path):
+def test_heartbeat_failure_never_stops_the_watch_nor_floods_the_log(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="gpu_audio.host.autostop")
     w = World(tmp_path)
-    w.dog.heartbeat = lambda d: (_ for _ in ()).throw(RuntimeError("throttled"))
+    w.dog.heartbeat = lambda d: (_ for _ in ()).throw(RuntimeError("AccessDenied: PutMetricData"))
     w.now = BOOT + MIN
-    assert w.dog.check() == "busy"
+    for _ in range(20):  # ten minutes of checks
+        assert w.dog.check() == "busy"
+        w.now += 29
+    assert caplog.text.count("heartbeat failed") == 1
+    w.now += 60
+    w.dog.check()
+    assert caplog.text.count("heartbeat failed") == 2
 
 
 def test_heartbeat_data():

@@ -106,6 +106,7 @@ class Watchdog:
         self.stopped = False
         self._told_cannot_stop = False
         self._logged: tuple | None = None  # (state, when) of the last INFO line
+        self._beat_failure: tuple | None = None  # (error, when) last warned about
 
     def check(self) -> str:
         """One look: "busy", "idle" (nothing to stop), "cancelled" or "stopped"."""
@@ -167,7 +168,12 @@ class Watchdog:
         try:
             self.heartbeat(decision)
         except Exception as exc:  # the heartbeat is a backstop, never a reason to stop watching
-            log.warning("CloudWatch heartbeat failed: %s", exc)
+            now, said = self.clock(), self._beat_failure
+            if said is None or said[0] != str(exc) or now - said[1] >= STATUS_EVERY_S:
+                log.warning("CloudWatch heartbeat failed: %s", exc)  # once, then every 10 min
+                self._beat_failure = (str(exc), now)
+        else:
+            self._beat_failure = None
 
     def run(self, interval: float = 30.0) -> None:
         log.info("watching %s: stop after %.0f idle minutes, checking every %.0f s",
