@@ -28,6 +28,8 @@ STATIC = Path(__file__).parent / "static"
 ACCESS_COOKIE = "gpu_audio_proxy"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 START_RETRY_AFTER_S = 60
+START_LATCH_S = 600  # one start at a time, given this long
+RECHECK_S = 60       # after it, an upstream still unreachable looks again this often
 OPEN_PATHS = ("/", "/health", "/ready", "/access", "/metrics")
 
 routes = Blueprint("proxy", __name__)
@@ -44,32 +46,46 @@ class Proxy:
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
         self._start_lock = threading.Lock()
         self.start_requested_at: float | None = None
+        # Where the servers are now: the configured URLs, until a start finds the
+        # instance at a new address (without an Elastic IP it changes at every start).
+        client = settings.client
+        self.urls = {"tts": client.server_url, "whisperx": client.whisper_url}
 
     def upstream(self, name):
-        client = self.settings.client
-        return client.server_url if name == "tts" else client.whisper_url
+        return self.urls[name]
 
     def start_gpu_once(self) -> bool:
-        """Ask EC2 to start the host, at most once per 10 minutes, in the background."""
+        """Ask EC2 to start the host (or just where it is now) in the background: at
+        most once per 10 minutes while it starts, once a minute after that."""
         aws = self.settings.client.aws
         if not (self.settings.start_gpu and aws.instance_id):
             return False
         with self._start_lock:
-            if self.start_requested_at and time.monotonic() - self.start_requested_at < 600:
+            if self.start_requested_at and time.monotonic() < self.start_requested_at:
                 return True
-            self.start_requested_at = time.monotonic()
+            self.start_requested_at = time.monotonic() + START_LATCH_S
         threading.Thread(target=self._start, daemon=True, name="start-gpu").start()
         return True
 
     def _start(self):
-        from gpu_audio.host.ec2 import HostError, ensure_running, make_session
+        from gpu_audio.host.ec2 import HostError, ensure_running, make_client
+        from gpu_audio.host.lifecycle import server_urls
 
         aws = self.settings.client.aws
         try:
-            ensure_running(make_session(aws).client("ec2"), aws.instance_id, timeout=600)
-            log.info("GPU host %s is running", aws.instance_id)
+            info = ensure_running(make_client(aws, "ec2"), aws.instance_id, timeout=START_LATCH_S)
         except HostError as exc:
             log.error("could not start the GPU host: %s", exc)
+        else:
+            urls = server_urls(self.settings.client, info)
+            if urls != self.urls:
+                log.info("GPU host %s is running; upstreams now %s", aws.instance_id,
+                         ", ".join(f"{name} {url}" for name, url in urls.items()))
+                self.urls = urls
+            else:
+                log.info("GPU host %s is running", aws.instance_id)
+        with self._start_lock:
+            self.start_requested_at = time.monotonic() + RECHECK_S
 
 
 def _proxy() -> Proxy:
@@ -82,10 +98,14 @@ def _relay(name: str, path: str):
         return make_response("", 204)  # preflight: answered here (flask-cors adds the headers)
     try:
         return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
-    except Unreachable:
+    except Unreachable as exc:
         if proxy.start_gpu_once():
             raise ApiError(503, "The GPU host is starting; retry in a minute or two.",
                            {"Retry-After": str(START_RETRY_AFTER_S)}) from None
+        if exc.timed_out:
+            raise ApiError(504, f"The {name} server did not accept the connection in "
+                                f"{proxy.settings.connect_timeout:.0f} s; is the GPU host running "
+                                "(gpu-audio start-gpu)?") from None
         raise ApiError(502, f"The {name} server cannot be reached; is the GPU host running "
                             "(gpu-audio start-gpu)?") from None
 

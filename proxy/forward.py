@@ -69,9 +69,8 @@ def forward(session: requests.Session, base_url: str, path: str, settings, name:
             request.method, url, params=request.query_string or None, data=_body(),
             headers=upstream_headers(settings.client.api_key), stream=True, allow_redirects=False,
             timeout=(settings.connect_timeout, settings.read_timeout))
-    except requests.ConnectTimeout:
-        raise ApiError(504, f"The {name} server did not accept the connection in "
-                            f"{settings.connect_timeout:.0f} s.") from None
+    except requests.ConnectTimeout:  # a stopped instance's address drops packets: no refusal
+        raise Unreachable(name, timed_out=True) from None
     except requests.ReadTimeout:
         raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
     except requests.ConnectionError:
@@ -100,6 +99,8 @@ def forward(session: requests.Session, base_url: str, path: str, settings, name:
 
 
 class Unreachable(Exception):
-    def __init__(self, name: str):
+    """Nothing took the connection: refused, or (``timed_out``) no answer at all."""
+
+    def __init__(self, name: str, timed_out: bool = False):
         super().__init__(name)
-        self.name = name
+        self.name, self.timed_out = name, timed_out

@@ -220,7 +220,37 @@ def test_public_bind_refused_without_explicit_setting(tmp_path):
     assert out.returncode != 0 and "open relay" in out.stderr and "PROXY_ALLOW_PUBLIC=1" in out.stderr
 
 
-def test_start_on_demand(tmp_path):
+@pytest.fixture
+def black_hole():
+    """A loopback address that takes no connection and refuses none (a listening
+    socket whose backlog is full): what a stopped instance's address looks like."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue (its size is backlog + 1 or so)
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(server.getsockname())
+        fillers.append(c)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    for c in fillers:
+        c.close()
+    server.close()
+
+
+def test_an_upstream_that_never_answers_the_connection_is_504(tmp_path, black_hole):
+    proxy = start_proxy(tmp_path, black_hole, black_hole, PROXY_CONNECT_TIMEOUT="0.5")
+    try:
+        r = requests.get(proxy.url + "/tts/health", timeout=20)
+        assert r.status_code == 504 and "did not accept the connection" in r.json()["error"]
+    finally:
+        proxy.stop()
+
+
+def test_start_on_demand(tmp_path, black_hole):
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -232,15 +262,24 @@ def test_start_on_demand(tmp_path):
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         ec2.stop_instances(InstanceIds=[iid])
-        proxy = start_proxy(tmp_path, f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}",
-                            PROXY_START_GPU="1", GPU_INSTANCE_ID=iid, GPU_AWS_REGION="us-east-1",
-                            AWS_ENDPOINT_URL=endpoint)
+        # The host's address follows the instance (resolve_host): after the start the
+        # proxy forwards to the address EC2 reports, not the one it was configured with.
+        config = tmp_path / "host.json"
+        config.write_text(json.dumps({"server_url": black_hole + "/tts", "whisper_url": black_hole + "/whisperx",
+                                      "api_key": KEY, "aws": {"instance_id": iid, "region": "us-east-1",
+                                                              "resolve_host": True}}))
+        proxy = start_proxy(tmp_path, black_hole + "/tts", black_hole + "/whisperx", PROXY_START_GPU="1",
+                            GPU_AUDIO_CONFIG=str(config), AWS_ENDPOINT_URL=endpoint,
+                            PROXY_CONNECT_TIMEOUT="0.5")
         try:
-            r = requests.get(proxy.url + "/tts/health", timeout=10)
+            r = requests.get(proxy.url + "/tts/health", timeout=20)  # no refusal, only silence
             assert r.status_code == 503 and r.headers["Retry-After"] == "60"
             assert "starting" in r.json()["error"]
-            state = lambda: ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]  # noqa: E731
-            wait_until(lambda: state() == "running", timeout=30)
+            described = lambda: ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]  # noqa: E731
+            wait_until(lambda: described()["State"]["Name"] == "running", timeout=30)
+            address = described().get("PublicDnsName") or described()["PublicIpAddress"]
+            port = black_hole.rsplit(":", 1)[1]
+            wait_until(lambda: f"upstreams now tts http://{address}:{port}/tts" in proxy.log(), timeout=30)
         finally:
             proxy.stop()
     finally:
