@@ -12,14 +12,13 @@ import threading
 import time
 from pathlib import Path
 
-import requests
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
 
 from gpu_audio import __version__
 from gpu_audio.server.errors import ApiError, register_error_handlers
 from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
-from .forward import Unreachable, forward
+from .forward import ClientLeft, Unreachable, forward, upstream_session
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -40,8 +39,7 @@ class Proxy:
 
     def __init__(self, settings: ProxySettings):
         self.settings = settings
-        self.session = requests.Session()
-        self.session.trust_env = False  # never route the relay through an environment proxy
+        self.session = upstream_session()
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
         self._start_lock = threading.Lock()
@@ -98,6 +96,8 @@ def _relay(name: str, path: str):
         return make_response("", 204)  # preflight: answered here (flask-cors adds the headers)
     try:
         return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
+    except ClientLeft:
+        return make_response("", 499)  # nobody reads it; the access log says what happened
     except Unreachable as exc:
         if proxy.start_gpu_once():
             raise ApiError(503, "The GPU host is starting; retry in a minute or two.",

@@ -7,13 +7,21 @@ encoded (Content-Encoding and Content-Length stay true).
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 
 import requests
 from flask import Response, request, stream_with_context
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from gpu_audio.server.errors import ApiError
+from gpu_audio.server.lane import client_gone_check
 
 log = logging.getLogger(__name__)
+
+WATCH_S = 0.5  # how often a waiting relay looks whether its client is still there
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade"}
@@ -62,19 +70,109 @@ def _body():
     return _Body(request.stream, request.content_length)
 
 
+# -- hanging up on the upstream when the client has gone -----------------------------------
+# A browser that gives up on a long batch must not leave the GPU working for nobody: the
+# servers drop work whose client has gone, and through the proxy that client is the
+# proxy's upstream connection. urllib3 hides which connection a request uses, so the
+# connection class notes itself in a per-thread slot when it sends, and a watcher
+# shuts that socket down once the client's own socket reads as closed.
+
+_sending = threading.local()
+
+
+class _Watched:
+    def __init__(self):
+        self.conn = None
+        self.abandoned = False
+
+
+def _note(conn) -> None:
+    watched = getattr(_sending, "watched", None)
+    if watched is not None:
+        watched.conn = conn
+
+
+class _HTTPConnection(HTTPConnection):
+    def request(self, *args, **kwargs):
+        _note(self)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def request(self, *args, **kwargs):
+        _note(self)
+        return super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter with connections the client-gone watcher can reach."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+def upstream_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # never route the relay through an environment proxy
+    adapter = WatchedAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _watch(watched: _Watched, gone, done: threading.Event, path: str, name: str) -> None:
+    while not done.wait(WATCH_S):
+        if not gone():
+            continue
+        conn = watched.conn
+        sock = getattr(conn, "sock", None)
+        if sock is not None and not done.is_set():
+            watched.abandoned = True
+            log.info("the client of %s left before the %s server answered: hanging up on it", path, name)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return
+
+
+class ClientLeft(Exception):
+    """The client hung up while the upstream was still working; nobody to answer."""
+
+
 def forward(session: requests.Session, base_url: str, path: str, settings, name: str) -> Response:
     url = f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+    watched, done = _Watched(), threading.Event()
+    _sending.watched = watched
+    threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), done, path, name),
+                     daemon=True, name="client-gone").start()
     try:
         upstream = session.request(
             request.method, url, params=request.query_string or None, data=_body(),
             headers=upstream_headers(settings.client.api_key), stream=True, allow_redirects=False,
             timeout=(settings.connect_timeout, settings.read_timeout))
-    except requests.ConnectTimeout:  # a stopped instance's address drops packets: no refusal
-        raise Unreachable(name, timed_out=True) from None
-    except requests.ReadTimeout:
-        raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
-    except requests.ConnectionError:
-        raise Unreachable(name) from None
+    except requests.RequestException as exc:
+        if watched.abandoned:
+            raise ClientLeft(path) from None
+        if isinstance(exc, requests.ConnectTimeout):  # a stopped instance's address drops packets
+            raise Unreachable(name, timed_out=True) from None
+        if isinstance(exc, requests.ReadTimeout):
+            raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
+        if isinstance(exc, requests.ConnectionError):
+            raise Unreachable(name) from None
+        raise
+    finally:
+        done.set()
+        _sending.watched = None
     if upstream.status_code == 401:
         upstream.close()
         log.error("the %s server refused the proxy's API key", name)

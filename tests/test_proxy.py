@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from .helpers import ROOT, Gunicorn, free_port, wait_until
 pytestmark = pytest.mark.integration
 KEY = "proxy-upstream-key-9d2f"
 GZ = gzip.compress(b'{"hello": "compressed"}' * 100)
+HELD = []  # what /hold saw
 
 
 @Request.application
@@ -40,6 +42,18 @@ def stub(request):
                         headers={"Content-Length": str(mb * 2**20)})
     if request.path == "/gzip":
         return Response(GZ, content_type="application/json", headers={"Content-Encoding": "gzip"})
+    if request.path == "/hold":  # a long job that notices when its client (the proxy) hangs up
+        sock = request.environ["werkzeug.socket"]
+        for _ in range(100):
+            time.sleep(0.1)
+            try:
+                if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    HELD.append("client gone")
+                    return Response("")
+            except BlockingIOError:
+                pass
+        HELD.append("answered")
+        return Response("late")
     if request.path == "/slow":
         time.sleep(5)
         return Response("late")
@@ -142,6 +156,23 @@ def test_dead_stalled_busy_and_refusing_upstreams(stack, tmp_path):
     r = requests.get(stack.stubbed.url + "/tts/needs-key", timeout=10)
     assert r.status_code == 502 and "refused the proxy's API key" in r.json()["error"]
     assert "WWW-Authenticate" not in r.headers
+
+
+def test_a_browser_that_gives_up_frees_the_upstream(tmp_path, upstream):
+    """The browser hangs up while the upstream still works: the proxy hangs up on the
+    upstream too (the servers then drop the work), instead of holding it to the end."""
+    patient = start_proxy(tmp_path, upstream, upstream, PROXY_READ_TIMEOUT="60")
+    try:
+        HELD.clear()
+        with pytest.raises(requests.ReadTimeout):
+            requests.get(patient.url + "/tts/hold", timeout=(5, 1))
+        wait_until(lambda: HELD, timeout=20)
+        assert HELD == ["client gone"]
+        wait_until(lambda: "left before the tts server answered" in patient.log(), timeout=10)
+        r = requests.get(patient.url + "/tts/echo", timeout=10)  # and the proxy carries on
+        assert r.status_code == 200
+    finally:
+        patient.stop()
 
 
 def test_cors_allowlist_and_preflight(stack):
