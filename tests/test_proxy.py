@@ -118,10 +118,15 @@ def test_server_config_json_never_has_a_key(stack):
 def test_client_keys_are_replaced_never_passed_or_duplicated(stack):
     r = requests.post(stack.stubbed.url + "/tts/echo?a=1&b=2", data=b"payload",
                       headers={"X-API-Key": "browser-wrong-key", "Authorization": "Bearer nope",
-                               "Cookie": "session=1", "X-Forwarded-For": "10.0.0.9"}, timeout=10)
+                               "Cookie": "session=1", "X-Forwarded-For": "10.0.0.9",
+                               "Connection": "keep-alive, X-Client-Hop", "X-Client-Hop": "mine",
+                               "Keep-Alive": "timeout=9", "X-Kept": "yes"}, timeout=10)
     echo = r.json()
     headers = {k.lower(): v for k, v in echo["headers"].items()}
     assert headers["x-api-key"] == KEY and "authorization" not in headers and "cookie" not in headers
+    # hop-by-hop headers of the client's connection stop at the proxy; the rest go on
+    assert "x-client-hop" not in headers and headers.get("keep-alive") != "timeout=9"
+    assert headers["x-kept"] == "yes"
     assert headers["x-forwarded-for"] == "10.0.0.9, 127.0.0.1"
     assert headers["x-forwarded-proto"] == "http"
     assert echo["query"] == "a=1&b=2" and echo["length"] == 7 and echo["method"] == "POST"
@@ -224,6 +229,19 @@ def test_a_100_mb_response_streams_without_holding_it(stack):
     print(f"\nrelayed {total / 2**20:.0f} MB; proxy worker peak RSS grew {growth_mb:.1f} MB")
     assert total == 100 * 2**20
     assert growth_mb < 20
+
+
+def test_a_large_upload_streams_without_holding_it(stack):
+    """64 MiB up through the proxy: its worker never holds the body (a get_data()
+    would grow it by the whole 64 MiB)."""
+    requests.put(stack.stubbed.url + "/tts/echo", data=b"x" * 2**20, timeout=30)  # warm the worker
+    before = worker_hwm_kb(stack.stubbed.proc.pid)
+    body = os.urandom(2**20) * 64
+    r = requests.put(stack.stubbed.url + "/tts/echo", data=body, timeout=60)
+    assert r.json()["length"] == len(body) and r.json()["sha"] == hashlib.sha256(body).hexdigest()
+    growth_mb = (worker_hwm_kb(stack.stubbed.proc.pid) - before) / 1024
+    print(f"\nuploaded 64 MB; proxy worker peak RSS grew {growth_mb:.1f} MB")
+    assert growth_mb < 24
 
 
 def test_access_key_guards_a_shared_proxy(stack, tmp_path):
