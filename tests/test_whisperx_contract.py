@@ -121,3 +121,13 @@ def test_health_answers_while_alignment_runs(make_wx_client):
     finally:
         gate.set()
         t.join(10)
+
+
+def test_decoders_are_built_once_and_reused(wx, shared_sphinx):
+    """Building a pocketsphinx decoder costs 100-300 ms: requests reuse the engine's two."""
+    aligner, transcriber = shared_sphinx._aligner, shared_sphinx._transcriber
+    b64, _, _ = spoken("Good morning everyone.")
+    for _ in range(2):
+        assert wx.post("/align", json={"audio": b64, "text": "Good morning everyone."}).status_code == 200
+        assert wx.post("/transcribe", json={"audio": b64}).status_code == 200
+    assert shared_sphinx._aligner is aligner and shared_sphinx._transcriber is transcriber

@@ -141,6 +141,31 @@ def test_out_of_memory_propagates_unchanged(custom_voice_engine, monkeypatch):
     assert caught.value is oom
 
 
+def test_cached_gpu_memory_is_given_back_after_every_batch_even_a_failed_one(custom_voice_engine,
+                                                                             monkeypatch):
+    """On CUDA, each batch ends with torch.cuda.empty_cache() on the engine's device, so the
+    other server on the GPU can have the memory (the CPU run stands in for the device)."""
+    import contextlib
+
+    import torch
+
+    from tts.engines.qwen import QwenEngine
+
+    freed, devices = [], []
+    monkeypatch.setattr(QwenEngine, "_on_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(1))
+    monkeypatch.setattr(torch.cuda, "device", lambda d: devices.append(d) or contextlib.nullcontext())
+    custom_voice_engine.synthesize([item("One."), item("Two.")])
+    assert freed == [1] and devices == [custom_voice_engine._device_map]
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(custom_voice_engine.model, "generate_custom_voice", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        custom_voice_engine.synthesize([item("Three.")])
+    assert freed == [1, 1]
+
+
 def test_empty_batch_is_no_call(custom_voice_engine, spy):
     calls = spy(custom_voice_engine, "generate_custom_voice")
     assert custom_voice_engine.synthesize([]) == ([], RATE)

@@ -281,12 +281,13 @@ def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses
                         [Transcript(text=text, segments=segments, language=language)])
     sent = []
     real_align = whisperx.align
-    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append(segs) or real_align(segs, *a, **k))
+    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append((segs, k)) or real_align(segs, *a, **k))
 
     timings = engine.align(audio, tokens, "en")
 
     assert heard == ["en"] and len(sent) == 1
-    pieces = sent[0]
+    pieces, options = sent[0]
+    assert options["return_char_alignments"] is False  # words only: characters cost memory
     assert len(pieces) >= 3 and " ".join(p["text"] for p in pieces) == text
     assert pieces[0]["start"] == 0.0 and pieces[-1]["end"] == audio.size / RATE
     owner = []
