@@ -35,7 +35,7 @@ def _client(args) -> Client:
         from .host import ensure_gpu_ready
         from .host.lifecycle import LineProgress
 
-        line = LineProgress()
+        line = LineProgress(quiet=getattr(args, "quiet", False))
         urls = ensure_gpu_ready(config, progress=line)["urls"]
         line.done()
         config = dataclasses.replace(config, server_url=urls["tts"], whisper_url=urls["whisperx"])

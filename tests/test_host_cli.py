@@ -72,6 +72,22 @@ def test_start_gpu_starts_the_instance_and_waits_for_both_servers(tmp_path, moto
     assert state == "running"
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_client_commands_start_the_host_first(tmp_path, moto_url, servers, quiet):
+    """`tts --start-gpu` (and narrate, align, transcribe): the stopped instance is started,
+    both servers waited for, then the work is done; -q keeps the progress quiet."""
+    ec2, iid = instance(moto_url)
+    tts, wx = servers
+    out = cli(tmp_path, moto_url, tts.url, wx.url, iid, "tts", "Hello there.", "--start-gpu",
+              "--out-dir", str(tmp_path / "voice"), *(["-q"] if quiet else []))
+    assert out.returncode == 0, out.stderr
+    state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running" and len(list((tmp_path / "voice").glob("*.wav"))) == 1
+    assert ("both servers ready" in out.stderr) is not quiet
+    if quiet:
+        assert out.stderr == "" and out.stdout == ""
+
+
 def test_start_gpu_times_out_on_a_server_stuck_loading(tmp_path, moto_url, servers):
     from werkzeug.serving import make_server
     from werkzeug.wrappers import Request, Response

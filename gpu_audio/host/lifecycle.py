@@ -108,13 +108,14 @@ def _clients(config, ec2):
 class LineProgress:
     """One status line that rewrites itself on a terminal (plain lines otherwise)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, quiet: bool = False):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.last = ""
+        self.quiet = quiet
 
     def __call__(self, text: str):
-        if text == self.last:
+        if text == self.last or self.quiet:
             return
         self.last = text
         if self.tty:
