@@ -40,6 +40,7 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 # longer than the longest request we allow (REQUEST_DEADLINE_S, 1 h) and shorter
 # than supervisord's stopwaitsecs (3720), so a stop drains instead of cutting.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "3660"))
+SUPERVISORD_STOPWAITSECS = 3720  # supervisord.conf; on_starting checks the order
 # Longer than a cloud load balancer's idle timeout (60 s), so it closes first.
 keepalive = 75
 limit_request_line = 8190
@@ -84,6 +85,12 @@ def on_starting(server):
 
     settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
     check_bind_allowed(server.cfg.bind or [], settings)
+    graceful = server.cfg.graceful_timeout
+    if not settings.request_deadline_s < graceful < SUPERVISORD_STOPWAITSECS:
+        server.log.warning(
+            "stop order broken: REQUEST_DEADLINE_S %.0f < GUNICORN_GRACEFUL_TIMEOUT %d < "
+            "supervisord stopwaitsecs %d does not hold, so a stop may cut requests in flight",
+            settings.request_deadline_s, graceful, SUPERVISORD_STOPWAITSECS)
 
 
 def post_worker_init(worker):

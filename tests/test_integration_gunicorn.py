@@ -37,6 +37,18 @@ def test_one_worker_threads_and_no_preload():
     assert conf.threads >= 3  # two are kept back from the lane for /health
 
 
+def test_a_broken_stop_order_is_warned_about_at_start(tmp_path, server):
+    assert "stop order broken" not in server.log()  # the defaults keep it
+    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
+                                          "ACTIVITY_DIR": str(tmp_path / "activity"),
+                                          "GUNICORN_GRACEFUL_TIMEOUT": "60"}, tmp_path / "order.log")
+    try:
+        g.wait_ready()
+        assert "stop order broken: REQUEST_DEADLINE_S 3600 < GUNICORN_GRACEFUL_TIMEOUT 60" in g.log()
+    finally:
+        g.stop()
+
+
 def test_batch_returns_valid_wavs(server):
     texts = ["Speaker 0: Hello there, and welcome to the presentation. Amazing.",
              "This second narration line is a little longer than the first one was.",
