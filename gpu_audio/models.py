@@ -8,6 +8,7 @@ sentence and exit code 3, never a traceback.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -30,13 +31,34 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
+DOWNLOADS = ".gpu-audio-downloads.json"  # in MODELS_DIR: repo → the commit and files last asked for
+
+
+def _downloads(models_dir: str) -> dict:
+    try:
+        return json.loads((Path(models_dir) / DOWNLOADS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(models_dir: str, repo_id: str, sha: str, files: list[str]) -> None:
+    known = _downloads(models_dir)
+    known[repo_id] = {"sha": sha, "files": files}
+    (Path(models_dir) / DOWNLOADS).write_text(json.dumps(known, indent=1, sort_keys=True))
+
+
+def _missing(folder, files) -> list[str]:
+    return [f for f in files if not (Path(folder) / f).is_file()]
+
+
 def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
     """(local folder, what happened) for a hub repo, cached in ``models_dir``.
 
     The hub is asked for the repo's file list first, even when a copy is there: an
     interrupted download leaves a snapshot folder that huggingface_hub < 1.0 (which
-    the gpu extra pins) takes for a whole one. Without the hub, a copy that is there
-    is used as it is.
+    the gpu extra pins) takes for a whole one. The list is kept in MODELS_DIR, so
+    without the hub a copy cut short is still told from a whole one; a copy put
+    there by hand is used as it is.
     """
     from huggingface_hub import HfApi, snapshot_download
 
@@ -47,29 +69,37 @@ def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
     try:
         info = HfApi().model_info(repo_id)
     except Exception as exc:  # every hub failure ends the same way
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        known = _downloads(models_dir).get(repo_id)
+        if local and known and Path(local).name == known.get("sha"):
+            missing = _missing(local, known.get("files") or [])
+            if missing:
+                raise Unreachable(f"{repo_id} in {models_dir} was cut short ({len(missing)} of its files "
+                                  f"missing) and the hub cannot be reached ({reason}) to finish it")
+            return local, "already present, skipped (hub not reachable: checked against its file list)"
         if local:
             return local, "already present, skipped (hub not reachable: not re-checked)"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise Unreachable(
             f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the network "
             f"or HF_ENDPOINT, or pre-fill {models_dir}") from None
     files = [s.rfilename for s in info.siblings or []]
-    if local and Path(local).name == info.sha and all((Path(local) / f).is_file() for f in files):
+    _remember(models_dir, repo_id, info.sha, files)
+    if local and Path(local).name == info.sha and not _missing(local, files):
         return local, "already complete (checked with the hub), skipped"
     try:
-        path = snapshot_download(repo_id, cache_dir=models_dir, revision=info.sha)
+        path = snapshot_download(repo_id, cache_dir=models_dir)  # by branch: refs/main is written
     except Exception as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise Unreachable(f"fetching {repo_id} from the Hugging Face hub failed ({reason}); "
                           "run download-models again to resume") from None
-    missing = [f for f in files if not (Path(path) / f).is_file()]
+    missing = _missing(path, files) if Path(path).name == info.sha else []
     if missing:
         raise Unreachable(f"{repo_id} is still missing {', '.join(missing[:3])} after the download; "
                           "run download-models again to resume")
     if local is None:
         return path, "fetched"
-    if Path(local).name != info.sha:
-        return path, f"updated to the hub's revision {info.sha[:8]}"
+    if Path(local).name != Path(path).name:
+        return path, f"updated to the hub's revision {Path(path).name[:8]}"
     return path, "completed (an earlier download was cut short)"
 
 

@@ -80,6 +80,7 @@ class FakeHub:
 
     def __init__(self, repo, files, sha):
         self.repo, self.files, self.sha, self.fetched = repo, files, sha, []
+        self.broken = set()  # files whose download fails half way
 
         @Request.application
         def app(request):
@@ -100,6 +101,8 @@ class FakeHub:
                 body = files[name]
                 if request.method == "GET":
                     self.fetched.append(name)
+                    if name in self.broken:
+                        return Response(iter([body[:1000]]), headers={"Content-Length": str(len(body))})
                 # a HEAD gets the same headers and no body (the server drops it)
                 return Response(body, headers={"X-Repo-Commit": sha,
                                                "ETag": f'"{hashlib.sha1(body).hexdigest()}"'})
@@ -135,8 +138,25 @@ def test_a_download_cut_short_is_completed_not_taken_for_whole(tmp_path, hub):
     assert hub.fetched == []
 
 
-def test_a_first_download_from_the_hub(tmp_path, hub):
+def test_a_first_download_from_the_hub_is_usable_offline(tmp_path, hub):
     out = run(tmp_path, hub=hub.url, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
     assert out.returncode == 0, out.stderr
     assert f"[1/1] tts: {REPO}: fetched" in out.stderr
     assert sorted(hub.fetched) == sorted(FILES)
+    folder = tmp_path / "models" / f"models--{REPO.replace('/', '--')}"
+    assert (folder / "refs" / "main").read_text() == COMMIT  # what an offline load resolves "main" by
+    again = run(tmp_path, hub=hub.url, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
+    assert "already complete (checked with the hub), skipped" in again.stderr
+    offline = run(tmp_path, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
+    assert offline.returncode == 0 and "checked against its file list" in offline.stderr
+
+
+def test_a_download_cut_short_is_not_taken_for_whole_when_the_hub_is_gone(tmp_path, hub):
+    hub.broken.add("model.safetensors")
+    cut = run(tmp_path, hub=hub.url, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
+    assert cut.returncode == 3 and "run download-models again" in cut.stderr
+    offline = run(tmp_path, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
+    assert offline.returncode == 3 and "already present" not in offline.stderr, offline.stderr
+    hub.broken.clear()
+    fixed = run(tmp_path, hub=hub.url, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="pocketsphinx")
+    assert fixed.returncode == 0, fixed.stderr

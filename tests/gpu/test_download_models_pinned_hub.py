@@ -6,7 +6,8 @@ import pytest
 from ..test_download_models import (  # noqa: F401  (collected here too)
     hub,
     test_a_download_cut_short_is_completed_not_taken_for_whole,
-    test_a_first_download_from_the_hub,
+    test_a_download_cut_short_is_not_taken_for_whole_when_the_hub_is_gone,
+    test_a_first_download_from_the_hub_is_usable_offline,
 )
 
 pytestmark = pytest.mark.gpu
