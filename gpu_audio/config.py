@@ -129,6 +129,13 @@ class ServerSettings:
             request_threads=request_threads(env),
         )
 
+    def _fits(self, field_name: str, variable: str):
+        """A request as large as allowed must fit the lane, or it could never run."""
+        if getattr(self, field_name) > self.max_queue:
+            raise ConfigError(f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
+                              f"{self.max_queue}: a request that large could never be let in")
+        return self
+
     def replace(self, **changes):
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
@@ -169,7 +176,7 @@ class TTSSettings(ServerSettings):
             max_texts=_int(env, "MAX_TEXTS", 500, minimum=1),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 5000, minimum=1),
             clean_text=_bool(env, "TTS_CLEAN_TEXT", True),
-        )
+        )._fits("max_texts", "MAX_TEXTS")
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,7 @@ class WhisperXSettings(ServerSettings):
             max_items=_int(env, "MAX_ITEMS", 500, minimum=1),
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
             max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
-        )
+        )._fits("max_items", "MAX_ITEMS")
 
 
 # -- client side: server_config.json ---------------------------------------------------

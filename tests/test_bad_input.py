@@ -52,6 +52,19 @@ def test_too_many_texts_names_the_limit(make_client):
     r = c.post("/generate_batch", json={"texts": ["a"] * 4})
     assert r.status_code == 400 and "limit is 3" in r.get_json()["error"]
     assert c.post("/generate_batch", json={"texts": ["a"] * 3}).status_code == 200
+    # more texts than the whole queue holds: still the 400 naming MAX_TEXTS, not "busy"
+    c = make_client(max_texts=3, max_queue=3)
+    r = c.post("/generate_batch", json={"texts": ["a"] * 5})
+    assert r.status_code == 400 and "MAX_TEXTS" in r.get_json()["error"]
+
+
+def test_a_batch_limit_over_the_queue_is_refused_at_start():
+    from gpu_audio.config import ConfigError, TTSSettings, WhisperXSettings
+
+    with pytest.raises(ConfigError, match="MAX_TEXTS=600 is more than MAX_QUEUE=500"):
+        TTSSettings.from_env({"MAX_TEXTS": "600", "MAX_QUEUE": "500"})
+    with pytest.raises(ConfigError, match="MAX_ITEMS=50 is more than MAX_QUEUE=10"):
+        WhisperXSettings.from_env({"MAX_ITEMS": "50", "MAX_QUEUE": "10"})
 
 
 def test_too_long_text_names_the_index(make_client):

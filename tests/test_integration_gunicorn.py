@@ -37,6 +37,33 @@ def test_one_worker_threads_and_no_preload():
     assert conf.threads >= 3  # two are kept back from the lane for /health
 
 
+def test_slow_readers_of_big_answers_do_not_starve_health(tmp_path):
+    """Two clients that do not read their 30 MB answers hold two threads while gunicorn
+    writes to them (the lane is done with them). With GUNICORN_THREADS=4 both of the
+    other threads must stay free: more work is refused, /health is answered."""
+    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
+                                          "ACTIVITY_DIR": str(tmp_path / "activity"),
+                                          "GUNICORN_THREADS": "4"}, tmp_path / "slow.log")
+    line = "A long narration line about slides, captions and markers, kept long on purpose. " * 4
+    texts = [f"Line {i}. {line}" for i in range(32)]
+    readers = []
+    try:
+        g.wait_ready()
+        for _ in range(2):
+            readers.append(requests.post(g.url + "/generate_batch", json={"texts": texts}, headers=HEADERS,
+                                         stream=True, timeout=300))  # headers only: the body waits
+        assert all(r.status_code == 200 for r in readers)
+        more = [requests.post(g.url + "/generate", json={"text": "Hi."}, headers=HEADERS, timeout=30)
+                for _ in range(2)]
+        assert [r.status_code for r in more] == [503, 503]
+        assert "requests are in progress (limit 2)" in more[0].json()["error"]
+        assert requests.get(g.url + "/health", timeout=30).json()["in_flight"] == 2
+    finally:
+        for r in readers:
+            r.close()
+        g.stop()
+
+
 def test_a_broken_stop_order_is_warned_about_at_start(tmp_path, server):
     assert "stop order broken" not in server.log()  # the defaults keep it
     g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
@@ -123,7 +150,7 @@ def test_a_flood_never_takes_the_threads_health_needs(tmp_path):
     assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 4, codes
     for r in responses:
         if r.status_code == 503:
-            assert r.headers["Retry-After"] and "requests are waiting (limit 2)" in r.json()["error"]
+            assert r.headers["Retry-After"] and "requests are in progress (limit 2)" in r.json()["error"]
         else:
             assert r.json()["count"] == 16
     assert during and set(during) == {200}

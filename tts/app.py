@@ -51,7 +51,8 @@ def _handle(single: bool):
     server.state.require_ready()
     body = json_body()
     texts = None if single or not isinstance(body, dict) else body.get("texts")
-    server.lane.admit(len(texts) if isinstance(texts, list) and texts else 1)  # before decoding ref_audio
+    # Before decoding ref_audio; a count over MAX_TEXTS is parse_request's 400, not a 503.
+    server.lane.admit(min(len(texts), server.settings.max_texts) if isinstance(texts, list) and texts else 1)
     tts_request = parse_request(body, server.settings, single=single)
     began = time.perf_counter()
     audios = _synthesize(server, tts_request, client_gone_check(request.environ))

@@ -60,7 +60,8 @@ class Server:
                          observe_drop=lambda error, count: self.metrics.engine_errors.labels(
                              error_kind(error)).inc(count),
                          arriving=lambda: self.activity.in_flight - self.lane.callers,
-                         max_requests=max(1, settings.request_threads - RESERVED_THREADS))
+                         max_requests=max(1, settings.request_threads - RESERVED_THREADS),
+                         in_flight=lambda: self.activity.in_flight)
         m = self.metrics
         m.queue_depth.set_function(lambda: self.lane.queue_depth)
         m.in_flight.set_function(lambda: self.activity.in_flight)

@@ -1,9 +1,10 @@
 """The GPU lane: every engine call of a server process goes through here, one at a time.
 
 - Bounded: at most ``max_queue`` items wait, and at most ``max_requests``
-  requests (each holds a server thread while it waits: the rest of the threads
-  stay free for /health and for saying no); a request that would pass either is
-  refused at once (503 + Retry-After), before any work (``admit``).
+  requests are in progress (each holds a server thread, from reading its body to
+  sending its answer: the other threads stay free for /health and for saying no);
+  a request that would pass either is refused at once (503 + Retry-After), before
+  any work (``admit``).
 - Dynamic batching: items of concurrent requests with the same ``key`` are
   merged into one engine call (up to ``max_batch``); it waits up to
   ``batch_wait_ms`` for company only when other requests are on their way
@@ -113,9 +114,13 @@ class _Request:
 class Lane:
     def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
                  deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic,
-                 observe_call=None, observe_drop=None, arriving=None, max_requests: int | None = None):
+                 observe_call=None, observe_drop=None, arriving=None, max_requests: int | None = None,
+                 in_flight=None):
         self.max_queue = max_queue
         self.max_requests = max_requests or max_queue
+        # Requests holding a server thread, this one included: the server's count (from
+        # the first byte in to the last byte out), else the ones waiting in run().
+        self.in_flight = in_flight or (lambda: self.callers + 1)
         self.max_batch = max(1, max_batch)
         self.batch_wait_s = batch_wait_ms / 1000
         self.deadline_s = deadline_s
@@ -168,8 +173,9 @@ class Lane:
             self._refuse_if_full(count)
 
     def _refuse_if_full(self, count: int) -> None:
-        if self.callers >= self.max_requests:
-            why = f"{self.callers} requests are waiting (limit {self.max_requests})"
+        busy = self.in_flight()
+        if busy > self.max_requests:
+            why = f"{busy - 1} requests are in progress (limit {self.max_requests})"
         elif self.queue_depth + count > self.max_queue:
             why = (f"{self.queue_depth} items are waiting and this request brings {count} "
                    f"(limit {self.max_queue})")
