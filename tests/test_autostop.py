@@ -112,6 +112,16 @@ def test_request_arriving_during_the_drain_cancels_the_stop(tmp_path):
     assert w.dog.check() == "cancelled" and w.stops == 0
 
 
+def test_a_record_missed_at_the_first_look_cancels_the_stop(tmp_path):
+    """A server restarting swaps its record while the watchdog reads: the second look,
+    after the drain, applies the whole rule again, not only "anything since"."""
+    w = World(tmp_path)
+    w.now = BOOT + 60 * MIN
+    w.during_settle = lambda: w.write("tts", last=w.now - 2 * MIN)  # finished 2 min before the decision
+    assert w.dog.check() == "cancelled" and w.stops == 0
+    assert not drain_flag(str(w.dir)).exists()
+
+
 def test_failed_stop_lets_the_servers_work_again(tmp_path):
     w = World(tmp_path)
     w.now = BOOT + 20 * MIN
@@ -243,12 +253,15 @@ def test_autostop_command_is_off_unless_asked(tmp_path):
     assert "not an EC2 instance" in on.stderr
 
 
-def test_a_watchdog_started_on_a_long_running_host_gives_its_own_grace(tmp_path):
+def test_a_watchdog_started_on_a_long_running_host_gives_its_own_grace(tmp_path, monkeypatch):
     """A container restarted on a host up for hours: the servers have not even loaded
     yet, so the idle minutes count from the watchdog's start, not the host's boot."""
     import time
 
+    from gpu_audio.host import autostop
+
     now = [time.time()]
+    monkeypatch.setattr(autostop, "boot_time_now", lambda: now[0] - 10 * 3600)  # up ten hours
     stops = []
     dog = Watchdog(str(tmp_path), 15, lambda: stops.append(1), clock=lambda: now[0], sleep=lambda s: None)
     assert dog.check() == "busy" and stops == []

@@ -134,12 +134,14 @@ class Watchdog:
         flag.write_text(f"{decided_at}\n")
         self.sleep(self.settle_seconds)
         again = read_activity(self.activity_dir)
-        arrived = sum(int(r.get("in_flight") or 0) for r in again)
+        # The same rule once more on what the servers say now (a record that was being
+        # replaced at the first look is there again), plus anything since the decision.
+        recheck = decide(again, self.boot_time, self.clock(), self.idle_minutes)
         late = [r for r in again if (r.get("last_request_at") or 0) >= decided_at]
-        if arrived or late:
+        if recheck.busy or late:
             flag.unlink(missing_ok=True)
-            log.info("stop cancelled: %d in flight, %d server(s) had a request since the decision",
-                     arrived, len(late))
+            log.info("stop cancelled: %s; %d server(s) had a request since the decision",
+                     recheck.reason, len(late))
             return "cancelled"
         try:
             self.stop_instance()

@@ -46,9 +46,11 @@ class Activity:
         if directory:
             try:
                 Path(directory).mkdir(parents=True, exist_ok=True)
-                self.last_request_at = _inherit(directory, server)
+                self.last_request_at, earlier = _inherit(directory, server)
                 self.path = Path(directory) / f"{server}-{os.getpid()}.json"
-                self._write()
+                self._write()  # first: a watchdog reading now must see the time in one record or the other
+                for path in earlier:
+                    path.unlink(missing_ok=True)
                 atexit.register(self.close)
             except OSError as exc:
                 log.warning("activity record disabled: cannot write %s (%s)", directory, exc)
@@ -97,10 +99,11 @@ class Activity:
             log.warning("cannot update activity record %s: %s", self.path, exc)
 
 
-def _inherit(directory: str, server: str) -> float | None:
+def _inherit(directory: str, server: str) -> tuple[float | None, list[Path]]:
     """The last request time of this server's earlier, dead processes (a restarted
-    worker must not look idle since forever); their records are removed."""
-    last = None
+    worker must not look idle since forever), and their records, to remove once this
+    process has written its own."""
+    last, dead = None, []
     for path in Path(directory).glob(f"{server}-*.json"):
         try:
             record = json.loads(path.read_text())
@@ -108,10 +111,10 @@ def _inherit(directory: str, server: str) -> float | None:
                 continue
             if record.get("last_request_at"):
                 last = max(last or 0.0, float(record["last_request_at"]))
-            path.unlink()
+            dead.append(path)
         except (OSError, ValueError, TypeError):
             continue
-    return last
+    return last, dead
 
 
 def _proc_start(pid: int) -> int | None:
