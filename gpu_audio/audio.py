@@ -31,7 +31,12 @@ def frame_energy_db(audio: np.ndarray, rate: int, frame_s: float = 0.01) -> np.n
     n = audio.size // hop
     if n == 0:
         return np.zeros(0, np.float64)
-    rms = np.sqrt(np.mean(np.square(audio[: n * hop].reshape(n, hop), dtype=np.float64), axis=1)) + 1e-9
+    frames = np.asarray(audio[: n * hop], dtype=np.float32).reshape(n, hop)
+    power = np.empty(n, np.float64)
+    for start in range(0, n, 6000):  # a minute of frames at a time: no float64 copy of 3 hours
+        block = frames[start:start + 6000].astype(np.float64)
+        power[start:start + 6000] = np.einsum("ij,ij->i", block, block) / hop
+    rms = np.sqrt(power) + 1e-9
     return 20 * np.log10(rms / rms.max())
 
 

@@ -72,7 +72,10 @@ def test_alternative_readings_and_unspoken_tokens():
     assert token_readings("7" * 5000) == [["seven"] * 5000]
     assert token_readings("0123456789012345") == [("zero one two three four five six seven eight nine "
                                                    "zero one two three four five").split()]
-    for token in ("12345678901234567890", "x86_64", "1.2.3", "$$$", "''", "9" * 400 + ".5"):
+    assert token_readings("3.1415926535897932384") == [["three", "point"] + [
+        "one four one five nine two six five three five eight nine seven nine three two three eight four".split()][0]]
+    assert token_readings("፩") == []  # a digit int() cannot read: not spoken, still timed
+    for token in ("12345678901234567890", "x86_64", "1.2.3", "$$$", "''", "9" * 400 + ".5", "፩፪"):
         for reading in token_readings(token):
             assert reading and all(w.replace("'", "").isalpha() and w.islower() for w in reading)
 

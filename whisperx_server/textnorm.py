@@ -40,11 +40,18 @@ LONGEST_NUMBER = 15  # digits; longer runs (ids, phone numbers) are read digit b
 
 
 def _digit_by_digit(piece: str) -> list[list[str]]:
-    return [[_DIGITS[int(c)] for c in piece if c.isdigit()]]
+    """"0123.45" → zero one two three point four five."""
+    words = []
+    for c in piece:
+        if c == ".":
+            words.append("point")
+        elif c.isdecimal():
+            words.append(_DIGITS[int(c)])
+    return [words]
 
 
 def _number_readings(piece: str) -> list[list[str]]:
-    if sum(c.isdigit() for c in piece) > LONGEST_NUMBER:
+    if sum(c.isdecimal() for c in piece) > LONGEST_NUMBER:
         return _digit_by_digit(piece)  # num2words overflows past ~400 digits anyway
     plural = _PLURAL.match(piece)
     if plural:  # "1990s", "90s"
@@ -76,7 +83,7 @@ def token_readings(token: str) -> list[list[str]]:
     parts: list[list[list[str]]] = []
     currency = None
     for piece in _PIECES.findall(token):
-        if piece[0].isdigit():
+        if piece[0].isdecimal():  # isdigit() also takes numerals int() cannot read
             parts.append(_number_readings(piece))
             if currency:
                 parts.append([[currency]])
