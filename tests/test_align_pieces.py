@@ -99,6 +99,17 @@ def test_languages_without_spaces_match_by_character():
     assert cut_points(tokens, segments, audio, rate, spaced=True) == []  # no word in common
 
 
+def test_punctuation_of_its_own_does_not_hide_a_cut():
+    """Characters as units (ja/zh): "。" matches nothing, yet the cut after it stands."""
+    rate = 100
+    audio = np.ones(600, np.float32)
+    audio[290:310] = 0.0
+    units = list("今日は晴れ。明日は雨。")
+    segments = [{"start": 0.0, "end": 2.8, "text": "今日は晴れ"}, {"start": 3.2, "end": 6.0, "text": "明日は雨"}]
+    (cut,) = cut_points(units, segments, audio, rate, spaced=False)
+    assert cut[1] == units.index("明") and 2.9 <= cut[0] <= 3.1
+
+
 def covers(pieces, tokens, duration):
     assert pieces[0].first == 0 and pieces[-1].stop == len(tokens)
     assert pieces[0].start == 0.0 and pieces[-1].end == duration

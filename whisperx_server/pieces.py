@@ -83,11 +83,22 @@ def cut_points(tokens: list[str], segments: list[dict], audio: np.ndarray, rate:
     duration = audio.size / rate
     anchors = _anchors(tokens, segments, spaced)
     energy = frame_energy_db(audio, rate, FRAME_S)
+    # Punctuation has nothing to match ("。" in Japanese is a unit of its own): a cut
+    # may fall next to it, taking the anchor of the spoken unit just beyond.
+    silent = [not _norm(token) for token in tokens]
+
+    def spoken_anchor(index: int, step: int):
+        while 0 <= index < len(tokens) and silent[index]:
+            index += step
+        return anchors.get(index) if 0 <= index < len(tokens) else None
+
     cuts: list[tuple[float, int]] = []
     for index in range(len(tokens) - 1):
-        before, after = anchors.get(index), anchors.get(index + 1)
+        before, after = spoken_anchor(index, -1), spoken_anchor(index + 1, 1)
         if before is None or after is None or before[1] >= after[0]:
             continue
+        if silent[index + 1]:
+            continue  # cut after the punctuation, not before it
         gap_from = float(segments[before[1]]["end"])
         gap_to = float(segments[after[0]]["start"])
         lo, hi = sorted((gap_from, gap_to))

@@ -307,3 +307,41 @@ def test_a_short_clip_is_aligned_whole_without_transcribing(wx_engine, speech, m
     monkeypatch.setattr(wx_engine, "transcribe", lambda *a: pytest.fail("transcribed a short clip"))
     audio = speech("Hello there.")
     assert sorted(wx_engine.align(audio, ["Hello", "there."], "en")) == [0, 1]
+
+
+def test_a_long_clip_in_a_language_without_spaces_is_cut_between_characters(wx_settings, monkeypatch):
+    """A whole paragraph of Japanese is one token: it is cut between characters where
+    the transcript's segments meet, and the token's time spans its pieces."""
+    import soxr
+    import whisperx
+
+    from whisperx_server.engines.whisperx import WhisperXEngine
+
+    from ..helpers import spoken
+
+    english = LONG_TALK[:3]  # the speech; the text stands for what a Japanese reader said
+    japanese = ["今日の数字が出ました。", "売上は十二パーセント伸びました。", "費用は横ばいでした。"]
+    _, audio22, truth = spoken(" ".join(english))
+    audio = soxr.resample(audio22, 22050, RATE).astype(np.float32)
+    starts, first = [], 0
+    for sentence in english:
+        starts.append(truth[first])
+        first += len(sentence.split())
+    segments = [{"start": s, "end": e, "text": t}
+                for s, e, t in zip(starts, starts[1:] + [audio.size / RATE], japanese)]
+    engine = WhisperXEngine(wx_settings(max_align_seconds=4.0))
+    engine.load()
+    monkeypatch.setattr(engine, "transcribe", lambda audios, language: [Transcript("".join(japanese), segments, "ja")])
+    sent = []
+    real_align = whisperx.align
+    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append(segs) or real_align(segs, *a, **k))
+
+    token = "".join(japanese)
+    timings = engine.align(audio, [token], "ja")
+
+    (pieces,) = sent
+    assert len(pieces) >= 2 and "".join(p["text"] for p in pieces) == token
+    assert all(p["text"].endswith("。") for p in pieces)  # cut after a sentence's full stop
+    assert all(p["end"] - p["start"] <= 4.0 for p in pieces)
+    assert sorted(timings) == [0]
+    assert_timings(timings, [token], audio.size / RATE)

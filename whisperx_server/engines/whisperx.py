@@ -228,10 +228,21 @@ class WhisperXEngine(ASREngine):
         duration = audio.size / SAMPLE_RATE
         started = time.monotonic()
         (heard,) = self.transcribe([audio], language)
-        cuts = pieces.cut_points(tokens, heard.segments, audio, SAMPLE_RATE,
-                                 spaced=language not in LANGUAGES_WITHOUT_SPACES)
+        text = " ".join(tokens)
+        spaced = language not in LANGUAGES_WITHOUT_SPACES
+        # Units the text may be cut between, with where each starts in the text: tokens,
+        # or characters where the language writes no spaces (a whole paragraph of
+        # Japanese is one token). map_words puts a token cut in two back together.
+        units, offsets, at = [], [], 0
+        for token in tokens:
+            for unit in ([token] if spaced else list(token)):
+                units.append(unit)
+                offsets.append(at)
+                at += len(unit)
+            at += 1
+        cuts = pieces.cut_points(units, heard.segments, audio, SAMPLE_RATE, spaced=spaced)
         try:
-            planned = pieces.plan(tokens, cuts, duration, min(PIECE_SECONDS, limit), limit)
+            planned = pieces.plan(units, cuts, duration, min(PIECE_SECONDS, limit), limit)
         except pieces.NoPause as exc:
             raise UnsupportedRequest(
                 f"audio is {duration:.0f} s long, more than the {limit:.0f} s the WhisperX aligner "
@@ -239,7 +250,8 @@ class WhisperXEngine(ASREngine):
                 "split it into shorter items") from None
         log.info("aligning %.0f s in %d pieces (pauses found in %.1f s)", duration, len(planned),
                  time.monotonic() - started)
-        return [{"start": p.start, "end": p.end, "text": " ".join(tokens[p.first:p.stop])}
+        ends = offsets[1:] + [len(text)]
+        return [{"start": p.start, "end": p.end, "text": text[offsets[p.first]:ends[p.stop - 1]].strip()}
                 for p in planned]
 
     def _aligner(self, language: str) -> tuple:
