@@ -48,9 +48,16 @@ class Proxy:
         # instance at a new address (without an Elastic IP it changes at every start).
         client = settings.client
         self.urls = {"tts": client.server_url, "whisperx": client.whisper_url}
+        # When the last look found the instance running for longer than a start takes
+        # (its launch time): then an unreachable server is not "starting", it is down.
+        self.running_since: float | None = None
 
     def upstream(self, name):
         return self.urls[name]
+
+    def host_long_up(self) -> bool:
+        """The instance has run longer than its servers take to come up."""
+        return self.running_since is not None and time.time() - self.running_since > START_LATCH_S
 
     def start_gpu_once(self) -> bool:
         """Ask EC2 to start the host (or just where it is now) in the background: at
@@ -75,6 +82,8 @@ class Proxy:
         except HostError as exc:
             log.error("could not start the GPU host: %s", exc)
         else:
+            launched = info.get("launch_time")
+            self.running_since = launched.timestamp() if hasattr(launched, "timestamp") else time.time()
             urls = server_urls(self.settings.client, info)
             if urls != self.urls:
                 log.info("GPU host %s is running; upstreams now %s", aws.instance_id,
@@ -99,15 +108,15 @@ def _relay(name: str, path: str):
     except ClientLeft:
         return make_response("", 499)  # nobody reads it; the access log says what happened
     except Unreachable as exc:
-        if proxy.start_gpu_once():
+        if proxy.start_gpu_once() and not proxy.host_long_up():
             raise ApiError(503, "The GPU host is starting; retry in a minute or two.",
                            {"Retry-After": str(START_RETRY_AFTER_S)}) from None
+        question = ("the GPU host is running: is the server up (gpu-audio health)?" if proxy.host_long_up()
+                    else "is the GPU host running (gpu-audio start-gpu)?")
         if exc.timed_out:
             raise ApiError(504, f"The {name} server did not accept the connection in "
-                                f"{proxy.settings.connect_timeout:.0f} s; is the GPU host running "
-                                "(gpu-audio start-gpu)?") from None
-        raise ApiError(502, f"The {name} server cannot be reached; is the GPU host running "
-                            "(gpu-audio start-gpu)?") from None
+                                f"{proxy.settings.connect_timeout:.0f} s; {question}") from None
+        raise ApiError(502, f"The {name} server cannot be reached; {question}") from None
 
 
 @routes.route("/tts", defaults={"path": ""}, methods=METHODS)

@@ -84,6 +84,8 @@ class _Watched:
     def __init__(self):
         self.conn = None
         self.abandoned = False
+        self.done = False  # the answer's headers are in: the connection is the relay's now
+        self.lock = threading.Lock()
 
 
 def _note(conn) -> None:
@@ -133,15 +135,18 @@ def _watch(watched: _Watched, gone, done: threading.Event, path: str, name: str)
     while not done.wait(WATCH_S):
         if not gone():
             continue
-        conn = watched.conn
-        sock = getattr(conn, "sock", None)
-        if sock is not None and not done.is_set():
+        with watched.lock:  # never after the answer came: the socket may be pooled by then
+            if watched.done:
+                return
+            sock = getattr(watched.conn, "sock", None)
+            if sock is None:
+                continue  # still connecting: look again
             watched.abandoned = True
-            log.info("the client of %s left before the %s server answered: hanging up on it", path, name)
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        log.info("the client of %s left before the %s server answered: hung up on it", path, name)
         return
 
 
@@ -171,6 +176,8 @@ def forward(session: requests.Session, base_url: str, path: str, settings, name:
             raise Unreachable(name) from None
         raise
     finally:
+        with watched.lock:
+            watched.done = True
         done.set()
         _sending.watched = None
     if upstream.status_code == 401:

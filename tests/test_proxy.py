@@ -360,3 +360,26 @@ def test_foreign_pages_cannot_use_the_proxy(stack):
     r = requests.post(url, json={"texts": ["Hi."]}, headers={"Origin": stack.proxy.url}, timeout=30)
     assert r.status_code == 200  # the playground itself (same origin)
     assert "Access-Control-Allow-Origin" not in requests.get(stack.proxy.url + "/health", timeout=5).headers
+
+
+def test_a_host_long_up_with_a_dead_server_is_not_called_starting():
+    """Start-on-demand answers "starting" while a start can explain the silence; once
+    EC2 says the instance has run for longer than that, the answer says the server is down."""
+    from gpu_audio.config import AwsConfig, ClientConfig
+    from proxy.app import create_app
+    from proxy.settings import ProxySettings
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = ProxySettings(client=ClientConfig(dead, dead, KEY, AwsConfig(instance_id="i-0abc", region="us-east-1")),
+                             start_gpu=True)
+    app = create_app(settings)
+    proxy = app.extensions["gpu_audio_proxy"]
+    proxy.start_gpu_once = lambda: True  # a look at EC2 is under way or was just made
+    c = app.test_client()
+    r = c.get("/tts/health")
+    assert r.status_code == 503 and "starting" in r.get_json()["error"]  # nothing known yet
+    proxy.running_since = time.time() - 120  # started two minutes ago: models still loading
+    assert c.get("/tts/health").status_code == 503
+    proxy.running_since = time.time() - 3 * 3600  # up for hours
+    r = c.get("/tts/health")
+    assert r.status_code == 502 and "the GPU host is running: is the server up" in r.get_json()["error"]

@@ -79,6 +79,8 @@ def client_gone_check(environ):
             return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
+        except ValueError:  # a TLS socket takes no flags: we cannot tell, so no
+            return False
         except OSError:
             return True
     return gone
