@@ -122,6 +122,9 @@ class Client:
             except requests.ReadTimeout:
                 raise ClientError(f"the {server} server did not answer {path} within "
                                   f"{(timeout or self.timeout)[1]:.0f} s") from None
+            except requests.exceptions.InvalidHeader:  # its message would quote the header: the key
+                raise ClientError("a request header is not valid: check api_key in server_config.json "
+                                  "(or TTS_API_KEY) for spaces or line breaks") from None
             except requests.RequestException as exc:  # a bad URL, a connection cut mid-answer
                 raise ClientError(f"cannot call the {server} server at {url}: {exc}") from None
             else:

@@ -118,6 +118,14 @@ def test_a_url_without_scheme_or_a_page_that_is_not_json_is_one_sentence(stub, t
     assert err.startswith("gpu-audio: cannot call the whisperx server") and "None" not in err
 
 
+def test_a_key_with_a_line_break_is_named_never_printed(stub):
+    s = stub([])
+    client = Client(s.url, s.url, "secret-part\nsecond-line", sleep=lambda _: None)
+    with pytest.raises(ClientError) as caught:
+        client.generate_batch(["x"])
+    assert "check api_key" in str(caught.value) and "secret-part" not in str(caught.value)
+
+
 def test_large_jobs_are_split_into_server_sized_batches(stub):
     import base64
     import io

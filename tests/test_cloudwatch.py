@@ -299,7 +299,7 @@ def run_setup(capsys, *argv):
 
 def outcomes(out):
     return {line.split()[2]: line.split()[0] for line in out.splitlines()
-            if line.split() and line.split()[0] in ("created", "updated", "unchanged")}
+            if line.split() and line.split()[0] in ("created", "updated", "unchanged", "deleted")}
 
 
 def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsys):
@@ -370,9 +370,14 @@ def test_two_hosts_in_one_account_keep_their_own_alarms_and_dashboards(cw, confi
     assert IID in json.dumps(ours) and other not in json.dumps(ours) and other in json.dumps(theirs)
 
 
-def test_no_heartbeat_alarm_can_be_left_out(cw, config, capsys):
+def test_no_heartbeat_alarm_can_be_left_out_and_is_removed_if_there(cw, config, capsys):
     code, out, _ = run_setup(capsys, "--config", config, "--no-heartbeat-alarm")
     assert code == 0 and "AUTOSTOP_HEARTBEAT" not in out
+    assert {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]} == ALARMS - {f"{P}-no-heartbeat"}
+    run_setup(capsys, "--config", config)  # created by a run without the flag...
+    assert f"{P}-no-heartbeat" in {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]}
+    code, out, _ = run_setup(capsys, "--config", config, "--no-heartbeat-alarm")  # ...and taken back
+    assert code == 0 and outcomes(out)[f"{P}-no-heartbeat"] == "deleted"
     assert {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]} == ALARMS - {f"{P}-no-heartbeat"}
 
 

@@ -21,7 +21,7 @@ their own alarms and dashboards. The per-server figures come from the servers' C
 
 IAM permissions this command needs::
 
-    cloudwatch:PutMetricAlarm, cloudwatch:DescribeAlarms,
+    cloudwatch:PutMetricAlarm, cloudwatch:DescribeAlarms, cloudwatch:DeleteAlarms,
     cloudwatch:PutDashboard, cloudwatch:GetDashboard
 
 and the servers' publisher (the instance role)::
@@ -275,6 +275,15 @@ def apply(cloudwatch, alarm_list: list[dict], name: str, body: dict) -> list[tup
     return report
 
 
+def remove_alarm(cloudwatch, name: str) -> list[tuple[str, str, str]]:
+    """Delete the alarm ``name`` if it exists (an earlier run created it)."""
+    found = _call(cloudwatch.describe_alarms, "DescribeAlarms", AlarmNames=[name]).get("MetricAlarms")
+    if not found:
+        return []
+    _call(cloudwatch.delete_alarms, "DeleteAlarms", AlarmNames=[name])
+    return [("deleted", "alarm", name)]
+
+
 def cloudwatch_setup(args, cloudwatch=None) -> int:
     """The command; ``cloudwatch`` (a boto3 client) is made from the config when None."""
     try:
@@ -322,7 +331,10 @@ def _setup(args, cloudwatch):
             raise SetupConfigError("no AWS region: set aws.region in server_config.json (or AWS_REGION)")
         body = dashboard(instance_id, region, price)
         cloudwatch = session.client("cloudwatch")
-    for outcome, kind, name in apply(cloudwatch, alarm_list, dashboard_name(instance_id), body):
+    report = apply(cloudwatch, alarm_list, dashboard_name(instance_id), body)
+    if args.no_heartbeat_alarm:
+        report += remove_alarm(cloudwatch, f"{PREFIX}-{instance_id}-no-heartbeat")
+    for outcome, kind, name in report:
         print(f"{outcome:<9} {kind:<9} {name}")
     if not args.no_heartbeat_alarm:
         print(f"note: {PREFIX}-{instance_id}-no-heartbeat is in alarm whenever the host runs without "
