@@ -84,7 +84,7 @@ class _Watched:
     def __init__(self):
         self.conn = None
         self.abandoned = False
-        self.done = False  # the answer's headers are in: the connection is the relay's now
+        self.answered = threading.Event()  # set under ``lock``: the connection is the relay's now
         self.lock = threading.Lock()
 
 
@@ -131,12 +131,12 @@ def upstream_session() -> requests.Session:
     return session
 
 
-def _watch(watched: _Watched, gone, done: threading.Event, path: str, name: str) -> None:
-    while not done.wait(WATCH_S):
+def _watch(watched: _Watched, gone, path: str, name: str) -> None:
+    while not watched.answered.wait(WATCH_S):
         if not gone():
             continue
         with watched.lock:  # never after the answer came: the socket may be pooled by then
-            if watched.done:
+            if watched.answered.is_set():
                 return
             sock = getattr(watched.conn, "sock", None)
             if sock is None:
@@ -156,9 +156,8 @@ class ClientLeft(Exception):
 
 def forward(session: requests.Session, base_url: str, path: str, settings, name: str) -> Response:
     url = f"{base_url.rstrip('/')}/{path.lstrip('/')}"
-    watched, done = _Watched(), threading.Event()
-    _sending.watched = watched
-    threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), done, path, name),
+    watched = _sending.watched = _Watched()
+    threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), path, name),
                      daemon=True, name="client-gone").start()
     try:
         upstream = session.request(
@@ -177,8 +176,7 @@ def forward(session: requests.Session, base_url: str, path: str, settings, name:
         raise
     finally:
         with watched.lock:
-            watched.done = True
-        done.set()
+            watched.answered.set()
         _sending.watched = None
     if upstream.status_code == 401:
         upstream.close()
