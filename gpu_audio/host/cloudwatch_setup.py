@@ -320,7 +320,8 @@ def _setup(args, cloudwatch):
     body = dashboard(instance_id, region or "us-east-1", price)
     if args.dry_run:
         print(json.dumps({"region": region, "alarms": alarm_list,
-                          "dashboard": {"DashboardName": dashboard_name(instance_id), "DashboardBody": body}}, indent=2))
+                          "dashboard": {"DashboardName": dashboard_name(instance_id),
+                                        "DashboardBody": body}}, indent=2))
         return 0
     if cloudwatch is None:
         from .ec2 import make_session

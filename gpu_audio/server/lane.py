@@ -12,8 +12,8 @@
 - Fair: requests take turns, ``max_batch`` items at a time, so a 200-text
   batch cannot starve a 1-text request from a browser.
 - Out of memory: a batch that raises an ``OutOfMemoryError`` (torch's, by
-  name, or CTranslate2's RuntimeError) is split in halves and retried down to single items; a single item
-  that still fails gets that error alone.
+  name, or CTranslate2's RuntimeError) is split in halves and retried down to
+  single items; a single item that still fails gets that error alone.
 - Deadlines: items whose request passed its deadline, or whose client has
   gone, are dropped before they cost engine time.
 """

@@ -72,8 +72,8 @@ def main() -> None:
         if spaced and base is None:
             base = per_minute
         label = f"{minutes} min, {'words' if spaced else 'characters (ja/zh)'}"
-        print(f"{label:>28} {seconds * 1000:>8.0f} ms {per_minute * 1000:>8.1f} ms {minutes * 60 / seconds:>10.0f}× "
-              f"{pieces:>7} {per_minute / base:>7.2f}")
+        print(f"{label:>28} {seconds * 1000:>8.0f} ms {per_minute * 1000:>8.1f} ms "
+              f"{minutes * 60 / seconds:>10.0f}× {pieces:>7} {per_minute / base:>7.2f}")
 
 
 if __name__ == "__main__":

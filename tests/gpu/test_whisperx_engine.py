@@ -281,7 +281,8 @@ def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses
                         [Transcript(text=text, segments=segments, language=language)])
     sent = []
     real_align = whisperx.align
-    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append((segs, k)) or real_align(segs, *a, **k))
+    monkeypatch.setattr(whisperx, "align",
+                        lambda segs, *a, **k: sent.append((segs, k)) or real_align(segs, *a, **k))
 
     timings = engine.align(audio, tokens, "en")
 
