@@ -47,6 +47,11 @@ def _remember(models_dir: str, repo_id: str, sha: str, files: list[str]) -> None
     (Path(models_dir) / DOWNLOADS).write_text(json.dumps(known, indent=1, sort_keys=True))
 
 
+def _reason(exc: Exception) -> str:
+    """The first line of a hub error, short: the rest is a traceback's worth of HTML."""
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
 def _missing(folder, files) -> list[str]:
     return [f for f in files if not (Path(folder) / f).is_file()]
 
@@ -69,7 +74,7 @@ def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
     try:
         info = HfApi().model_info(repo_id)
     except Exception as exc:  # every hub failure ends the same way
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = _reason(exc)
         known = _downloads(models_dir).get(repo_id)
         if local and known and Path(local).name == known.get("sha"):
             missing = _missing(local, known.get("files") or [])
@@ -89,7 +94,7 @@ def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
     try:
         path = snapshot_download(repo_id, cache_dir=models_dir)  # by branch: refs/main is written
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = _reason(exc)
         raise Unreachable(f"fetching {repo_id} from the Hugging Face hub failed ({reason}); "
                           "run download-models again to resume") from None
     missing = _missing(path, files) if Path(path).name == info.sha else []

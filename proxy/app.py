@@ -43,7 +43,7 @@ class Proxy:
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
         self._start_lock = threading.Lock()
-        self.start_requested_at: float | None = None
+        self.start_latched_until: float | None = None  # no new look at EC2 before this (monotonic)
         # Where the servers are now: the configured URLs, until a start finds the
         # instance at a new address (without an Elastic IP it changes at every start).
         client = settings.client
@@ -66,9 +66,9 @@ class Proxy:
         if not (self.settings.start_gpu and aws.instance_id):
             return False
         with self._start_lock:
-            if self.start_requested_at and time.monotonic() < self.start_requested_at:
+            if self.start_latched_until and time.monotonic() < self.start_latched_until:
                 return True
-            self.start_requested_at = time.monotonic() + START_LATCH_S
+            self.start_latched_until = time.monotonic() + START_LATCH_S
         threading.Thread(target=self._start, daemon=True, name="start-gpu").start()
         return True
 
@@ -92,7 +92,7 @@ class Proxy:
             else:
                 log.info("GPU host %s is running", aws.instance_id)
         with self._start_lock:
-            self.start_requested_at = time.monotonic() + RECHECK_S
+            self.start_latched_until = time.monotonic() + RECHECK_S
 
 
 def _proxy() -> Proxy:
