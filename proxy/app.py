@@ -15,6 +15,7 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
 
 from gpu_audio import __version__
+from gpu_audio.server.drain import DrainMiddleware, body_limit_from_env, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers
 from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
@@ -245,7 +246,10 @@ def create_app(settings: ProxySettings | None = None):
     app.before_request(_check_access)
     app.register_blueprint(routes)
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
-    app.wsgi_app = MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label)
+    # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
+    # dropped after the answer went out, so the client reads it (drain.py).
+    app.wsgi_app = DrainMiddleware(MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label),
+                                   drain_bound(body_limit_from_env()))
     if not settings.client.api_key:
         log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
                     "requests unless they run without keys")

@@ -14,6 +14,7 @@ from gpu_audio import __version__
 
 from .activity import Activity, ActivityMiddleware, host_draining
 from .auth import ApiKeyMiddleware
+from .drain import DrainMiddleware, drain_bound
 from .engine import EngineState
 from .errors import register_error_handlers
 from .health import health_blueprint
@@ -131,7 +132,9 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir)
     wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
     wsgi = MetricsMiddleware(wsgi, server.metrics, lambda path: path if path in known else "other")
-    app.wsgi_app = PrefixMiddleware(wsgi, prefix)
+    # Outermost: an early answer's unread body is dropped after the answer went out
+    # and after metrics/activity counted the request done (drain.py).
+    app.wsgi_app = DrainMiddleware(PrefixMiddleware(wsgi, prefix), drain_bound(settings.max_body_bytes))
     if not settings.auth_enabled:
         log.warning("%s: NO API KEY CONFIGURED, every route is open. Set TTS_API_KEY.", name)
     from .cloudwatch import from_env as cloudwatch_from_env
