@@ -108,6 +108,11 @@ class ServerSettings:
     batch_wait_ms: int = 20
     request_deadline_s: float = 3600.0
     request_threads: int = DEFAULT_THREADS
+    # The model in a process of its own (engine_process.py). Off by default for
+    # settings built in code (tests pass engines in); from the environment, on.
+    engine_process: bool = False
+    engine_timeout_s: float = 1800.0
+    engine_restart_backoff_s: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -127,10 +132,22 @@ class ServerSettings:
             batch_wait_ms=_int(env, "BATCH_WAIT_MS", 20),
             request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3600.0, minimum=1.0),
             request_threads=request_threads(env),
+            engine_process=_bool(env, "ENGINE_PROCESS", True),
+            engine_timeout_s=_float(env, "ENGINE_TIMEOUT_S", 1800.0, minimum=1.0),
+            engine_restart_backoff_s=_float(env, "ENGINE_RESTART_BACKOFF_S", 30.0),
         )
 
+    BATCH_LIMIT = 500  # MAX_TEXTS / MAX_ITEMS when not set (and MAX_QUEUE allows)
+
+    @classmethod
+    def _batch_default(cls, common: dict) -> int:
+        """MAX_TEXTS / MAX_ITEMS unset: 500, or MAX_QUEUE when that is lower (``MAX_QUEUE=64``
+        alone is a smaller server, not a contradiction)."""
+        return min(cls.BATCH_LIMIT, common["max_queue"])
+
     def _fits(self, field_name: str, variable: str):
-        """A request as large as allowed must fit the lane, or it could never run."""
+        """A request as large as allowed must fit the lane, or it could never run: a limit
+        set above MAX_QUEUE is refused (a default one follows MAX_QUEUE)."""
         if getattr(self, field_name) > self.max_queue:
             raise ConfigError(f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
                               f"{self.max_queue}: a request that large could never be let in")

@@ -15,7 +15,7 @@ from gpu_audio.server.factory import build_app
 from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
-from .engines.base import SAMPLE_RATE, Transcript, UnsupportedRequest
+from .engines.base import SAMPLE_RATE, EngineCrashed, Transcript, UnsupportedRequest
 from .requests import ItemError, audio_of, language_of, list_field, text_of
 from .words import complete_words, speech_span
 
@@ -70,6 +70,8 @@ def _checked_language(server, body, task):
         server.engine.check_language(language, task)
     except UnsupportedRequest as exc:
         raise bad_request(str(exc)) from None
+    except EngineCrashed as exc:  # asked while the engine process restarts
+        raise as_api_error(exc, "this request") from None
     return language
 
 

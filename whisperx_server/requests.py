@@ -10,6 +10,7 @@ import numpy as np
 
 from gpu_audio.audio import AudioError, decode_audio, decode_base64
 from gpu_audio.server.errors import bad_request
+from gpu_audio.server.wire import to_shared
 
 from .engines.base import SAMPLE_RATE
 
@@ -56,7 +57,7 @@ def audio_of(value, where, settings) -> np.ndarray:
     if audio.size < MIN_AUDIO_SECONDS * SAMPLE_RATE:
         raise ItemError(f"{where}: audio is {audio.size / SAMPLE_RATE * 1000:.0f} ms long; "
                         f"at least {MIN_AUDIO_SECONDS * 1000:.0f} ms is needed.")
-    return audio
+    return to_shared(audio)  # the engine process maps it: one copy in memory, not two
 
 
 def text_of(value, where, settings) -> list[str]:

@@ -29,13 +29,36 @@ class UnsupportedRequest(EngineError):
     """The request asks for something this engine or model cannot do (a 400, not a 500)."""
 
 
+class EngineCrashed(EngineError):
+    """The engine process died or hung during this call; it is being restarted."""
+
+
+class EngineUnavailable(EngineCrashed):
+    """No engine process runs now (restarting after a crash, or a crash loop)."""
+
+
 def resolve_engine(table: dict, name: str, variable: str):
     """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
+    module, _, cls = _target(table, name, variable).partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _target(table: dict, name: str, variable: str) -> str:
     target = table.get((name or "").strip().lower())
     if target is None:
         raise ConfigError(f"{variable} must be one of {', '.join(sorted(table))}, not {name!r}")
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return target
+
+
+def build_engine(table: dict, settings, variable: str):
+    """The engine ``settings.engine`` names, built (not loaded): in an engine process
+    of its own when ``settings.engine_process`` (the default under gunicorn)."""
+    engine = resolve_engine(table, settings.engine, variable)(settings)
+    if not getattr(settings, "engine_process", False):
+        return engine
+    from .engine_process import EngineProcess
+
+    return EngineProcess(_target(table, settings.engine, variable), settings, local=engine)
 
 
 class EngineState:
@@ -49,6 +72,10 @@ class EngineState:
         self._loaded = threading.Event()
         self._started = False
         self._lock = threading.Lock()
+        self.on_death = None  # callback(cause): an engine process died (metrics)
+        supervise = getattr(engine, "supervise", None)
+        if callable(supervise):
+            supervise(self)
 
     def start(self, background: bool = True) -> None:
         with self._lock:
@@ -76,6 +103,21 @@ class EngineState:
             log.info("engine %s loaded in %.1f s", name, self.load_seconds)
         finally:
             self._loaded.set()
+
+    # -- an engine process tells of its deaths and restarts -------------------------------
+    def engine_died(self, cause: str) -> None:
+        if self.on_death is not None:
+            self.on_death(cause)
+
+    def engine_restarting(self, reason: str) -> None:
+        self.status, self.error = "loading", reason
+
+    def engine_failed(self, reason: str) -> None:
+        self.status, self.error = "error", reason
+
+    def engine_running(self, seconds: float) -> None:
+        self.status, self.error, self.load_seconds = "ok", None, seconds
+        log.info("engine started again in %.1f s", seconds)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the load finished (either way); True if it did in time."""

@@ -67,6 +67,8 @@ class Server:
         m.queue_depth.set_function(lambda: self.lane.queue_depth)
         m.in_flight.set_function(lambda: self.activity.in_flight)
         m.model_load.set_function(lambda: self.state.load_seconds or 0.0)
+        m.gpu_memory_source = getattr(engine, "gpu_memory", None)
+        self.state.on_death = lambda cause: m.engine_restarts.labels(cause).inc()
         described = engine.describe()
         m.build.info({"version": __version__, "engine": str(described.get("engine")),
                       "model": str(described.get("model") or described.get("model_size"))})

@@ -26,12 +26,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .engine import EngineError, UnsupportedRequest
+from .engine import EngineCrashed, EngineError, UnsupportedRequest
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_FULL_S = 5
+RETRY_AFTER_RESTART_S = 15
 
 
 class DeadlinePassed(Exception):
@@ -57,6 +58,8 @@ def as_api_error(exc: BaseException, what: str) -> ApiError:
         return ApiError(400, str(exc))
     if isinstance(exc, (DeadlinePassed, ClientGone)):
         return ApiError(503, f"Not processed: the request {exc}; retry.", {"Retry-After": "5"})
+    if isinstance(exc, EngineCrashed):
+        return ApiError(503, f"Not processed: {exc}; retry.", {"Retry-After": str(RETRY_AFTER_RESTART_S)})
     if is_out_of_memory(exc):
         return ApiError(507, f"The GPU ran out of memory on {what}, even alone; shorten it or "
                              "retry when the server is less busy.")

@@ -52,9 +52,14 @@ class Metrics:
         self.uptime = Gauge("gpu_audio_uptime_seconds", "seconds since this process started", registry=r)
         self.gpu_memory = Gauge("gpu_audio_gpu_memory_bytes", "GPU memory (when a GPU is used)", ["kind"],
                                 registry=r)
+        self.engine_restarts = Counter("gpu_audio_engine_restarts",
+                                       "engine process deaths, each followed by a restart, by cause "
+                                       "(crash: killed by a signal, hang: killed for not answering, "
+                                       "exit: exited by itself)", ["cause"], registry=r)
         self.cloudwatch_errors = Counter("gpu_audio_cloudwatch_errors", "failed CloudWatch publishes",
                                          registry=r)
         self.build = Info("gpu_audio_build", "version, engine and model", registry=r)
+        self.gpu_memory_source = None  # () -> (used, total) | None: an engine process's report
         self.started = time.time()
         self.uptime.set_function(lambda: time.time() - self.started)
         self._recent = collections.deque(maxlen=10000)  # (time, seconds, status) for CloudWatch
@@ -82,7 +87,13 @@ class Metrics:
             return [entry for entry in self._recent if entry[0] >= since]
 
     def refresh_gpu_memory(self) -> None:
-        _gpu_memory(self.gpu_memory)
+        if self.gpu_memory_source is None:
+            _gpu_memory(self.gpu_memory)
+            return
+        reported = self.gpu_memory_source()
+        if reported:
+            self.gpu_memory.labels("used").set(reported[0])
+            self.gpu_memory.labels("total").set(reported[1])
 
     def render(self) -> tuple[bytes, str]:
         self.refresh_gpu_memory()
@@ -96,7 +107,8 @@ def error_kind(error: BaseException) -> str:
         return "out_of_memory"
     name = type(error).__name__
     return {"UnsupportedRequest": "unsupported", "DeadlinePassed": "deadline",
-            "ClientGone": "client_gone"}.get(name, "engine")
+            "ClientGone": "client_gone", "EngineCrashed": "engine_crashed",
+            "EngineUnavailable": "engine_crashed"}.get(name, "engine")
 
 
 def _gpu_memory(gauge) -> None:

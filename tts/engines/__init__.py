@@ -7,7 +7,8 @@ ENGINES = {
 
 
 def make_engine(settings):
-    """Build (not load) the engine named by ``settings.engine``."""
-    from gpu_audio.server.engine import resolve_engine
+    """Build (not load) the engine named by ``settings.engine`` (in its own process
+    unless ENGINE_PROCESS=0)."""
+    from gpu_audio.server.engine import build_engine
 
-    return resolve_engine(ENGINES, settings.engine, "TTS_ENGINE")(settings)
+    return build_engine(ENGINES, settings, "TTS_ENGINE")

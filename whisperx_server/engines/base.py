@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpu_audio.server.engine import EngineError, UnsupportedRequest
+from gpu_audio.server.engine import EngineCrashed, EngineError, UnsupportedRequest
 
 SAMPLE_RATE = 16000
 
@@ -57,4 +57,5 @@ class ASREngine:
         raise NotImplementedError
 
 
-__all__ = ["SAMPLE_RATE", "Transcript", "TokenTiming", "ASREngine", "EngineError", "UnsupportedRequest"]
+__all__ = ["SAMPLE_RATE", "Transcript", "TokenTiming", "ASREngine", "EngineError", "EngineCrashed",
+           "UnsupportedRequest"]
