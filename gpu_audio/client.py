@@ -101,7 +101,7 @@ class Client:
 
     @classmethod
     def from_config(cls, path=None, env=None, **options) -> "Client":
-        config = load_client_config(path, env)
+        config = load_client_config(path, env, accept_whisper_url=True)
         return cls(config.server_url, config.whisper_url, config.api_key, **options)
 
     # -- plumbing ----------------------------------------------------------------------

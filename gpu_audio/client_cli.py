@@ -30,7 +30,7 @@ class Progress:
 
 
 def _client(args) -> Client:
-    config = load_client_config(args.config)
+    config = load_client_config(args.config, accept_whisper_url=True)
     if getattr(args, "start_gpu", False):
         from .host import ensure_gpu_ready
         from .host.lifecycle import LineProgress

@@ -54,6 +54,16 @@ def _float(env, name, default, minimum=0.0):
     return value
 
 
+SEED_MAX = 2**32 - 1  # the range every seeding API takes (numpy's is the narrowest)
+
+
+def _seed(env, name):
+    value = _int(env, name, None)
+    if value is not None and value > SEED_MAX:
+        raise ConfigError(f"{name} must be at most {SEED_MAX}, not {value}")
+    return value
+
+
 def _list(env, name):
     raw = env.get(name) or ""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -175,13 +185,15 @@ class TTSSettings(ServerSettings):
     max_text_chars: int = 5000
     clean_text: bool = True
     output_rate: int = 24000
+    seed: int | None = None  # TTS_SEED: the sampling seed of requests that send none
 
     @classmethod
     def from_env(cls, env=None) -> "TTSSettings":
         env = os.environ if env is None else env
         engine = (env.get("TTS_ENGINE") or "qwen").strip().lower()
+        common = cls.common_from_env(env)
         return cls(
-            **cls.common_from_env(env),
+            **common,
             engine=engine,
             model=env.get("TTS_MODEL") or cls.model,
             speaker=env.get("TTS_SPEAKER") or cls.speaker,
@@ -190,9 +202,10 @@ class TTSSettings(ServerSettings):
             dtype=env.get("TTS_DTYPE") or cls.dtype,
             attn_implementation=env.get("TTS_ATTN_IMPLEMENTATION") or cls.attn_implementation,
             max_new_tokens=_int(env, "TTS_MAX_NEW_TOKENS", 0, minimum=0) or None,
-            max_texts=_int(env, "MAX_TEXTS", 500, minimum=1),
+            max_texts=_int(env, "MAX_TEXTS", cls._batch_default(common), minimum=1),
             max_text_chars=_int(env, "MAX_TEXT_CHARS", 5000, minimum=1),
             clean_text=_bool(env, "TTS_CLEAN_TEXT", True),
+            seed=_seed(env, "TTS_SEED"),
         )._fits("max_texts", "MAX_TEXTS")
 
 
@@ -218,8 +231,9 @@ class WhisperXSettings(ServerSettings):
     @classmethod
     def from_env(cls, env=None) -> "WhisperXSettings":
         env = os.environ if env is None else env
+        common = cls.common_from_env(env)
         return cls(
-            **cls.common_from_env(env),
+            **common,
             engine=(env.get("WHISPERX_ENGINE") or "whisperx").strip().lower(),
             model=env.get("WHISPERX_MODEL") or cls.model,
             device=env.get("WHISPERX_DEVICE") or cls.device,
@@ -231,7 +245,7 @@ class WhisperXSettings(ServerSettings):
             max_align_seconds=_float(env, "WHISPERX_MAX_ALIGN_SECONDS", 300.0, minimum=1.0),
             nltk_data=env.get("NLTK_DATA") or None,
             language=env.get("WHISPERX_LANGUAGE") or cls.language,
-            max_items=_int(env, "MAX_ITEMS", 500, minimum=1),
+            max_items=_int(env, "MAX_ITEMS", cls._batch_default(common), minimum=1),
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
             max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
         )._fits("max_items", "MAX_ITEMS")
@@ -277,11 +291,15 @@ def _config_path(path, env) -> Path | None:
     return None
 
 
-def load_client_config(path=None, env=None) -> ClientConfig:
+def load_client_config(path=None, env=None, *, accept_whisper_url: bool = False) -> ClientConfig:
     """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ./tts/, ~/.config/gpu-audio/),
     then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
     GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
-    GPU_HOURLY_PRICE."""
+    GPU_HOURLY_PRICE.
+
+    ``accept_whisper_url`` (the client and the CLI): ``WHISPER_URL``, the name the users'
+    scripts give the WhisperX URL, counts too; TTS_WHISPER_URL wins when both are set.
+    The proxy leaves it out: those scripts point WHISPER_URL at the proxy itself."""
     import json
 
     env = os.environ if env is None else env
@@ -306,7 +324,8 @@ def load_client_config(path=None, env=None) -> ClientConfig:
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
     return ClientConfig(
         server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or ClientConfig.server_url).rstrip("/"),
-        whisper_url=(env.get("TTS_WHISPER_URL") or data.get("whisper_url") or ClientConfig.whisper_url).rstrip("/"),
+        whisper_url=(env.get("TTS_WHISPER_URL") or (accept_whisper_url and env.get("WHISPER_URL"))
+                     or data.get("whisper_url") or ClientConfig.whisper_url).rstrip("/"),
         api_key=key.split(",")[0].strip() if key else None,
         aws=AwsConfig(
             region=env.get("GPU_AWS_REGION") or aws.get("region") or env.get("AWS_REGION")

@@ -67,6 +67,19 @@ def test_a_batch_limit_over_the_queue_is_refused_at_start():
         WhisperXSettings.from_env({"MAX_ITEMS": "50", "MAX_QUEUE": "10"})
 
 
+def test_max_queue_alone_brings_the_batch_limit_down_with_it():
+    """MAX_QUEUE=64 alone is a smaller server, not a contradiction: the default batch limit
+    (500) follows it down; limits set explicitly stay as set."""
+    from gpu_audio.config import TTSSettings, WhisperXSettings
+
+    assert TTSSettings.from_env({"MAX_QUEUE": "64"}).max_texts == 64
+    assert WhisperXSettings.from_env({"MAX_QUEUE": "64"}).max_items == 64
+    assert TTSSettings.from_env({"MAX_QUEUE": "2000"}).max_texts == 500
+    assert WhisperXSettings.from_env({}).max_items == 500
+    assert TTSSettings.from_env({"MAX_QUEUE": "64", "MAX_TEXTS": "10"}).max_texts == 10
+    assert WhisperXSettings.from_env({"MAX_QUEUE": "64", "MAX_ITEMS": "64"}).max_items == 64
+
+
 def test_too_long_text_names_the_index(make_client):
     c = make_client(max_text_chars=50)
     r = c.post("/generate_batch", json={"texts": ["short", "x" * 51]})

@@ -150,7 +150,7 @@ def test_config_discovery_order_and_overrides(tmp_path, monkeypatch):
         path.write_text(json.dumps({"server_url": url, "whisper_url": url + "/wx", "api_key": "file-key"}))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("GPU_AUDIO_CONFIG", "TTS_SERVER_URL", "TTS_WHISPER_URL", "TTS_API_KEY"):
+    for var in ("GPU_AUDIO_CONFIG", "TTS_SERVER_URL", "TTS_WHISPER_URL", "WHISPER_URL", "TTS_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     assert load_client_config().server_url == "http://127.0.0.1:5000"  # nothing found: defaults
     write(tmp_path / "home/.config/gpu-audio/server_config.json", "http://home")
@@ -171,3 +171,19 @@ def test_config_discovery_order_and_overrides(tmp_path, monkeypatch):
     assert config.server_url == "http://override" and config.api_key == "env-key"
     assert config.whisper_url == "http://explicit/wx"
     assert "env-key" not in repr(config)
+
+
+def test_whisper_url_of_the_users_scripts(tmp_path):
+    """WHISPER_URL (their scripts' name) counts for the client and the CLI, after
+    TTS_WHISPER_URL; the proxy ignores it (those scripts point it at the proxy itself)."""
+    from proxy.settings import ProxySettings
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"server_url": "http://file", "whisper_url": "http://file/wx"}))
+    env = {"GPU_AUDIO_CONFIG": str(path), "WHISPER_URL": "http://scripts:5001/"}
+    assert Client.from_config(env=env).urls["whisperx"] == "http://scripts:5001"
+    assert load_client_config(env=env, accept_whisper_url=True).whisper_url == "http://scripts:5001"
+    both = {**env, "TTS_WHISPER_URL": "http://ours:5001"}
+    assert Client.from_config(env=both).urls["whisperx"] == "http://ours:5001"
+    assert load_client_config(env=env).whisper_url == "http://file/wx"
+    assert ProxySettings.from_env(env).client.whisper_url == "http://file/wx"

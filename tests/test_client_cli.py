@@ -32,11 +32,13 @@ def servers(tmp_path_factory):
             g.stop()
 
 
-def run(tmp_path, servers, *args, whisper=None):
+def run(tmp_path, servers, *args, whisper=None, env=None):
     tts, wx, _ = servers
     config = tmp_path / "server_config.json"
-    config.write_text(json.dumps({"server_url": tts.url, "whisper_url": (whisper or wx).url, "api_key": KEY}))
-    env = {k: v for k, v in os.environ.items() if k not in ("TTS_API_KEY", "TTS_SERVER_URL", "TTS_WHISPER_URL")}
+    whisper_url = whisper if isinstance(whisper, str) else (whisper or wx).url
+    config.write_text(json.dumps({"server_url": tts.url, "whisper_url": whisper_url, "api_key": KEY}))
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("TTS_API_KEY", "TTS_SERVER_URL", "TTS_WHISPER_URL", "WHISPER_URL")}, **(env or {})}
     return subprocess.run([sys.executable, "-m", "gpu_audio", *args, "--config", str(config)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
 
@@ -201,3 +203,14 @@ def test_health_table_and_errors(tmp_path, servers):
     assert bad.returncode == 1 and bad.stderr.startswith("gpu-audio: nothing to speak")
     missing = run(tmp_path, servers, "align", "nope.wav", "--text", "hi")
     assert missing.returncode == 1 and "nope.wav" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_whisper_url_the_users_scripts_set_is_read(tmp_path, servers):
+    """Their scripts export WHISPER_URL; TTS_WHISPER_URL wins when both are set."""
+    _, wx, _ = servers
+    dead = "http://127.0.0.1:9"
+    out = run(tmp_path, servers, "health", "--json", whisper=dead, env={"WHISPER_URL": wx.url})
+    assert out.returncode == 0 and json.loads(out.stdout)["whisperx"]["engine"] == "pocketsphinx"
+    out = run(tmp_path, servers, "health", "--json", whisper=wx,
+              env={"WHISPER_URL": wx.url, "TTS_WHISPER_URL": dead})
+    assert json.loads(out.stdout)["whisperx"]["status"] == "unreachable"

@@ -38,7 +38,9 @@ def _synthesize(server, tts_request, gone):
         return [(audio, rate) for audio in audios]
 
     first = items[0]
-    key = (first.language, first.speaker, id(first.reference) if first.reference else None)
+    # Merged only with the same voice and the same seed (a seed fixes one call's sampling).
+    key = (first.language, first.speaker, id(first.reference) if first.reference else None,
+           first.seed)
     results = server.lane.run(items, call, key=key, mergeable=tts_request.batch, gone=gone)
     for result in results:
         if isinstance(result, BaseException):

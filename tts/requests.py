@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpu_audio.audio import AudioError, decode_audio, decode_base64
+from gpu_audio.config import SEED_MAX
 from gpu_audio.server.errors import bad_request
 
 from .engines.base import SynthesisItem, VoiceReference
@@ -46,6 +47,19 @@ def _text(raw, where, settings, clean):
     if not text:
         raise bad_request(f"{where} is empty" + (" after cleaning." if clean and raw.strip() else "."))
     return text
+
+
+def _seed(body, settings):
+    """``seed``: an integer from 0 to SEED_MAX; absent or null: the server's TTS_SEED."""
+    value = body.get("seed")
+    if value is None:
+        return settings.seed
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"'seed' must be a whole number from 0 to {SEED_MAX}, "
+                          f"not {type(value).__name__}.")
+    if not 0 <= value <= SEED_MAX:
+        raise bad_request(f"'seed' must be a whole number from 0 to {SEED_MAX}, not {value}.")
+    return value
 
 
 def _reference(body):
@@ -105,7 +119,8 @@ def parse_request(body, settings, *, single: bool) -> TTSRequest:
         raise bad_request("'batch' must be true or false.")
     language = _optional_str(body, "language") or settings.language
     speaker = _optional_str(body, "speaker") or settings.speaker
+    seed = _seed(body, settings)
     reference = _reference(body)
-    items = [SynthesisItem(text, language, speaker, instr, reference)
+    items = [SynthesisItem(text, language, speaker, instr, reference, seed)
              for text, instr in zip(texts, instructs)]
     return TTSRequest(items, batch)

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def _config(args):
     try:
-        return load_client_config(getattr(args, "config", None))
+        return load_client_config(getattr(args, "config", None), accept_whisper_url=True)
     except ConfigError as exc:
         raise HostError(str(exc)) from None
 

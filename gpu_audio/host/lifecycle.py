@@ -134,7 +134,7 @@ def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float
                      poll: float = 5.0, progress=None, clock=time.monotonic, sleep=time.sleep) -> dict:
     """Start the host if needed and (``wait``) until both servers are ready.
     Returns ``{"instance": ..., "urls": {"tts": ..., "whisperx": ...}}``."""
-    config = config or load_client_config()
+    config = config or load_client_config(accept_whisper_url=True)
     line = progress or (lambda text: None)
     began = clock()
     info = None
@@ -171,7 +171,7 @@ def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
 
 def stop_gpu(config=None, ec2=None, *, force: bool = False) -> dict:
     """Stop the instance, unless a server reports work in flight (``force`` stops anyway)."""
-    config = config or load_client_config()
+    config = config or load_client_config(accept_whisper_url=True)
     client = _clients(config, ec2)
     info = ec2mod.describe(client, config.aws.instance_id)
     if info["state"] in ("stopped", "stopping", "terminated", "shutting-down"):
@@ -187,7 +187,7 @@ def stop_gpu(config=None, ec2=None, *, force: bool = False) -> dict:
 
 def gpu_status(config=None, ec2=None, *, now=None) -> dict:
     """Instance state, address, both servers' health, in flight, idle time, uptime, cost."""
-    config = config or load_client_config()
+    config = config or load_client_config(accept_whisper_url=True)
     now = now or datetime.now(timezone.utc)
     info = ec2mod.describe(_clients(config, ec2), config.aws.instance_id) \
         if (config.aws.instance_id or ec2 is not None) else None

@@ -30,6 +30,9 @@ class SynthesisItem:
     speaker: str
     instruct: str | None = None
     reference: VoiceReference | None = field(default=None, compare=False)
+    # Seed for the engine's sampling (Qwen); items with different seeds never share an
+    # engine call. None: unseeded. eSpeak is deterministic and ignores it.
+    seed: int | None = None
 
 
 class TTSEngine:

@@ -142,7 +142,8 @@ class QwenEngine(TTSEngine):
         return self._model_type == "voice_design"
 
     def synthesize(self, items: list[SynthesisItem]) -> tuple[list[np.ndarray], int]:
-        """One native batched qwen_tts call for all items.
+        """One native batched qwen_tts call for all items (one per seed, when items carry
+        different seeds; the lane never merges those).
 
         A ValueError from qwen_tts (unknown speaker or language) is the client's doing:
         it becomes UnsupportedRequest. Anything else, CUDA out-of-memory included,
@@ -152,6 +153,17 @@ class QwenEngine(TTSEngine):
             raise EngineError("the Qwen3-TTS model is not loaded yet")
         if not items:
             return [], SAMPLE_RATE
+        seeds = list(dict.fromkeys(item.seed for item in items))
+        if len(seeds) > 1:
+            audios: list = [None] * len(items)
+            for seed in seeds:
+                where = [i for i, item in enumerate(items) if item.seed == seed]
+                part, rate = self.synthesize([items[i] for i in where])
+                for i, audio in zip(where, part):
+                    audios[i] = audio
+            return audios, rate
+        if seeds[0] is not None:
+            self._seed(seeds[0])
         texts = [item.text for item in items]
         languages = [self._language(item.language) for item in items]
         kwargs = {}
@@ -187,6 +199,16 @@ class QwenEngine(TTSEngine):
         if len(wavs) != len(items):
             raise EngineError(f"Qwen3-TTS returned {len(wavs)} audios for {len(items)} texts")
         return [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs], int(rate)
+
+    def _seed(self, seed: int) -> None:
+        """Qwen3-TTS samples its codec tokens (top-k/top-p with temperature) from torch's
+        random generators: seeding them right before the call makes the same texts, in the
+        same batch, on the same GPU and software, sound the same every time."""
+        import torch
+
+        torch.manual_seed(seed)  # the CPU generator and every CUDA device's
+        if self._on_cuda:
+            torch.cuda.manual_seed_all(seed)
 
     def _clone(self, items, texts, languages, kwargs):
         """Base model: each item's reference voice; one shared reference is encoded once."""
