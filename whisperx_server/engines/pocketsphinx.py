@@ -29,23 +29,32 @@ ONSET_DB = -35.0
 VARIANT = re.compile(r"\(\d+\)$")
 MAX_ADDED_WORDS = 20000  # rebuild the aligner past this: user text must not grow it forever
 SEGMENT_GAP_S = 0.5
-FEED_SECONDS = 10
+FEED_SECONDS = 2  # see _feed
 
 
 def _pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes()
 
 
-def _feed(decoder, audio: np.ndarray) -> None:
-    """Decode in ten-second slices: pocketsphinx holds the GIL inside a call, and
-    one call on a long clip would keep /health waiting for seconds. (Live
-    cepstral normalisation then adapts over the first slice; the round-trip
-    accuracy test measures the same either way.)"""
+def _feed(decoder, audio: np.ndarray, whole: bool) -> None:
+    """Feed one utterance whole (``full_utt=True``, one call) or in two-second
+    slices (``full_utt=False``). Each decoder keeps to one of the two for its whole
+    life (issue 12): pocketsphinx 5.1.1 segfaults when a decoder that took a whole
+    utterance of more than ~3 s (its frame buffer grows to fit it) is later fed
+    slices of more than ~2.5 s, e.g. 6.3 s whole, then 15 s in 10 s slices.
+
+    The aligner decodes whole: cepstral normalisation over the clip itself, not
+    a running estimate carried over from earlier clips (which starts from a poor
+    prior: on a fresh decoder, slices made the worst start error against eSpeak's
+    word events 127 ms instead of 53); alignment is fast (~0.02 s per audio
+    second, so a 30 s piece holds the GIL ~0.6 s). The transcriber, ten times
+    slower, decodes in slices so that no single call holds the GIL for long."""
     pcm = _pcm16(audio)
-    step = FEED_SECONDS * SAMPLE_RATE * 2
-    if len(pcm) <= step:
-        decoder.process_raw(pcm, full_utt=True)
+    if whole:
+        if pcm:
+            decoder.process_raw(pcm, full_utt=True)
         return
+    step = FEED_SECONDS * SAMPLE_RATE * 2
     for begin in range(0, len(pcm), step):
         decoder.process_raw(pcm[begin:begin + step], full_utt=False)
 
@@ -162,7 +171,7 @@ class PocketsphinxEngine(ASREngine):
         decoder.add_jsgf_string("align", grammar)
         decoder.activate_search("align")
         decoder.start_utt()
-        _feed(decoder, audio)
+        _feed(decoder, audio, whole=True)
         decoder.end_utt()
         if decoder.hyp() is None:
             return None
@@ -194,7 +203,7 @@ class PocketsphinxEngine(ASREngine):
         with self._lock:
             decoder = self._transcriber
             decoder.start_utt()
-            _feed(decoder, audio)
+            _feed(decoder, audio, whole=False)
             decoder.end_utt()
             words = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame)
                      for s in (decoder.seg() or [])
