@@ -220,11 +220,27 @@ def test_a_plain_array_crosses_as_one_raw_buffer(pipe):
     sizes, fds = right.recv()
     assert sizes == [audio.nbytes] and fds == 0
     right.recv_bytes()
-    assert len(right.recv_bytes()) == audio.nbytes
+    raw = bytearray(audio.nbytes)  # the data follows as raw bytes
+    view = memoryview(raw)
+    while view:
+        view = view[os.readv(right.fileno(), [view]):]
     sender.join()
+    assert raw == audio.tobytes()
     sender = threading.Thread(target=wire.send, args=(left, [audio, "text"]))
     sender.start()
     received, text = wire.recv(right)
     sender.join()
     np.testing.assert_array_equal(received, audio)
     assert text == "text" and received.flags.writeable
+
+
+def test_an_array_made_from_a_shared_one_is_sent_as_its_own_data(pipe):
+    """np.tile, copy or arithmetic on a shared array own new memory: sent as bytes, right."""
+    left, right = pipe
+    shared = wire.to_shared(np.arange(1000, dtype=np.float32))
+    for derived in (np.tile(shared, 3)[:2500], shared.copy(), shared * 2, shared[::2]):
+        sender = threading.Thread(target=wire.send, args=(left, derived))
+        sender.start()
+        received = wire.recv(right)
+        sender.join()
+        np.testing.assert_array_equal(received, derived)

@@ -67,6 +67,11 @@ def _serve(conn, engine) -> None:
             method, args, kwargs = wire.recv(conn)
         except (EOFError, OSError):
             return
+        except Exception as exc:  # noqa: BLE001 - a message we cannot read fails its call only
+            log.error("unreadable engine call:\n%s", traceback.format_exc().rstrip())
+            wire.send(conn, error_reply(exc))
+            continue
+        result = None
         try:
             result = getattr(engine, method)(*args, **kwargs)
             # What /health and /metrics show comes along: asking would wait behind a batch.
@@ -75,10 +80,13 @@ def _serve(conn, engine) -> None:
             reply = error_reply(exc)
             if reply[1] == "internal":
                 log.error("engine call %s failed:\n%s", method, traceback.format_exc().rstrip())
+        finally:
+            args = kwargs = result = None  # a 3-hour clip must not wait here for the next one
         try:
             wire.send(conn, reply)
         except (BrokenPipeError, ConnectionResetError, OSError):
             return
+        reply = None
 
 
 def _watch_parent(parent: int) -> None:

@@ -21,17 +21,13 @@ from multiprocessing.reduction import recv_handle, send_handle
 _MEMFD = hasattr(os, "memfd_create")
 
 
-class SharedArray(np.ndarray):
-    """An ndarray in anonymous shared memory (a memfd). Views keep the memory alive
-    through ``base``, and carry the descriptor and where they start in it."""
+class _Memory(mmap.mmap):
+    """A memfd's mapping, knowing its descriptor and address. Arrays over it have it
+    as their ``base`` (views too), so the pickler can tell a shared array from an
+    array that merely came out of one (``np.tile`` of a shared array owns new memory)."""
 
-    _fd: int | None = None
-    _origin: int = 0  # address of the mapping's first byte
-
-    def __array_finalize__(self, obj):
-        if obj is not None:
-            self._fd = getattr(obj, "_fd", None)
-            self._origin = getattr(obj, "_origin", 0)
+    fd: int
+    address: int
 
 
 def shared_array(shape, dtype=np.float32) -> np.ndarray:
@@ -43,20 +39,27 @@ def shared_array(shape, dtype=np.float32) -> np.ndarray:
     fd = os.memfd_create("gpu-audio", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, nbytes)
-        memory = mmap.mmap(fd, nbytes)
+        memory = _Memory(fd, nbytes)
     except OSError:
         os.close(fd)
         raise
-    array = SharedArray(shape, dtype, buffer=memory)
-    array._fd = fd
-    array._origin = array.__array_interface__["data"][0]
-    weakref.finalize(array, os.close, fd)
-    return array
+    memory.fd = fd
+    memory.address = np.frombuffer(memory, np.uint8).__array_interface__["data"][0]
+    weakref.finalize(memory, os.close, fd)  # when the last array over it is gone
+    return np.ndarray(shape, dtype, buffer=memory)
+
+
+def shared_memory_of(array: np.ndarray):
+    """The ``_Memory`` an array's data lives in, or None."""
+    base = array.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if isinstance(base, _Memory) else None
 
 
 def to_shared(array: np.ndarray) -> np.ndarray:
-    """A copy of ``array`` in shared memory (the caller drops the original)."""
-    if isinstance(array, SharedArray) and array._fd is not None:
+    """``array`` in shared memory: itself if it is, else a copy (drop the original)."""
+    if shared_memory_of(array) is not None:
         return array
     out = shared_array(array.shape, array.dtype)
     out[...] = array
@@ -69,12 +72,15 @@ class _Pickler(pickle.Pickler):
         self.fds = fds
 
     def persistent_id(self, obj):
-        if type(obj) is SharedArray and obj._fd is not None:
-            if obj._fd not in self.fds:
-                self.fds.append(obj._fd)
-            offset = obj.__array_interface__["data"][0] - obj._origin
-            return ("shm", self.fds.index(obj._fd), offset, obj.shape, obj.dtype.str, obj.strides)
-        return None
+        if type(obj) is not np.ndarray:
+            return None
+        memory = shared_memory_of(obj)
+        if memory is None:
+            return None
+        if memory.fd not in self.fds:
+            self.fds.append(memory.fd)
+        offset = obj.__array_interface__["data"][0] - memory.address
+        return ("shm", self.fds.index(memory.fd), offset, obj.shape, obj.dtype.str, obj.strides)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -99,8 +105,10 @@ def send(conn, obj) -> None:
     raws = [b.raw() for b in buffers]
     conn.send(([r.nbytes for r in raws], len(fds)))
     conn.send_bytes(stream.getbuffer())
-    for raw in raws:
-        conn.send_bytes(raw)
+    for raw in raws:  # sizes are known to both ends: raw bytes, no framing, no copies
+        view = raw.cast("B")
+        while view:
+            view = view[os.write(conn.fileno(), view):]
     for fd in fds:
         send_handle(conn, fd, None)
 
@@ -111,11 +119,13 @@ def recv(conn):
     header = conn.recv_bytes()
     buffers = []
     for size in sizes:
-        buffer = bytearray(size)  # writable, unlike recv_bytes()'s bytes
-        if size:
-            conn.recv_bytes_into(buffer)
-        else:
-            conn.recv_bytes()
+        buffer = bytearray(size)  # read straight into it (recv_bytes would copy twice)
+        view = memoryview(buffer)
+        while view:
+            count = os.readv(conn.fileno(), [view])
+            if count == 0:
+                raise EOFError("the other end hung up in the middle of a message")
+            view = view[count:]
         buffers.append(buffer)
     maps = []
     for _ in range(fd_count):

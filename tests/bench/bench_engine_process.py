@@ -79,7 +79,7 @@ def main():
         print(f"{'as':<10} {'ms':>8} {'engine peak RSS +MB':>20}")
         for name, clip in (("shared", shared), ("piped", plain)):
             before = peak_mb(child)
-            seconds = median_seconds(lambda: asr_out.align(clip, ["%"], "en"), 3)
+            seconds = median_seconds(lambda: asr_out.align(clip, ["..."], "en"), 3)
             print(f"{name:<10} {seconds * 1000:>8.1f} {peak_mb(child) - before:>20.1f}")
     finally:
         tts_out.close()
