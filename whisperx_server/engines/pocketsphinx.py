@@ -129,9 +129,12 @@ class PocketsphinxEngine(ASREngine):
 
     @staticmethod
     def _new_transcriber():
+        """The first search pass only: the flat-lexicon and best-path passes cost a
+        quarter of the time and changed nothing measurable on narration (words
+        matched 16 % either way, 4.5 -> 5.6x realtime over 8 mixed clips)."""
         from pocketsphinx import Decoder
 
-        return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        return Decoder(samprate=SAMPLE_RATE, fwdflat=False, bestpath=False, loglevel="FATAL")
 
     def describe(self) -> dict:
         return {"engine": self.name, "model_size": "en-us", "model": "pocketsphinx en-us",
