@@ -121,7 +121,7 @@ class ServerSettings:
     # The model in a process of its own (engine_process.py). Off by default for
     # settings built in code (tests pass engines in); from the environment, on.
     engine_process: bool = False
-    engine_timeout_s: float = 1800.0
+    engine_timeout_s: float = 3600.0
     engine_restart_backoff_s: float = 30.0
 
     @property
@@ -143,7 +143,7 @@ class ServerSettings:
             request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3600.0, minimum=1.0),
             request_threads=request_threads(env),
             engine_process=_bool(env, "ENGINE_PROCESS", True),
-            engine_timeout_s=_float(env, "ENGINE_TIMEOUT_S", 1800.0, minimum=1.0),
+            engine_timeout_s=_float(env, "ENGINE_TIMEOUT_S", 3600.0, minimum=1.0),
             engine_restart_backoff_s=_float(env, "ENGINE_RESTART_BACKOFF_S", 30.0),
         )
 
