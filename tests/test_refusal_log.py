@@ -10,6 +10,7 @@ import logging
 
 import pytest
 
+from gpu_audio.config import hash_key
 from gpu_audio.server.auth import ApiKeyMiddleware
 from gpu_audio.server.drain import CountingInput, _Drain
 from gpu_audio.server.ratelog import RateLog
@@ -47,8 +48,6 @@ def fake():
 
 
 def refusing_app(fake):
-    from gpu_audio.config import hash_key
-
     refusals = RateLog(logging.getLogger("gpu_audio.server.auth"), "requests refused",
                        clock=fake.clock, timer=fake.timer)
     return ApiKeyMiddleware(lambda environ, start: [b"ok"], [hash_key(KEY)], refusals=refusals)
@@ -131,10 +130,6 @@ def test_a_summary_written_by_an_event_is_not_repeated_by_the_timer(fake, caplog
                          "10 things (a: 10) in the last 10 s"]
 
 
-class _Body(io.BytesIO):
-    pass
-
-
 class _Sock:
     def gettimeout(self):
         return None
@@ -152,7 +147,7 @@ def test_drain_closes_are_logged_as_a_rate(fake, caplog):
     closes = RateLog(logging.getLogger("gpu_audio.server.drain"), "connections closed",
                      clock=fake.clock, timer=fake.timer)
     for _ in range(2000):  # each client hangs up after 10 of its 1 000 bytes
-        body = CountingInput(_Body(b"x" * 10), 1000)
+        body = CountingInput(io.BytesIO(b"x" * 10), 1000)
         _Drain(body, _Sock(), lambda *a: None, 2**20, closes).run()
         fake.advance(0.0005)
     fake.advance(60)

@@ -174,8 +174,7 @@ def _leading_repeat_backtracks(items, then_can_fail=False) -> bool:
     first, rest = items[0], items[1:]
     after = then_can_fail or _can_fail(rest)
     if _is_repeat(first):
-        low, high, _ = first[1]
-        return high == _parser.MAXREPEAT and after
+        return first[1][1] == _parser.MAXREPEAT and after
     if _op(first) == "SUBPATTERN":
         return _leading_repeat_backtracks(first[1][-1], after)
     if _op(first) == "BRANCH":
