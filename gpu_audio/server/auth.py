@@ -2,6 +2,7 @@
 
 Keys are kept as SHA-256 hashes and every stored hash is compared, in constant
 time, on every request: neither timing nor early exit says which key was close.
+Refusals are logged as a rate (ratelog.py): a flood of 401s must not flood the log.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from urllib.parse import parse_qsl
 from gpu_audio.config import hash_key
 
 from .errors import wsgi_error
+from .ratelog import RateLog
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,16 @@ class ApiKeyMiddleware:
     (CORS preflight) and ``GET /health`` / ``GET /ready``.
 
     ``allow_origin(origin) -> bool`` lets the 401 carry CORS headers, so a
-    browser sees the 401 instead of an opaque CORS failure.
+    browser sees the 401 instead of an opaque CORS failure. ``refusals`` (a
+    :class:`RateLog`, injected in tests) logs the first refusal in full and then
+    one line a minute with the counts; the key itself is never logged.
     """
 
-    def __init__(self, app, key_hashes, allow_origin=None):
+    def __init__(self, app, key_hashes, allow_origin=None, refusals: RateLog | None = None):
         self.app = app
         self.key_hashes = tuple(key_hashes)
         self.allow_origin = allow_origin or (lambda origin: False)
+        self.refusals = refusals or RateLog(log, "requests refused")
 
     def __call__(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "GET")
@@ -69,15 +74,19 @@ class ApiKeyMiddleware:
         in_url = any(name.lower() in KEY_QUERY_NAMES
                      for name, _ in parse_qsl(environ.get("QUERY_STRING", "")))
         if in_url and not had_key:
+            kind = "key in the URL"
             message = ("API keys are not accepted in the URL (it ends up in logs); "
                        "send it as X-API-Key or Authorization: Bearer.")
         elif had_key:
+            kind = "wrong key"
             message = "The API key is not valid."
         else:
+            kind = "missing key"
             message = "A valid API key is required: send it as X-API-Key or Authorization: Bearer."
-        log.warning("401 %s %s from %s (%s)", environ.get("REQUEST_METHOD"),
-                    environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"),
-                    "wrong key" if had_key else "no key")
+        self.refusals.record(
+            kind, "401 %s %s from %s (%s); further refusals are counted, one line every %.0f s",
+            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"),
+            kind, self.refusals.interval)
         headers = [("WWW-Authenticate", 'Bearer realm="gpu-audio"')]
         origin = environ.get("HTTP_ORIGIN")
         if origin and self.allow_origin(origin):

@@ -30,6 +30,9 @@ A drain cut short by a bound closes the connection (never reused mid-body).
 Under gunicorn only (it gives its socket as ``gunicorn.socket``; without a socket
 the time bounds cannot hold, so nothing is drained). HTTP/1.x only: an HTTP/2
 stream shares its socket with other streams.
+
+A closed connection is logged as a rate (ratelog.py): after a flood of early
+401s each with a body, one line per request would flood the log.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ import logging
 import socket
 import threading
 import time
+
+from .ratelog import RateLog
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +143,11 @@ class DrainMiddleware:
     (see the module's docstring). Outermost: the request is counted done (metrics,
     activity) before the drain starts."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, closes: RateLog | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.closes = closes or RateLog(log, "connections closed with an unread request body",
+                                        level=logging.INFO)
 
     def __call__(self, environ, start_response):
         length = declared_length(environ)
@@ -148,13 +155,13 @@ class DrainMiddleware:
         if length == 0 or sock is None or not environ.get("SERVER_PROTOCOL", "").startswith("HTTP/1"):
             return self.app(environ, start_response)
         body = environ["wsgi.input"] = CountingInput(environ["wsgi.input"], length)
-        drain = _Drain(body, sock, start_response, self.max_bytes)
+        drain = _Drain(body, sock, start_response, self.max_bytes, self.closes)
         return _Response(self.app(environ, drain.start_response), drain)
 
 
 class _Drain:
-    def __init__(self, body: CountingInput, sock, start_response, max_bytes: int):
-        self.body, self.sock, self.max_bytes = body, sock, max_bytes
+    def __init__(self, body: CountingInput, sock, start_response, max_bytes: int, closes: RateLog):
+        self.body, self.sock, self.max_bytes, self.closes = body, sock, max_bytes, closes
         self._start_response = start_response
         # gunicorn's Response: force_close() makes it answer "Connection: close" and
         # close the connection after this request instead of keeping it.
@@ -200,9 +207,12 @@ class _Drain:
                 pass
         if self.body.unread != 0 or watchdog.expired:
             self.close_connection()
-            log.info("closed a connection after dropping %d bytes of an unread request body in %.1f s "
-                     "(bounds: %d bytes, %.0f s)", dropped, time.monotonic() - began, self.max_bytes,
-                     DRAIN_DEADLINE_S)
+            kind = ("deadline" if watchdog.expired else "byte bound" if dropped >= self.max_bytes
+                    else "sender stopped")
+            self.closes.record(
+                kind, "closed a connection after dropping %d bytes of an unread request body in %.1f s "
+                "(bounds: %d bytes, %.0f s); further closes are counted, one line every %.0f s",
+                dropped, time.monotonic() - began, self.max_bytes, DRAIN_DEADLINE_S, self.closes.interval)
 
 
 class _Watchdog:
