@@ -51,6 +51,7 @@ def cmd_proxy(args) -> int:
         logging.getLogger("gpu_audio").info("proxy is off (PROXY is not 1)")
         return 0
     host = args.host or os.environ.get("PROXY_HOST", "127.0.0.1")
+    os.environ["PROXY_HOST"] = host  # the proxy answers to the name it binds (settings.default_hosts)
     port = args.port or int(os.environ.get("PROXY_PORT", 8080))
     command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.gunicorn_conf",
                "--bind", f"{host}:{port}", "proxy.app:create_app()"]

@@ -15,22 +15,24 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
 
 from gpu_audio import __version__
+from gpu_audio.server.auth import presented_key
 from gpu_audio.server.drain import DrainMiddleware, body_limit_from_env, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers
 from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
+from . import guard
+from .access import AccessKey
+from .access import blueprint as access_blueprint
 from .forward import ClientLeft, Unreachable, forward, upstream_session
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ACCESS_COOKIE = "gpu_audio_proxy"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 START_RETRY_AFTER_S = 60
 START_LATCH_S = 600  # one start at a time, given this long
 RECHECK_S = 60       # after it, an upstream still unreachable looks again this often
-OPEN_PATHS = ("/", "/health", "/ready", "/access", "/metrics")
 
 routes = Blueprint("proxy", __name__)
 
@@ -41,6 +43,7 @@ class Proxy:
     def __init__(self, settings: ProxySettings):
         self.settings = settings
         self.session = upstream_session()
+        self.access = AccessKey(settings.access_key, settings.session_hours)
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
         self._start_lock = threading.Lock()
@@ -62,7 +65,8 @@ class Proxy:
 
     def start_gpu_once(self) -> bool:
         """Ask EC2 to start the host (or just where it is now) in the background: at
-        most once per 10 minutes while it starts, once a minute after that."""
+        most once per 10 minutes while it starts, once a minute after that. Only
+        requests that passed every check (guard.py) get here; the log says who asked."""
         aws = self.settings.client.aws
         if not (self.settings.start_gpu and aws.instance_id):
             return False
@@ -70,6 +74,8 @@ class Proxy:
             if self.start_latched_until and time.monotonic() < self.start_latched_until:
                 return True
             self.start_latched_until = time.monotonic() + START_LATCH_S
+        log.warning("start-on-demand: %s asked for %s %s; looking at GPU host %s", request.remote_addr,
+                    request.method, request.path, aws.instance_id)
         threading.Thread(target=self._start, daemon=True, name="start-gpu").start()
         return True
 
@@ -102,8 +108,12 @@ def _proxy() -> Proxy:
 
 def _relay(name: str, path: str):
     proxy = _proxy()
-    if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-        return make_response("", 204)  # preflight: answered here (flask-cors adds the headers)
+    if request.method == "OPTIONS":  # preflight or not: answered here, never relayed
+        return make_response("", 204, {"Allow": ", ".join(METHODS)})  # flask-cors adds its headers
+    path = guard.upstream_path(path)
+    if "metrics" in path.split("/"):  # also /tts/tts/metrics: the server strips its own prefix
+        raise ApiError(404, f"The {name} server's /metrics is not served through the proxy; "
+                            "scrape the server itself with its API key.")
     try:
         return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
     except ClientLeft:
@@ -139,9 +149,12 @@ def tts_generate():
 
 @routes.get("/server_config.json")
 def server_config():
-    """What a browser app needs to call through us. Never a key."""
+    """What a browser app needs to call through us. Never a key. The Host it echoes
+    is one of ours (guard.check_host); no cache keeps one client's answer for another."""
     base = request.host_url.rstrip("/")
-    return jsonify({"server_url": f"{base}/tts", "whisper_url": f"{base}/whisperx"})
+    response = jsonify({"server_url": f"{base}/tts", "whisper_url": f"{base}/whisperx"})
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @routes.get("/")
@@ -173,51 +186,11 @@ def metrics():
     proxy = _proxy()
     expected = proxy.settings.client.api_key
     if expected:
-        from gpu_audio.server.auth import presented_key
-
         given = presented_key(request.environ) or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise ApiError(401, "A valid API key is required for /metrics.", {"WWW-Authenticate": "Bearer"})
     body, content_type = proxy.metrics.render()
     return current_app.response_class(body, content_type=content_type)
-
-
-@routes.post("/access")
-def access():
-    """The browser proves it knows the access key once; it gets an HttpOnly cookie."""
-    key = (request.get_json(silent=True) or {}).get("key") or request.form.get("key") or ""
-    expected = _proxy().settings.access_key or ""
-    if not expected or not hmac.compare_digest(key.encode(), expected.encode()):
-        raise ApiError(401, "That access key is not valid.", {"WWW-Authenticate": 'Cookie realm="proxy"'})
-    response = jsonify({"success": True})
-    response.set_cookie(ACCESS_COOKIE, expected, httponly=True, samesite="Strict",
-                        secure=request.scheme == "https", max_age=30 * 24 * 3600)
-    return response
-
-
-def _check_origin():
-    """A page on another site must not make a visitor's proxy spend GPU time: a
-    simple (text/plain) POST needs no preflight, so refuse writes from any origin
-    that is neither this proxy's nor in CORS_ORIGINS."""
-    origin = request.headers.get("Origin")
-    if not origin or request.method in ("GET", "HEAD", "OPTIONS"):
-        return None
-    if origin == request.host_url.rstrip("/") or origin in _proxy().settings.cors_origins:
-        return None
-    raise ApiError(403, f"Requests from {origin} are not allowed here; add it to CORS_ORIGINS.")
-
-
-def _check_access():
-    """With PROXY_ACCESS_KEY set, every relayed request must carry it (cookie or header)."""
-    expected = _proxy().settings.access_key
-    if not expected or request.method == "OPTIONS" or request.path in OPEN_PATHS \
-            or request.path.startswith("/static/"):
-        return None
-    given = request.headers.get("X-Proxy-Key") or request.cookies.get(ACCESS_COOKIE) or ""
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(401, "This proxy needs its access key (POST /access, or the X-Proxy-Key header).",
-                       {"WWW-Authenticate": 'Cookie realm="proxy"'})
-    return None
 
 
 def _route_label(path: str) -> str:
@@ -242,9 +215,12 @@ def create_app(settings: ProxySettings | None = None):
     CORS(app, origins=list(settings.cors_origins), supports_credentials=True, always_send=False,
          allow_headers=["Content-Type", "X-Proxy-Key", "X-API-Key", "Authorization"],
          expose_headers=["Retry-After"], max_age=600)
-    app.before_request(_check_origin)
-    app.before_request(_check_access)
+    app.before_request(guard.check_host)
+    app.before_request(guard.check_origin)
+    app.before_request(guard.check_access)
+    app.after_request(guard.security_headers)
     app.register_blueprint(routes)
+    app.register_blueprint(access_blueprint)
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
     # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
     # dropped after the answer went out, so the client reads it (drain.py).
@@ -253,5 +229,6 @@ def create_app(settings: ProxySettings | None = None):
     if not settings.client.api_key:
         log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
                     "requests unless they run without keys")
+    log.info("proxy: answers to the host names %s (PROXY_ALLOWED_HOSTS)", ", ".join(settings.allowed_hosts))
     log.info("proxy: /tts -> %s, /whisperx -> %s", settings.client.server_url, settings.client.whisper_url)
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from http.cookiejar import DefaultCookiePolicy
+from urllib.parse import quote
 
 import requests
 from flask import Response, request, stream_with_context
@@ -21,14 +23,19 @@ from gpu_audio.server.lane import client_gone_check
 
 log = logging.getLogger(__name__)
 
+SAFE_PATH = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and '/': left as they are
 WATCH_S = 0.5  # how often a waiting relay looks whether its client is still there
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade"}
 # Never passed upstream: our own key is added instead; cookies belong to the proxy.
 # Origin too: CORS is the proxy's business, the servers behind it must not answer it.
+# Forwarding headers are the proxy's to say (a client could claim any address).
 CLIENT_ONLY = {"host", "x-api-key", "authorization", "cookie", "x-proxy-key", "content-length",
-               "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "origin"}
+               "origin", "forwarded", "x-real-ip"}
+# Never passed back: a cookie set by a server would be kept by the browser for the
+# proxy's origin (and the proxy never forwards client cookies anyway).
+UPSTREAM_ONLY = {"www-authenticate", "set-cookie", "set-cookie2"}
 
 
 def _hop_by_hop(headers) -> set[str]:
@@ -38,9 +45,9 @@ def _hop_by_hop(headers) -> set[str]:
 
 def upstream_headers(api_key: str | None) -> dict:
     drop = _hop_by_hop(request.headers) | CLIENT_ONLY
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
-    forwarded = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{forwarded}, {request.remote_addr}" if forwarded else (request.remote_addr or "")
+    headers = {k: v for k, v in request.headers.items()
+               if k.lower() not in drop and not k.lower().startswith("x-forwarded-")}
+    headers["X-Forwarded-For"] = request.remote_addr or ""
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Forwarded-Host"] = request.host
     if api_key:
@@ -125,6 +132,9 @@ class WatchedAdapter(HTTPAdapter):
 def upstream_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # never route the relay through an environment proxy
+    # One session serves every client: a cookie jar would hand one client's cookies
+    # (set by an answer to it) to all the others. Keep no cookies at all.
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     adapter = WatchedAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -155,7 +165,8 @@ class ClientLeft(Exception):
 
 
 def forward(session: requests.Session, base_url: str, path: str, settings, name: str) -> Response:
-    url = f"{base_url.rstrip('/')}/{path.lstrip('/')}"
+    # Quoted again: a decoded '?' or '#' stays part of the path, never a query.
+    url = f"{base_url.rstrip('/')}/{quote(path.lstrip('/'), safe=SAFE_PATH)}"
     watched = _sending.watched = _Watched()
     threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), path, name),
                      daemon=True, name="client-gone").start()
@@ -183,7 +194,7 @@ def forward(session: requests.Session, base_url: str, path: str, settings, name:
         log.error("the %s server refused the proxy's API key", name)
         raise ApiError(502, f"The {name} server refused the proxy's API key: fix api_key in the "
                             "proxy's server_config.json (or TTS_API_KEY).")
-    drop = _hop_by_hop(upstream.headers) | {"www-authenticate"}
+    drop = _hop_by_hop(upstream.headers) | UPSTREAM_ONLY
     headers = [(k, v) for k, v in upstream.raw.headers.items()
                if k.lower() not in drop and not k.lower().startswith("access-control-")]
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from gpu_audio.config import ClientConfig, _bool, _float, _list, default_activity_dir, load_client_config
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
 LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173", "http://localhost:3000",
                      "http://127.0.0.1:3000", "http://localhost:8080", "http://127.0.0.1:8080")
 
@@ -22,6 +24,9 @@ class ProxySettings:
     start_gpu: bool = False
     chunk_bytes: int = 64 * 1024
     activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ))
+    # The names a request's Host may carry: anything else is a DNS-rebinding page.
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    session_hours: float = 12.0         # how long a POST /access cookie lasts
 
     @classmethod
     def from_env(cls, env=None) -> "ProxySettings":
@@ -34,7 +39,16 @@ class ProxySettings:
             access_key=env.get("PROXY_ACCESS_KEY") or None,
             allow_public=_bool(env, "PROXY_ALLOW_PUBLIC", False),
             start_gpu=_bool(env, "PROXY_START_GPU", False),
+            allowed_hosts=_list(env, "PROXY_ALLOWED_HOSTS") or default_hosts(env),
+            session_hours=_float(env, "PROXY_SESSION_HOURS", 12.0, minimum=0.01),
         )
+
+
+def default_hosts(env) -> tuple[str, ...]:
+    """The loopback names and the address the proxy binds (PROXY_HOST, else BIND_HOST),
+    unless that is a wildcard: a public name must then be listed in PROXY_ALLOWED_HOSTS."""
+    bind = (env.get("PROXY_HOST") or env.get("BIND_HOST") or "").strip()
+    return LOOPBACK_NAMES + (() if bind in WILDCARD_BINDS or bind in LOOPBACK_NAMES else (bind,))
 
 
 def check_proxy_bind(binds, settings: ProxySettings) -> None:

@@ -61,10 +61,12 @@ class Activity:
             self.in_flight += 1
             self._write()
 
-    def end(self) -> None:
+    def end(self, used: bool = True) -> None:
+        """One request done; ``used`` False (a 404, a 405) leaves the idle timer alone."""
         with self._lock:
             self.in_flight -= 1
-            self.last_request_at = time.time()
+            if used:
+                self.last_request_at = time.time()
             self._write()
 
     def snapshot(self) -> dict:
@@ -160,17 +162,22 @@ class ActivityMiddleware:
     """Counts a request from its first byte in until its response is closed.
 
     Sits inside the auth middleware: a scanner without a key never counts as
-    activity (it must not keep a paid host awake).
+    activity (it must not keep a paid host awake). ``is_route(path, method)``
+    says whether a request reaches a route at all: one that cannot (a 404, a
+    405) is not counted either, nor does an answer of 404/405 refresh the idle
+    timer, so a page left open that pokes at the server never keeps it billed.
     """
 
-    def __init__(self, app, activity: Activity, directory: str | None = None):
+    def __init__(self, app, activity: Activity, directory: str | None = None, is_route=None):
         self.app = app
         self.activity = activity
         self.directory = directory
+        self.is_route = is_route or (lambda path, method: True)
 
     def __call__(self, environ, start_response):
         path = (environ.get("PATH_INFO") or "/").rstrip("/") or "/"
-        if environ.get("REQUEST_METHOD") == "OPTIONS" or path in UNTRACKED_PATHS:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method == "OPTIONS" or path in UNTRACKED_PATHS or not self.is_route(path, method):
             return self.app(environ, start_response)
         # Count first, then look at the flag: the watchdog sets the flag, then
         # counts. Whichever comes second sees the other, so a request is either
@@ -183,12 +190,23 @@ class ActivityMiddleware:
                               "The GPU host is stopping because it was idle; retry in a minute "
                               "(a retry cancels the stop or finds it started again).",
                               [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
+        status = []
+
+        def noting_start_response(line, headers, exc_info=None):
+            status[:] = [line]
+            return start_response(line, headers, exc_info) if exc_info else start_response(line, headers)
+
         try:
-            result = self.app(environ, start_response)
+            result = self.app(environ, noting_start_response)
         except BaseException:
             self.activity.end()
             raise
-        return ClosingIterator(result, self.activity.end)
+        return ClosingIterator(result, lambda: self.activity.end(used=not _unused(status)))
+
+
+def _unused(status: list) -> bool:
+    """A 404/405 answer: the request asked for nothing the server does."""
+    return bool(status) and status[0][:3] in ("404", "405")
 
 
 class ClosingIterator:

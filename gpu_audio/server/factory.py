@@ -9,6 +9,7 @@ import logging
 import weakref
 
 from flask import Flask
+from werkzeug.exceptions import HTTPException
 
 from gpu_audio import __version__
 
@@ -109,6 +110,20 @@ def cors_origins(settings):
     return LOCAL_DEV_ORIGINS if not settings.auth_enabled else None
 
 
+def route_matcher(app):
+    """``(path, method) -> bool``: whether a request reaches one of the app's routes
+    (only those count as activity; a 404 or 405 must not keep the host awake)."""
+    adapter = app.url_map.bind("localhost")
+
+    def is_route(path, method):
+        try:
+            adapter.match(path, method)
+        except HTTPException:  # NotFound, MethodNotAllowed, RequestRedirect
+            return False
+        return True
+    return is_route
+
+
 def build_app(import_name, *, name, prefix, settings, engine, routes, health_extra=None):
     """A configured Flask app serving ``routes`` (a Blueprint) with ``engine``."""
     from flask_cors import CORS
@@ -131,7 +146,7 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
         return origins == "*" or (origins is not None and origin in origins)
 
     known = {rule.rule for rule in app.url_map.iter_rules()}
-    wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir)
+    wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir, route_matcher(app))
     wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
     wsgi = MetricsMiddleware(wsgi, server.metrics, lambda path: path if path in known else "other")
     # Outermost: an early answer's unread body is dropped after the answer went out
