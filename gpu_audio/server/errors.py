@@ -41,7 +41,9 @@ def bad_request(message: str) -> ApiError:
 
 # A JSON string (escapes included) or a character that opens a value or separates two:
 # counting these bounds how many Python objects a body parses into, whatever its size.
-_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{,]')
+# A string always matches, to its closing quote or to the end (never backtracking to
+# try again from the next quote: that would be quadratic on a body of \" escapes).
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\(?:.|\Z)[^"\\]*)*(?:"|\Z)|[\[{,]', re.DOTALL)
 
 
 def _too_many_values(data: bytes, limit: int) -> bool:
