@@ -150,7 +150,7 @@ def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
     while True:
         frames = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True, out=block)
         count = len(frames)
-        last = count < BLOCK_FRAMES
+        last = count == 0  # not a short read: a decoder may return less before the end
         if count:
             seen += count
             if limit is not None and seen > limit:
