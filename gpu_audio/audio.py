@@ -86,11 +86,15 @@ def _open(data: bytes):
 
     try:
         return sf.SoundFile(io.BytesIO(data))
-    except sf.LibsndfileError as exc:  # its str() names the BytesIO object and its address
-        raise AudioError(f"audio cannot be decoded ({exc.error_string.strip().rstrip('.') or 'unknown format'}); "
-                         "send WAV, FLAC, OGG or MP3") from None
-    except (RuntimeError, TypeError, ValueError):
-        raise AudioError("audio cannot be decoded; send WAV, FLAC, OGG or MP3") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _undecodable(exc) from None
+
+
+def _undecodable(exc: Exception) -> AudioError:
+    """libsndfile's own words only: its str() quotes the BytesIO object and its address."""
+    why = getattr(exc, "error_string", "").strip().rstrip(".")
+    return AudioError(f"audio cannot be decoded{f' ({why})' if why else ''}; "
+                      "send WAV, FLAC, OGG or MP3")
 
 
 def _too_long(seconds: float, max_seconds: float) -> AudioError:
@@ -116,18 +120,13 @@ def decode_audio(data: bytes, rate: int, max_seconds: float | None = None,
     channel count. ``max_seconds`` is checked against the header first and against
     what actually decodes, so a header that lies does not get more through.
     """
-    import soundfile as sf
-
     with _open(data) as f:
         try:
             return _decode(f, rate, max_seconds, allocate)
         except AudioError:
             raise
-        except sf.LibsndfileError as exc:
-            raise AudioError(f"audio cannot be decoded ({exc.error_string.strip().rstrip('.')}); "
-                             "send WAV, FLAC, OGG or MP3") from None
-        except (RuntimeError, TypeError, ValueError):
-            raise AudioError("audio cannot be decoded; send WAV, FLAC, OGG or MP3") from None
+        except (RuntimeError, TypeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
+            raise _undecodable(exc) from None
 
 
 def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
