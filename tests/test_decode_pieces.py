@@ -95,3 +95,32 @@ def test_the_lane_keeps_no_result_after_its_request():
     del out
     gc.collect()
     assert threading.active_count() >= 1 and ref() is None
+
+
+def _b64_flac(seconds: float) -> str:
+    import base64
+
+    return base64.b64encode(_file(np.zeros(int(16000 * seconds), np.float32), 16000, "FLAC")).decode()
+
+
+def test_the_request_budget_holds_when_headers_understate(make_wx_client, shared_sphinx, monkeypatch):
+    """Headers that claim nothing pass the check before the lane; decoding then stops
+    at what is left of MAX_REQUEST_AUDIO_SECONDS, item by item, order and count kept."""
+    import whisperx_server.requests as wx_requests
+
+    monkeypatch.setattr(wx_requests, "audio_seconds", lambda data, max_seconds=None: 0.0)
+    wx = make_wx_client(shared_sphinx, max_request_audio_seconds=5.0)
+    r = wx.post("/transcribe_batch", json={"audios": [_b64_flac(3), _b64_flac(3), _b64_flac(1)]})
+    body = r.get_json()
+    assert r.status_code == 200 and body["count"] == 3 and body["failed"] == 1
+    first, second, third = body["transcriptions"]
+    assert "error" not in first and "error" not in third
+    assert second["error"].startswith("audios[1]: audio is 3 s long; the limit is 2 s")
+
+
+def test_the_request_budget_is_checked_on_the_headers_first(make_wx_client, shared_sphinx):
+    wx = make_wx_client(shared_sphinx, max_request_audio_seconds=5.0)
+    r = wx.post("/transcribe_batch", json={"audios": [_b64_flac(3), _b64_flac(3)]})
+    assert r.status_code == 400
+    assert r.get_json()["error"] == ("The request's audio is 6 s in all; the limit is 5 s per "
+                                     "request (MAX_REQUEST_AUDIO_SECONDS).")
