@@ -65,27 +65,120 @@ def decode_base64(data) -> bytes:
         raise AudioError("audio is not valid base64") from None
 
 
-def decode_audio(data: bytes, rate: int, max_seconds: float | None = None) -> np.ndarray:
-    """Any file soundfile reads (WAV, FLAC, OGG, MP3) → mono float32 at ``rate``."""
+# Frames read per step: what a 3-hour, 8-channel file costs while it decodes is
+# one block of it, not the whole thing at its source rate and width.
+BLOCK_FRAMES = 1 << 16
+
+
+class AudioBudget:
+    """Seconds of audio one request may still decode, across all its items: a batch
+    of small files that each decode to hours adds up, so the request has a limit too."""
+
+    def __init__(self, seconds: float):
+        self.left = float(seconds)
+
+    def spend(self, seconds: float) -> None:
+        self.left = max(0.0, self.left - seconds)
+
+
+def _open(data: bytes):
     import soundfile as sf
 
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            if max_seconds is not None and f.frames > max_seconds * f.samplerate:
-                raise AudioError(f"audio is {f.frames / f.samplerate:.0f} s long; "
-                                 f"the limit is {max_seconds:.0f} s")
-            audio = f.read(dtype="float32", always_2d=False)
-            source_rate = f.samplerate
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"audio cannot be decoded ({exc}); send WAV, FLAC, OGG or MP3") from None
-    audio = to_mono(audio)
-    if audio.size == 0:
-        raise AudioError("audio is empty")
-    if not np.isfinite(audio).all():  # a float WAV can carry NaN / Inf: no model copes
-        raise AudioError("audio contains NaN or infinite samples")
-    return resample(audio, source_rate, rate)
+        return sf.SoundFile(io.BytesIO(data))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise _undecodable(exc) from None
+
+
+def _undecodable(exc: Exception) -> AudioError:
+    """libsndfile's own words only: its str() quotes the BytesIO object and its address."""
+    why = getattr(exc, "error_string", "").strip().rstrip(".")
+    return AudioError(f"audio cannot be decoded{f' ({why})' if why else ''}; "
+                      "send WAV, FLAC, OGG or MP3")
+
+
+def _too_long(seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(f"audio is {seconds:.0f} s long; the limit is {max_seconds:.0f} s")
+
+
+def audio_seconds(data: bytes, max_seconds: float | None = None) -> float:
+    """The duration a file's header declares, read without decoding it."""
+    with _open(data) as f:
+        seconds = f.frames / f.samplerate if f.samplerate > 0 else 0.0
+    if max_seconds is not None and seconds > max_seconds:
+        raise _too_long(seconds, max_seconds)
+    return seconds
+
+
+def decode_audio(data: bytes, rate: int, max_seconds: float | None = None,
+                 allocate=np.empty) -> np.ndarray:
+    """Any file soundfile reads (WAV, FLAC, OGG, MP3) → mono float32 at ``rate``.
+
+    Decoded a block at a time, mixed to mono and resampled as it goes, into one
+    array made by ``allocate(shape, dtype)`` (``shared_array`` for the engine
+    process): the peak is near the output's size, whatever the source's rate and
+    channel count. ``max_seconds`` is checked against the header first and against
+    what actually decodes, so a header that lies does not get more through.
+    """
+    with _open(data) as f:
+        try:
+            return _decode(f, rate, max_seconds, allocate)
+        except AudioError:
+            raise
+        except (RuntimeError, TypeError, ValueError) as exc:  # LibsndfileError is a RuntimeError
+            raise _undecodable(exc) from None
+
+
+def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
+    import soxr
+
+    source_rate, channels = f.samplerate, f.channels
+    if source_rate <= 0 or channels <= 0:
+        raise AudioError("audio has no sample rate or no channels")
+    if max_seconds is not None and f.frames > max_seconds * source_rate:
+        raise _too_long(f.frames / source_rate, max_seconds)
+    limit = None if max_seconds is None else int(max_seconds * source_rate)
+    ratio = rate / source_rate
+    cap = None if limit is None else int(limit * ratio) + 64  # the most the output may hold
+    size = int(max(f.frames, 0) * ratio) + 64
+    out = allocate((size if cap is None else min(size, cap),), np.float32)
+    stream = None if source_rate == rate else soxr.ResampleStream(source_rate, rate, 1,
+                                                                  dtype="float32", quality="HQ")
+    block = np.empty((BLOCK_FRAMES, channels), np.float32)
+    seen = filled = 0
+    while True:
+        frames = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True, out=block)
+        count = len(frames)
+        last = count == 0  # not a short read: a decoder may return less before the end
+        if count:
+            seen += count
+            if limit is not None and seen > limit:
+                raise AudioError(f"audio is longer than its header says and than the limit of "
+                                 f"{max_seconds:.0f} s")
+            mono = frames[:, 0] if channels == 1 else frames.mean(axis=1, dtype=np.float32)
+            if not np.isfinite(mono).all():  # a float WAV can carry NaN / Inf: no model copes
+                raise AudioError("audio contains NaN or infinite samples")
+        elif seen == 0:
+            raise AudioError("audio is empty")
+        else:
+            mono = block[:0, 0]
+        chunk = mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono), last=last)
+        if filled + chunk.size > out.size:
+            out = _grown(out, filled, filled + chunk.size, cap, allocate)
+        out[filled:filled + chunk.size] = chunk
+        filled += chunk.size
+        if last:
+            return out[:filled]
+
+
+def _grown(out: np.ndarray, filled: int, needed: int, cap: int | None, allocate) -> np.ndarray:
+    """A larger output, for a header that gave no (or too few) frames; never past ``cap``."""
+    size = max(needed, 2 * out.size)
+    if cap is not None:
+        size = min(size, max(cap, needed))
+    bigger = allocate((size,), np.float32)
+    bigger[:filled] = out[:filled]
+    return bigger
 
 
 def b64_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> str:

@@ -226,6 +226,7 @@ class WhisperXSettings(ServerSettings):
     language: str = "en"
     max_items: int = 500
     max_audio_seconds: float = 3 * 3600.0
+    max_request_audio_seconds: float = 3 * 3600.0  # decoded seconds per request, all items
     max_align_text_chars: int = 200_000
 
     @classmethod
@@ -247,6 +248,8 @@ class WhisperXSettings(ServerSettings):
             language=env.get("WHISPERX_LANGUAGE") or cls.language,
             max_items=_int(env, "MAX_ITEMS", cls._batch_default(common), minimum=1),
             max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
+            max_request_audio_seconds=_float(env, "MAX_REQUEST_AUDIO_SECONDS", 3 * 3600.0,
+                                             minimum=1.0),
             max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
         )._fits("max_items", "MAX_ITEMS")
 

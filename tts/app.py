@@ -51,7 +51,8 @@ def _synthesize(server, tts_request, gone):
 def _handle(single: bool):
     server = current_app.extensions["gpu_audio"]
     server.state.require_ready()
-    body = json_body()
+    # Values a body may hold: texts and instructs, each with its comma, and a few fields.
+    body = json_body(max_values=8 * server.settings.max_texts + 64)
     texts = None if single or not isinstance(body, dict) else body.get("texts")
     # Before decoding ref_audio; a count over MAX_TEXTS is parse_request's 400, not a 503.
     server.lane.admit(min(len(texts), server.settings.max_texts) if isinstance(texts, list) and texts else 1)

@@ -16,7 +16,7 @@ from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
 from .engines.base import SAMPLE_RATE, EngineCrashed, Transcript, UnsupportedRequest
-from .requests import ItemError, audio_of, language_of, list_field, text_of
+from .requests import ItemError, audio_file_of, audio_of, language_of, list_field, request_budget, text_of
 from .words import complete_words, speech_span
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,23 @@ def _align(server, audio, tokens, language) -> dict:
     return {"words": words, "duration_seconds": round(duration, 4)}
 
 
-def _run(server, task, jobs, language):
-    """Each job (audio[, tokens]) is one engine call in the lane, never merged:
-    the lane serialises them with every other request's, fairly, bounded."""
+def _run(server, task, jobs, language, budget):
+    """Each job (where, file bytes, tokens) is one engine call in the lane, never merged:
+    the lane serialises them with every other request's, fairly, bounded. A job's audio
+    is decoded when its turn comes, so a batch holds one decoded item at a time; a job
+    that cannot be decoded answers its ItemError."""
     def call(batch):
-        (job,) = batch
+        ((where, data, tokens),) = batch
+        try:
+            audio = audio_of(data, where, server.settings, budget)
+        except ItemError as exc:
+            return [exc]
+        del data
         if task == "align":
-            result = _align(server, job[0], job[1], language)
+            result = _align(server, audio, tokens, language)
         else:
-            result = _transcribe(server, job[0], language)
-        server.metrics.audio_seconds.labels("processed").inc(job[0].size / SAMPLE_RATE)
+            result = _transcribe(server, audio, language)
+        server.metrics.audio_seconds.labels("processed").inc(audio.size / SAMPLE_RATE)
         return [result]
 
     return server.lane.run(jobs, call, mergeable=False, gone=client_gone_check(request.environ))
@@ -75,19 +82,27 @@ def _checked_language(server, body, task):
     return language
 
 
+def _body(server):
+    """The JSON body, refused when it holds more values than the largest batch needs."""
+    return json_body(max_values=8 * server.settings.max_items + 64)
+
+
 def _single(task):
     server = _server()
-    body = json_body()
+    body = _body(server)
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     language = _checked_language(server, body, task)
     server.lane.admit(1)  # a full server refuses before decoding the audio
     try:
-        audio = audio_of(body.get("audio"), "'audio'", server.settings)
+        data, seconds = audio_file_of(body.get("audio"), "'audio'", server.settings)
         tokens = text_of(body.get("text"), "'text'", server.settings) if task == "align" else None
     except ItemError as exc:
         raise bad_request(str(exc)) from None
-    (result,) = _run(server, task, [(audio, tokens)], language)
+    budget = request_budget(seconds, server.settings)
+    (result,) = _run(server, task, [("'audio'", data, tokens)], language, budget)
+    if isinstance(result, ItemError):
+        raise bad_request(str(result))
     if isinstance(result, BaseException):
         raise as_api_error(result, "this item")
     return jsonify({**result, "success": True})
@@ -95,28 +110,36 @@ def _single(task):
 
 def _batch(task, field, what, on_error):
     server = _server()
-    body = json_body()
+    body = _body(server)
     items = list_field(body, field, server.settings, what)
     language = _checked_language(server, body, task)
     server.lane.admit(len(items))  # a full server refuses before decoding any audio
     results: list = [None] * len(items)
-    jobs, where = [], []
+    jobs, where, declared = [], [], 0.0
     for i, item in enumerate(items):
+        name = f"items[{i}]" if task == "align" else f"audios[{i}]"
         try:
             if task == "align":
                 if not isinstance(item, dict):
                     raise ItemError(f"items[{i}] must be an object with 'audio' and 'text'.")
                 tokens = text_of(item.get("text"), f"items[{i}].text", server.settings)
-                audio = audio_of(item.get("audio"), f"items[{i}].audio", server.settings)
+                data, seconds = audio_file_of(item.get("audio"), f"items[{i}].audio", server.settings)
             else:
-                tokens, audio = None, audio_of(item, f"audios[{i}]", server.settings)
+                tokens = None
+                data, seconds = audio_file_of(item, name, server.settings)
         except ItemError as exc:
             results[i] = {**on_error, "error": str(exc)}
             continue
-        jobs.append((audio, tokens))
+        declared += seconds
+        jobs.append((name, data, tokens))
         where.append(i)
-    for i, result in zip(where, _run(server, task, jobs, language)):
-        if isinstance(result, BaseException):
+    budget = request_budget(declared, server.settings)
+    outcomes = _run(server, task, jobs, language, budget)
+    del jobs
+    for i, result in zip(where, outcomes):
+        if isinstance(result, ItemError):
+            result = {**on_error, "error": str(result)}
+        elif isinstance(result, BaseException):
             prefix = f"items[{i}]" if task == "align" else f"audios[{i}]"
             result = {**on_error, "error": f"{prefix}: {as_api_error(result, 'this item').message}"}
         results[i] = result
@@ -155,7 +178,8 @@ def create_app(settings: WhisperXSettings | None = None, engine=None):
 
     def health_extra():
         return {"language": settings.language, "max_items": settings.max_items,
-                "max_audio_seconds": settings.max_audio_seconds}
+                "max_audio_seconds": settings.max_audio_seconds,
+                "max_request_audio_seconds": settings.max_request_audio_seconds}
 
     return build_app(__name__, name="whisperx", prefix="/whisperx", settings=settings,
                      engine=engine, routes=routes, health_extra=health_extra)

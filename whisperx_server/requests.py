@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_audio.audio import AudioError, decode_audio, decode_base64
+from gpu_audio.audio import AudioBudget, AudioError, audio_seconds, decode_audio, decode_base64
 from gpu_audio.server.errors import bad_request
-from gpu_audio.server.wire import to_shared
+from gpu_audio.server.wire import shared_array
 
 from .engines.base import SAMPLE_RATE
 
@@ -46,18 +46,40 @@ def list_field(body, name, settings, what) -> list:
     return value
 
 
-def audio_of(value, where, settings) -> np.ndarray:
-    """Base64 audio of any supported format → mono float32 at 16 kHz."""
+def audio_file_of(value, where, settings) -> tuple[bytes, float]:
+    """Base64 audio → (the file's bytes, the seconds its header declares), not decoded:
+    what a request asks for is known before any of it costs memory."""
     if value is None:
         raise ItemError(f"{where} is missing: send base64 of a WAV, FLAC, OGG or MP3 file.")
     try:
-        audio = decode_audio(decode_base64(value), SAMPLE_RATE, settings.max_audio_seconds)
+        data = decode_base64(value)
+        return data, audio_seconds(data, settings.max_audio_seconds)
     except AudioError as exc:
         raise ItemError(f"{where}: {exc}.") from None
+
+
+def request_budget(declared_seconds: float, settings) -> AudioBudget:
+    """The request's decoded-seconds budget; 400 when its headers already ask for more."""
+    limit = settings.max_request_audio_seconds
+    if declared_seconds > limit:
+        raise bad_request(f"The request's audio is {declared_seconds:.0f} s in all; the limit is "
+                          f"{limit:.0f} s per request (MAX_REQUEST_AUDIO_SECONDS).")
+    return AudioBudget(limit)
+
+
+def audio_of(data: bytes, where, settings, budget: AudioBudget) -> np.ndarray:
+    """A file's bytes → mono float32 at 16 kHz, decoded in pieces straight into shared
+    memory (the engine process maps it: in memory once), within the request's budget."""
+    limit = min(settings.max_audio_seconds, budget.left)
+    try:
+        audio = decode_audio(data, SAMPLE_RATE, limit, allocate=shared_array)
+    except AudioError as exc:
+        raise ItemError(f"{where}: {exc}.") from None
+    budget.spend(audio.size / SAMPLE_RATE)
     if audio.size < MIN_AUDIO_SECONDS * SAMPLE_RATE:
         raise ItemError(f"{where}: audio is {audio.size / SAMPLE_RATE * 1000:.0f} ms long; "
                         f"at least {MIN_AUDIO_SECONDS * 1000:.0f} ms is needed.")
-    return to_shared(audio)  # the engine process maps it: one copy in memory, not two
+    return audio
 
 
 def text_of(value, where, settings) -> list[str]:

@@ -111,6 +111,7 @@ class _Request:
 
     def settle(self, index: int, value) -> None:
         self.results[index] = value
+        self.items[index] = None  # done with: an item (say, audio) is not kept past its call
         self.remaining -= 1
         if self.remaining == 0:
             self.done.set()
@@ -201,6 +202,9 @@ class Lane:
                 batch = self._next_batch()
                 if batch:
                     self._call(batch)
+                # Not kept while waiting for the next batch: it reaches its requests'
+                # items and results, which may be gigabytes of audio.
+                batch = None
             except Exception:  # the lane must outlive any bug in one batch
                 log.exception("GPU lane: unexpected error")
 
