@@ -107,6 +107,7 @@ REVIEWED = {
     r"\(\d+\)$": "search",                                           # pocketsphinx "to(3)"
     r"\n\s*\n": "search",                                             # narrate paragraphs
     r"[^a-z0-9]+": "search",                                         # narrate slug
+    r"%(2f|2e|5c)": "search",                                        # proxy: encoded traversal
 }
 _REGEX_CALLS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall", "finditer"}
 

@@ -37,10 +37,14 @@ A closed connection is logged as a rate (ratelog.py): after a flood of early
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
 
+from gpu_audio.config import _int
+
+from .activity import ClosingIterator
 from .ratelog import RateLog
 
 log = logging.getLogger(__name__)
@@ -67,10 +71,6 @@ def drain_bound(body_limit: int) -> int:
 def body_limit_from_env(env=None) -> int:
     """MAX_BODY_MB in bytes, as the servers read it (for the proxy, which has no limit
     of its own but relays to servers that do)."""
-    import os
-
-    from gpu_audio.config import _int
-
     return _int(os.environ if env is None else env, "MAX_BODY_MB", 256, minimum=1) * 2**20
 
 
@@ -244,29 +244,21 @@ class _Watchdog:
         self._timer.cancel()
 
 
-class _Response:
+class _Response(ClosingIterator):
     """The application's response; once it was all handed to the server and closed,
     the drain runs (gunicorn has written the answer by then)."""
 
     def __init__(self, iterable, drain: _Drain):
-        self._iterable = iterable
+        super().__init__(iterable, self._finish)
         self._drain = drain
         self._complete = False
-        self._closed = False
 
     def __iter__(self):
         yield from self._iterable
         self._complete = True  # an answer cut off (client gone) is not followed by a drain
 
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if hasattr(self._iterable, "close"):
-                self._iterable.close()
-        finally:
-            if self._complete:
-                self._drain.run()
-            elif self._drain.body.unread != 0:
-                self._drain.close_connection()
+    def _finish(self):
+        if self._complete:
+            self._drain.run()
+        elif self._drain.body.unread != 0:
+            self._drain.close_connection()
