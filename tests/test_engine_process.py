@@ -244,3 +244,20 @@ def test_an_array_made_from_a_shared_one_is_sent_as_its_own_data(pipe):
         received = wire.recv(right)
         sender.join()
         np.testing.assert_array_equal(received, derived)
+
+
+def test_the_call_after_a_crash_waits_for_the_new_engine_even_if_the_watcher_is_slow():
+    """The next item in the lane must not be sent to the dead engine (and fail) when
+    the thread that restarts it has not woken up yet."""
+    engine = EngineProcess("tests.crashy:CrashyTTS", TTSSettings(engine="crashy"))
+    watch = engine._watch
+    engine._watch = lambda child: (time.sleep(1.0), watch(child))  # a busy machine's scheduler
+    state = EngineState(engine)
+    state.start(background=False)
+    try:
+        with pytest.raises(EngineCrashed):
+            engine.synthesize([_item("crash")])
+        audios, _ = engine.synthesize([_item("the next item in the lane")])
+        assert len(audios) == 1 and engine.describe()["engine_restarts"] == 1
+    finally:
+        engine.close()

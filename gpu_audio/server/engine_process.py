@@ -312,15 +312,18 @@ class EngineProcess:
                 wire.send(child.work, (method, args, kwargs))
                 reply = child.await_reply(child.work, self.timeout_s)
             except (BrokenPipeError, ConnectionResetError):
-                raise self._crashed(child.death()) from None
+                raise self._crashed(child, child.death()) from None
             except _Death as death:
-                raise self._crashed(death) from None
+                raise self._crashed(child, death) from None
         if reply[0] == "ok":
             _, result, self._described, self._gpu_memory = reply
             return result
         raise self._rebuild(reply)
 
-    def _crashed(self, death: _Death) -> EngineCrashed:
+    def _crashed(self, child: _Child, death: _Death) -> EngineCrashed:
+        with self._life:
+            if child is self._child:  # the next call waits for the restart (_watch's job)
+                self._running.clear()
         log.error("%s: %s during a call to the engine", self.name, death.reason)
         return EngineCrashed(f"{death.reason} while working on it; it is being restarted")
 
