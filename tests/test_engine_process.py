@@ -261,3 +261,11 @@ def test_the_call_after_a_crash_waits_for_the_new_engine_even_if_the_watcher_is_
         assert len(audios) == 1 and engine.describe()["engine_restarts"] == 1
     finally:
         engine.close()
+
+
+def test_the_engine_process_gets_no_api_key(start_engine, monkeypatch):
+    monkeypatch.setenv("TTS_API_KEY", "secret-key-1")
+    monkeypatch.setenv("PROXY_ACCESS_KEY", "secret-key-2")
+    engine, _, _ = start_engine()
+    environ = open(f"/proc/{engine.describe()['engine_pid']}/environ", "rb").read()
+    assert b"secret-key" not in environ and b"PATH=" in environ

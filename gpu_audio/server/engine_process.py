@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -40,6 +41,7 @@ EXIT_WAIT_S = 10.0
 CRASH_LOOP = (3, 300.0)  # deaths, within seconds
 MAX_BACKOFF_S = 600.0
 LANGUAGE_MEMO = 256
+SECRETS = frozenset({"TTS_API_KEY", "TTS_API_KEY_FILE", "PROXY_ACCESS_KEY"})
 
 _live: "weakref.WeakSet[EngineProcess]" = weakref.WeakSet()
 
@@ -62,6 +64,11 @@ class _Death(Exception):
         self.cause, self.reason = cause, reason
 
 
+def _engine_environment() -> dict:
+    """The worker's environment without its secrets: the engine never needs a key."""
+    return {name: value for name, value in os.environ.items() if name not in SECRETS}
+
+
 class _Child:
     """One started engine process and its two sockets."""
 
@@ -72,7 +79,7 @@ class _Child:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gpu_audio.server.engine_child", *map(str, fds)],
-                pass_fds=fds)
+                pass_fds=fds, env=_engine_environment())
         finally:
             work_end.close()
             quick_end.close()
