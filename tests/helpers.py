@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -83,6 +85,35 @@ class Gunicorn:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+@contextlib.contextmanager
+def wsgi_on_loopback(app, path: str = ""):
+    """A threaded werkzeug server for ``app`` (a stub upstream, a fake service) on a
+    free loopback port; yields its URL (+ ``path``)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{path}"
+    finally:
+        server.shutdown()
+
+
+@contextlib.contextmanager
+def embedded_servers(tmp: Path, key: str):
+    """Both servers under gunicorn with the embedded engines (eSpeak, pocketsphinx),
+    ready; stopped at the end."""
+    common = {"TTS_API_KEY": key, "ACTIVITY_DIR": str(tmp / "activity")}
+    tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
+    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
+                  tmp / "wx.log")
+    try:
+        yield tts.wait_ready(), wx.wait_ready()
+    finally:
+        tts.stop()
+        wx.stop()
 
 
 def spoken(text: str, rate_out: int | None = None, fmt: str = "WAV", subtype: str | None = None):

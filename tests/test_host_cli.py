@@ -14,7 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from gpu_audio.host.autostop import Watchdog, heartbeat_data, lambda_handler
 
-from .helpers import ROOT, Gunicorn, free_port, spoken, wait_until
+from .helpers import ROOT, embedded_servers, free_port, Gunicorn, spoken, wait_until
 
 pytestmark = pytest.mark.integration
 KEY = "host-test-key"
@@ -31,16 +31,8 @@ def moto_url():
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("host")
-    common = {"TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp / "activity")}
-    tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
-    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
-                  tmp / "wx.log")
-    try:
-        yield tts.wait_ready(), wx.wait_ready()
-    finally:
-        tts.stop()
-        wx.stop()
+    with embedded_servers(tmp_path_factory.mktemp("host"), KEY) as servers:
+        yield servers
 
 
 def instance(moto_url, state="stopped"):

@@ -7,16 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import boto3
 import pytest
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from .helpers import ROOT, Gunicorn, free_port, wait_until
+from .helpers import ROOT, free_port, Gunicorn, wait_until, wsgi_on_loopback
 
 pytestmark = pytest.mark.integration
 KEY = "proxy-upstream-key-9d2f"
@@ -68,10 +66,8 @@ def stub(request):
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = make_server("127.0.0.1", 0, stub, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with wsgi_on_loopback(stub) as url:
+        yield url
 
 
 def start_proxy(tmp, tts_url, wx_url, **env):

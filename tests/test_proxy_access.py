@@ -4,7 +4,6 @@ Real proxies under gunicorn on loopback; a local EC2 (moto's server app behind a
 counter of StartInstances calls) for start-on-demand."""
 import io
 import json
-import threading
 import time
 from urllib.parse import parse_qs
 
@@ -12,9 +11,8 @@ import boto3
 import itsdangerous.timed
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from .helpers import wait_until
+from .helpers import wait_until, wsgi_on_loopback
 from .test_proxy import KEY, black_hole, start_proxy, upstream  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -37,10 +35,8 @@ def ec2_endpoint():
         return moto(environ, start_response)
 
     STARTS.clear()
-    server = make_server("127.0.0.1", 0, counting, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with wsgi_on_loopback(counting) as url:
+        yield url
 
 
 def stopped_instance(endpoint):

@@ -4,14 +4,12 @@ A real proxy under gunicorn on loopback in front of a stub upstream that records
 every request reaching it, so each test can say "nothing was relayed"."""
 import http.client
 import json
-import threading
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from .helpers import Gunicorn, wait_until
+from .helpers import Gunicorn, wait_until, wsgi_on_loopback
 from .test_proxy import KEY, start_proxy
 
 pytestmark = pytest.mark.integration
@@ -30,10 +28,8 @@ def recorder(request):
 
 @pytest.fixture(scope="module")
 def upstream():
-    server = make_server("127.0.0.1", 0, recorder, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/base"
-    server.shutdown()
+    with wsgi_on_loopback(recorder, "/base") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

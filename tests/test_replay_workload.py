@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from .helpers import Gunicorn, check_promise, decode_wav
+from .helpers import check_promise, decode_wav, embedded_servers
 from .test_proxy import start_proxy
 
 pytestmark = pytest.mark.integration
@@ -43,19 +43,12 @@ def narration(count: int = 32) -> list[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replay")
-    common = {"TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp / "activity")}
-    tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
-    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
-                  tmp / "wx.log")
-    servers = [tts, wx]
-    try:
-        tts.wait_ready(), wx.wait_ready()
+    with embedded_servers(tmp, KEY) as (tts, wx):
         proxy = start_proxy(tmp, tts.url, wx.url, TTS_API_KEY=KEY, PROXY_READ_TIMEOUT="600")
-        servers.append(proxy)
-        yield tts, wx, proxy
-    finally:
-        for server in servers:
-            server.stop()
+        try:
+            yield tts, wx, proxy
+        finally:
+            proxy.stop()
 
 
 def _batches(items):
