@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 import threading
 import time
 
@@ -37,10 +38,28 @@ class EngineUnavailable(EngineCrashed):
     """No engine process runs now (restarting after a crash, or a crash loop)."""
 
 
+def load_class(target: str):
+    """``"package.module:Class"`` → the class, imported now."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def gpu_memory():
+    """(used, total) bytes when the engine brought torch and CUDA up in this process,
+    else None; never imports torch for it, never fails."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            free, total = torch.cuda.mem_get_info()
+            return total - free, total
+    except Exception:  # a question about memory must never fail a scrape or a call
+        pass
+    return None
+
+
 def resolve_engine(table: dict, name: str, variable: str):
     """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
-    module, _, cls = _target(table, name, variable).partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return load_class(_target(table, name, variable))
 
 
 def _target(table: dict, name: str, variable: str) -> str:

@@ -8,7 +8,6 @@ the worker first, and the worker's exit (the sockets close) ends this process.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -20,23 +19,16 @@ import traceback
 from multiprocessing.connection import Connection
 
 from . import wire
+from .engine import EngineError, UnsupportedRequest, gpu_memory, load_class
+from .lane import is_out_of_memory
 
 log = logging.getLogger("gpu_audio.engine")
 
 PARENT_CHECK_S = 1.0
 
 
-def load_class(target: str):
-    """``"package.module:Class"`` → the class."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def error_reply(exc: BaseException) -> tuple:
     """What the worker needs to rebuild the failure: its kind and a safe message."""
-    from .engine import EngineError, UnsupportedRequest
-    from .lane import is_out_of_memory
-
     if isinstance(exc, UnsupportedRequest):
         kind = "unsupported"
     elif is_out_of_memory(exc):
@@ -46,18 +38,6 @@ def error_reply(exc: BaseException) -> tuple:
     else:
         kind = "internal"
     return ("error", kind, str(exc), type(exc).__name__)
-
-
-def gpu_memory():
-    """(used, total) bytes when the engine brought torch and CUDA up, else None."""
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            free, total = torch.cuda.mem_get_info()
-            return total - free, total
-    except Exception:  # a question about memory must never fail
-        pass
-    return None
 
 
 def _serve(conn, engine) -> None:

@@ -29,8 +29,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from . import wire
-from .engine import EngineCrashed, EngineError, EngineUnavailable, UnsupportedRequest
-from .engine_child import load_class
+from .engine import EngineCrashed, EngineError, EngineUnavailable, UnsupportedRequest, load_class
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ or the counts will be per worker.
 from __future__ import annotations
 
 import collections
-import sys
 import threading
 import time
 
@@ -17,6 +16,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Inf
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .activity import ClosingIterator
+from .engine import gpu_memory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 ITEM_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -59,7 +59,7 @@ class Metrics:
         self.cloudwatch_errors = Counter("gpu_audio_cloudwatch_errors", "failed CloudWatch publishes",
                                          registry=r)
         self.build = Info("gpu_audio_build", "version, engine and model", registry=r)
-        self.gpu_memory_source = None  # () -> (used, total) | None: an engine process's report
+        self.gpu_memory_source = None  # () -> (used, total) | None; None: this process's GPU
         self.started = time.time()
         self.uptime.set_function(lambda: time.time() - self.started)
         self._recent = collections.deque(maxlen=10000)  # (time, seconds, status) for CloudWatch
@@ -87,10 +87,7 @@ class Metrics:
             return [entry for entry in self._recent if entry[0] >= since]
 
     def refresh_gpu_memory(self) -> None:
-        if self.gpu_memory_source is None:
-            _gpu_memory(self.gpu_memory)
-            return
-        reported = self.gpu_memory_source()
+        reported = (self.gpu_memory_source or gpu_memory)()
         if reported:
             self.gpu_memory.labels("used").set(reported[0])
             self.gpu_memory.labels("total").set(reported[1])
@@ -109,20 +106,6 @@ def error_kind(error: BaseException) -> str:
     return {"UnsupportedRequest": "unsupported", "DeadlinePassed": "deadline",
             "ClientGone": "client_gone", "EngineCrashed": "engine_crashed",
             "EngineUnavailable": "engine_crashed"}.get(name, "engine")
-
-
-def _gpu_memory(gauge) -> None:
-    """Only when the engine already imported torch (never import it for this)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    try:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            free, total = torch.cuda.mem_get_info()
-            gauge.labels("used").set(total - free)
-            gauge.labels("total").set(total)
-    except Exception:  # metrics must never fail a scrape
-        pass
 
 
 class MetricsMiddleware:
