@@ -14,7 +14,7 @@ from flask import current_app, request
 
 from gpu_audio.server.errors import ApiError
 
-from .access import ACCESS_COOKIE, REALM
+from .access import ACCESS_COOKIE, REALM, access_key
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def check_origin():
 def check_access():
     """With PROXY_ACCESS_KEY set, everything but the page, the probes and preflights
     needs the key (X-Proxy-Key, for scripts) or the session cookie of POST /access."""
-    access = current_app.extensions["gpu_audio_proxy"].access
+    access = access_key()
     if not access.key or is_preflight() or request.path in OPEN_PATHS or request.path.startswith("/static/"):
         return None
     token = request.cookies.get(ACCESS_COOKIE)

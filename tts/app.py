@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from gpu_audio.audio import b64_wav
 from gpu_audio.config import TTSSettings
-from gpu_audio.server.errors import json_body
+from gpu_audio.server.errors import json_body, values_for
 from gpu_audio.server.factory import build_app
 from gpu_audio.server.jsonstream import json_with_list
 from gpu_audio.server.lane import as_api_error, client_gone_check
@@ -51,8 +51,7 @@ def _synthesize(server, tts_request, gone):
 def _handle(single: bool):
     server = current_app.extensions["gpu_audio"]
     server.state.require_ready()
-    # Values a body may hold: texts and instructs, each with its comma, and a few fields.
-    body = json_body(max_values=8 * server.settings.max_texts + 64)
+    body = json_body(max_values=values_for(server.settings.max_texts))
     texts = None if single or not isinstance(body, dict) else body.get("texts")
     # Before decoding ref_audio; a count over MAX_TEXTS is parse_request's 400, not a 503.
     server.lane.admit(min(len(texts), server.settings.max_texts) if isinstance(texts, list) and texts else 1)

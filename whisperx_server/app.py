@@ -10,7 +10,7 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 
 from gpu_audio.config import WhisperXSettings
-from gpu_audio.server.errors import bad_request, json_body
+from gpu_audio.server.errors import bad_request, json_body, values_for
 from gpu_audio.server.factory import build_app
 from gpu_audio.server.lane import as_api_error, client_gone_check
 
@@ -84,7 +84,7 @@ def _checked_language(server, body, task):
 
 def _body(server):
     """The JSON body, refused when it holds more values than the largest batch needs."""
-    return json_body(max_values=8 * server.settings.max_items + 64)
+    return json_body(max_values=values_for(server.settings.max_items))
 
 
 def _single(task):

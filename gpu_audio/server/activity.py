@@ -194,7 +194,7 @@ class ActivityMiddleware:
 
         def noting_start_response(line, headers, exc_info=None):
             status[:] = [line]
-            return start_response(line, headers, exc_info) if exc_info else start_response(line, headers)
+            return start_response(line, headers, exc_info)
 
         try:
             result = self.app(environ, noting_start_response)

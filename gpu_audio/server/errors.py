@@ -55,6 +55,12 @@ def _too_many_values(data: bytes, limit: int) -> bool:
     return False
 
 
+def values_for(items: int) -> int:
+    """The most JSON values a body of ``items`` batch items can need: each item (a text
+    and its instruct, an audio and its text) with its separators, plus a few fields."""
+    return 8 * items + 64
+
+
 def json_body(max_values: int | None = None):
     """The request body as JSON whatever its Content-Type; 400 if it is not JSON, or if
     it holds more than ``max_values`` values: parsed, each costs ~50-100 bytes of Python
