@@ -101,6 +101,12 @@ def request_threads(env) -> int:
     return _int(env, "GUNICORN_THREADS", DEFAULT_THREADS, minimum=1)
 
 
+def max_body_bytes(env) -> int:
+    """MAX_BODY_MB in bytes: the servers' body limit, which the proxy (no limit of its
+    own) also needs to know, for how much of an unread body it drops (drain.py)."""
+    return _int(env, "MAX_BODY_MB", 256, minimum=1) * 2**20
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What every server reads: auth, CORS, limits, the lane, where state lives."""
@@ -134,7 +140,7 @@ class ServerSettings:
             api_key_hashes=read_api_keys(env),
             allow_no_auth=_bool(env, "ALLOW_NO_AUTH", False),
             cors_origins=_list(env, "CORS_ORIGINS"),
-            max_body_bytes=_int(env, "MAX_BODY_MB", 256, minimum=1) * 2**20,
+            max_body_bytes=max_body_bytes(env),
             models_dir=env.get("MODELS_DIR") or None,
             activity_dir=env.get("ACTIVITY_DIR") or default_activity_dir(env),
             max_queue=_int(env, "MAX_QUEUE", 1000, minimum=1),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,8 +16,9 @@ from pathlib import Path
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
 
 from gpu_audio import __version__
+from gpu_audio.config import max_body_bytes
 from gpu_audio.server.auth import presented_key
-from gpu_audio.server.drain import DrainMiddleware, body_limit_from_env, drain_bound
+from gpu_audio.server.drain import DrainMiddleware, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers
 from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
@@ -225,7 +227,7 @@ def create_app(settings: ProxySettings | None = None):
     # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
     # dropped after the answer went out, so the client reads it (drain.py).
     app.wsgi_app = DrainMiddleware(MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label),
-                                   drain_bound(body_limit_from_env()))
+                                   drain_bound(max_body_bytes(os.environ)))
     if not settings.client.api_key:
         log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
                     "requests unless they run without keys")

@@ -37,12 +37,9 @@ A closed connection is logged as a rate (ratelog.py): after a flood of early
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
-
-from gpu_audio.config import _int
 
 from .activity import ClosingIterator
 from .ratelog import RateLog
@@ -66,12 +63,6 @@ def drain_bound(body_limit: int) -> int:
     that overshoots it still reads its 413), at least 64 MiB (so a small limit does
     not turn every 413 into a reset)."""
     return max(2 * body_limit, DRAIN_MIN_BYTES)
-
-
-def body_limit_from_env(env=None) -> int:
-    """MAX_BODY_MB in bytes, as the servers read it (for the proxy, which has no limit
-    of its own but relays to servers that do)."""
-    return _int(os.environ if env is None else env, "MAX_BODY_MB", 256, minimum=1) * 2**20
 
 
 def declared_length(environ) -> int | None:
