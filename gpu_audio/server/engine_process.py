@@ -269,8 +269,7 @@ class EngineProcess:
         self._restart(delay)
 
     def _backoff(self) -> float:
-        delay = min(MAX_BACKOFF_S, self.restart_backoff_s * 2 ** max(0, len(self._deaths) - self.crash_loop[0]))
-        return delay
+        return min(MAX_BACKOFF_S, self.restart_backoff_s * 2 ** max(0, len(self._deaths) - self.crash_loop[0]))
 
     def _restart(self, delay: float) -> None:
         while not self._stop.wait(delay):
