@@ -8,13 +8,13 @@ from gpu_audio import __version__
 
 
 def cmd_serve(args) -> int:
-    from gpu_audio.serve import serve
+    from gpu_audio.host.serve import serve
 
     return serve(args.engine, args.host)
 
 
 def cmd_download_models(args) -> int:
-    from gpu_audio.models import download_models
+    from gpu_audio.host.models import download_models
 
     return download_models(args)
 
@@ -53,7 +53,7 @@ def cmd_proxy(args) -> int:
     host = args.host or os.environ.get("PROXY_HOST", "127.0.0.1")
     os.environ["PROXY_HOST"] = host  # the proxy answers to the name it binds (settings.default_hosts)
     port = args.port or int(os.environ.get("PROXY_PORT", 8080))
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.gunicorn_conf",
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.server.gunicorn_conf",
                "--bind", f"{host}:{port}", "proxy.app:create_app()"]
     print(f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
           file=sys.stderr, flush=True)
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as a supervisord program: do nothing unless PROXY=1")
     proxy.set_defaults(func=cmd_proxy)
 
-    from gpu_audio.client_cli import register as register_client
+    from gpu_audio.client.cli import register as register_client
     from gpu_audio.host.commands import register
 
     from gpu_audio.host.cloudwatch_setup import register as register_cloudwatch

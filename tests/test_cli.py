@@ -8,7 +8,7 @@ import threading
 import pytest
 import requests
 
-from gpu_audio import serve
+from gpu_audio.host import serve
 
 from .helpers import ROOT, free_port, pids_with_env, wait_until
 
@@ -32,7 +32,7 @@ def test_serve_picks_embedded_engines_without_gpu_stack(monkeypatch):
 
 def test_importing_the_apps_loads_nothing_heavy():
     code = ("import sys, tts.app, whisperx_server.app, tts.engines.qwen, tts.engines.espeak,"
-            " whisperx_server.engines.pocketsphinx, gpu_audio.cli, gpu_audio.serve;"
+            " whisperx_server.engines.pocketsphinx, gpu_audio.cli, gpu_audio.host.serve;"
             "import importlib.util;"
             "wx = importlib.util.find_spec('whisperx_server.engines.whisperx');"
             "wx and __import__('whisperx_server.engines.whisperx');"

@@ -29,7 +29,7 @@ def test_supervisord_parses_the_config():
         assert app in config.command and "gunicorn.conf.py" in config.command
         assert config.stopasgroup and config.killasgroup and config.autorestart
         assert config.stdout_logfile_maxbytes == 0
-        from gpu_audio.gunicorn_conf import SUPERVISORD_STOPWAITSECS, graceful_timeout
+        from gpu_audio.server.gunicorn_conf import SUPERVISORD_STOPWAITSECS, graceful_timeout
 
         assert config.stopwaitsecs == SUPERVISORD_STOPWAITSECS > graceful_timeout  # gunicorn decides
     assert options.nodaemon

@@ -62,7 +62,7 @@ ADVERSARIAL = textwrap.dedent("""
     from tts.textclean import clean_text
     from whisperx_server import textnorm
     from whisperx_server.engines import pocketsphinx as ps
-    from gpu_audio import narrate
+    from gpu_audio.client import narrate
 
     N = 1_000_000
     for text in [" " * 5000] * 100 + [" " * 5000 + "x"] * 100:

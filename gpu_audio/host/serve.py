@@ -20,7 +20,7 @@ import requests
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENGINES = {"gpu": ("qwen", "whisperx"), "embedded": ("espeak", "pocketsphinx")}
 
 

@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .captions import Cue, cues_from_words, render
-from .client import Client, ClientError
-from .config import ConfigError, load_client_config
+from .api import Client, ClientError
+from gpu_audio.config import ConfigError, load_client_config
 
 
 class Progress:
@@ -32,8 +32,8 @@ class Progress:
 def _client(args) -> Client:
     config = load_client_config(args.config, accept_whisper_url=True)
     if getattr(args, "start_gpu", False):
-        from .host import ensure_gpu_ready
-        from .host.lifecycle import LineProgress
+        from gpu_audio.host import ensure_gpu_ready
+        from gpu_audio.host.lifecycle import LineProgress
 
         line = LineProgress(quiet=getattr(args, "quiet", False))
         urls = ensure_gpu_ready(config, progress=line)["urls"]
@@ -46,7 +46,7 @@ def _client(args) -> Client:
 def _run(fn, args) -> int:
     import logging
 
-    from .host.ec2 import HostError
+    from gpu_audio.host.ec2 import HostError
 
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:

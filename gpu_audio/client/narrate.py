@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .captions import cues_from_words, render
-from .client import Alignment, Word
+from .api import Alignment, Word
 
 log = logging.getLogger(__name__)
 
