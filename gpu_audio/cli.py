@@ -92,14 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as a supervisord program: do nothing unless PROXY=1")
     proxy.set_defaults(func=cmd_proxy)
 
+    from gpu_audio import cli_host
     from gpu_audio.client.cli import register as register_client
-    from gpu_audio.host.commands import register
 
-    from gpu_audio.host.cloudwatch_setup import register as register_cloudwatch
-
-    register(sub)
+    cli_host.register(sub)
     register_client(sub)
-    register_cloudwatch(sub)
+    cli_host.register_cloudwatch(sub)
     return parser
 
 

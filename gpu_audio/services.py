@@ -82,8 +82,6 @@ SERVICES: tuple[Service, ...] = (TTS, WHISPERX)
 # The browser auth proxy: an app of ours, not a model server.
 PROXY = App(name="proxy", factory="proxy.app:create_app()", port_variable="PROXY_PORT", default_port=8080)
 
-METRICS_NAMESPACE = "GpuAudio"  # CloudWatch: the servers publish, the alarms read, IAM allows
-
 
 def apps() -> tuple[App, ...]:
     """Everything gunicorn may be asked to serve."""

@@ -82,7 +82,8 @@ class Proxy:
         return True
 
     def _start(self):
-        from gpu_audio.host.ec2 import HostError, ensure_running, make_client
+        from gpu_audio.aws import make_client
+        from gpu_audio.host.ec2 import HostError, ensure_running
         from gpu_audio.host.lifecycle import server_urls
 
         aws = self.settings.client.aws
@@ -91,8 +92,8 @@ class Proxy:
         except HostError as exc:
             log.error("could not start the GPU host: %s", exc)
         else:
-            launched = info.get("launch_time")
-            self.running_since = launched.timestamp() if hasattr(launched, "timestamp") else time.time()
+            launched = info.launch_time
+            self.running_since = launched.timestamp() if launched else time.time()
             urls = server_urls(self.settings.client, info)
             if urls != self.urls:
                 log.info("GPU host %s is running; upstreams now %s", aws.instance_id,

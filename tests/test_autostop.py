@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from gpu_audio.host.autostop import Decision, Watchdog, decide, heartbeat_data, imds, lambda_decision
+from gpu_audio.aws import imds
+from gpu_audio.host.autostop import (Backstop, Cause, Decision, Outcome, Watchdog, decide, heartbeat_data,
+                                     lambda_decision)
 from gpu_audio.server.activity import drain_flag
 
 from .fakes import RecordingEngine
@@ -20,19 +22,19 @@ def rec(in_flight=0, last=None):
     return {"server": "tts", "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last}
 
 
-@pytest.mark.parametrize("records,now,busy,reason", [
-    ([], BOOT + 5 * MIN, True, "booted"),                          # boot grace
-    ([], BOOT + 15 * MIN, False, "no request since boot"),
-    ([rec(last=BOOT + 20 * MIN)], BOOT + 30 * MIN, True, "last request finished 600 s ago"),
-    ([rec(last=BOOT + 20 * MIN)], BOOT + 35 * MIN, False, "last request 900 s ago"),
-    ([rec(in_flight=1, last=BOOT)], BOOT + 600 * MIN, True, "1 request(s) in flight"),
-    ([rec(last=BOOT + MIN), rec(in_flight=2)], BOOT + 99 * MIN, True, "2 request(s) in flight"),
-    ([rec(last=BOOT + 50 * MIN), rec(last=BOOT + 10 * MIN)], BOOT + 60 * MIN, True, "600 s ago"),
-    ([rec(in_flight=-3)], BOOT + 60 * MIN, False, "idle"),        # a corrupt count is not work
+@pytest.mark.parametrize("records,now,cause,reason", [
+    ([], BOOT + 5 * MIN, Cause.BOOT_GRACE, "booted"),
+    ([], BOOT + 15 * MIN, Cause.IDLE, "no request since boot"),
+    ([rec(last=BOOT + 20 * MIN)], BOOT + 30 * MIN, Cause.RECENT_REQUEST, "last request finished 600 s ago"),
+    ([rec(last=BOOT + 20 * MIN)], BOOT + 35 * MIN, Cause.IDLE, "last request 900 s ago"),
+    ([rec(in_flight=1, last=BOOT)], BOOT + 600 * MIN, Cause.IN_FLIGHT, "1 request(s) in flight"),
+    ([rec(last=BOOT + MIN), rec(in_flight=2)], BOOT + 99 * MIN, Cause.IN_FLIGHT, "2 request(s) in flight"),
+    ([rec(last=BOOT + 50 * MIN), rec(last=BOOT + 10 * MIN)], BOOT + 60 * MIN, Cause.RECENT_REQUEST, "600 s ago"),
+    ([rec(in_flight=-3)], BOOT + 60 * MIN, Cause.IDLE, "idle"),        # a corrupt count is not work
 ])
-def test_decide(records, now, busy, reason):
+def test_decide(records, now, cause, reason):
     d = decide(records, BOOT, now, 15)
-    assert d.busy is busy and reason in d.reason
+    assert d.cause is cause and d.busy is (cause is not Cause.IDLE) and reason in d.reason
 
 
 def test_decide_exhaustively_against_the_rule():
@@ -82,22 +84,22 @@ def test_never_stops_while_a_long_request_spans_the_deadline(tmp_path):
     w.now = BOOT + 10 * MIN
     w.write("whisperx", in_flight=1)   # a 30-minute alignment starts
     for _ in range(60):                # checks every 30 s for 30 minutes, far past the deadline
-        assert w.dog.check() == "busy"
+        assert w.dog.check() is Outcome.BUSY
         w.now += 30
     w.write("whisperx", in_flight=0, last=w.now)  # it finishes
     w.now += 14 * MIN
-    assert w.dog.check() == "busy" and w.stops == 0
+    assert w.dog.check() is Outcome.BUSY and w.stops == 0
     w.now += 2 * MIN
-    assert w.dog.check() == "stopped" and w.stops == 1
-    assert w.dog.check() == "stopped" and w.stops == 1  # asked once
+    assert w.dog.check() is Outcome.STOPPED and w.stops == 1
+    assert w.dog.check() is Outcome.STOPPED and w.stops == 1  # asked once
 
 
 def test_boot_grace_then_stop(tmp_path):
     w = World(tmp_path)
     w.now = BOOT + 14 * MIN
-    assert w.dog.check() == "busy"
+    assert w.dog.check() is Outcome.BUSY
     w.now = BOOT + 15 * MIN
-    assert w.dog.check() == "stopped" and w.stops == 1
+    assert w.dog.check() is Outcome.STOPPED and w.stops == 1
     assert drain_flag(str(w.dir)).exists()  # the servers take no new work while it goes down
 
 
@@ -105,11 +107,11 @@ def test_request_arriving_during_the_drain_cancels_the_stop(tmp_path):
     w = World(tmp_path)
     w.now = BOOT + 20 * MIN
     w.during_settle = lambda: w.write("tts", in_flight=1)
-    assert w.dog.check() == "cancelled" and w.stops == 0
+    assert w.dog.check() is Outcome.CANCELLED and w.stops == 0
     assert not drain_flag(str(w.dir)).exists()
     w.during_settle = lambda: w.write("tts", last=w.now)  # refused with 503 but recorded
     w.write("tts")
-    assert w.dog.check() == "cancelled" and w.stops == 0
+    assert w.dog.check() is Outcome.CANCELLED and w.stops == 0
 
 
 def test_a_record_missed_at_the_first_look_cancels_the_stop(tmp_path):
@@ -118,7 +120,7 @@ def test_a_record_missed_at_the_first_look_cancels_the_stop(tmp_path):
     w = World(tmp_path)
     w.now = BOOT + 60 * MIN
     w.during_settle = lambda: w.write("tts", last=w.now - 2 * MIN)  # finished 2 min before the decision
-    assert w.dog.check() == "cancelled" and w.stops == 0
+    assert w.dog.check() is Outcome.CANCELLED and w.stops == 0
     assert not drain_flag(str(w.dir)).exists()
 
 
@@ -129,7 +131,7 @@ def test_failed_stop_lets_the_servers_work_again(tmp_path):
     def broken():
         raise RuntimeError("AccessDenied")
     w.dog.stop_instance = broken
-    assert w.dog.check() == "cancelled"
+    assert w.dog.check() is Outcome.CANCELLED
     assert not drain_flag(str(w.dir)).exists()
 
 
@@ -138,7 +140,7 @@ def test_outside_ec2_reports_only_and_says_so_once(tmp_path, caplog):
     w = World(tmp_path)
     w.dog.stop_instance = None
     w.now = BOOT + 20 * MIN
-    assert w.dog.check() == "idle" and w.dog.check() == "idle"
+    assert w.dog.check() is Outcome.IDLE and w.dog.check() is Outcome.IDLE
     assert caplog.text.count("not an EC2 instance") == 1
     assert not drain_flag(str(w.dir)).exists()
 
@@ -155,7 +157,7 @@ def test_drain_on_the_real_server_refuses_work_and_that_cancels_the_stop(make_cl
 
     dog = Watchdog(str(tmp_path / "activity"), 15, lambda: seen.setdefault("stopped", True),
                    boot_time=time.time() - 60 * MIN, sleep=during_settle)
-    assert dog.check() == "cancelled"
+    assert dog.check() is Outcome.CANCELLED
     assert seen["ready"].status_code == 503 and seen["ready"].get_json()["status"] == "draining"
     r = seen["generate"]
     assert r.status_code == 503 and r.headers["Retry-After"] and "idle" in r.get_json()["error"]
@@ -171,7 +173,7 @@ def test_drain_then_stop_when_nothing_arrives(make_client, tmp_path):
     stopped = threading.Event()
     dog = Watchdog(str(tmp_path / "activity"), 15, stopped.set, boot_time=now - 60 * MIN,
                    clock=lambda: now, sleep=lambda s: None)
-    assert dog.check() == "stopped" and stopped.is_set()
+    assert dog.check() is Outcome.STOPPED and stopped.is_set()
     assert c.post("/generate", json={"text": "Hi."}).status_code == 503
 
 
@@ -181,7 +183,7 @@ def test_heartbeat_failure_never_stops_the_watch_nor_floods_the_log(tmp_path, ca
     w.dog.heartbeat = lambda d: (_ for _ in ()).throw(RuntimeError("AccessDenied: PutMetricData"))
     w.now = BOOT + MIN
     for _ in range(20):  # ten minutes of checks
-        assert w.dog.check() == "busy"
+        assert w.dog.check() is Outcome.BUSY
         w.now += 29
     assert caplog.text.count("heartbeat failed") == 1
     w.now += 60
@@ -190,16 +192,17 @@ def test_heartbeat_failure_never_stops_the_watch_nor_floods_the_log(tmp_path, ca
 
 
 def test_heartbeat_data():
-    data = heartbeat_data("i-1", Decision(False, "idle", 0, 901.4))
+    data = heartbeat_data("i-1", Decision(Cause.IDLE, "idle", 0, 901.4))
     assert {d["MetricName"]: d["Value"] for d in data} == {"InFlight": 0, "IdleSeconds": 901}
     assert all(d["Dimensions"] == [{"Name": "InstanceId", "Value": "i-1"}] for d in data)
 
 
 def test_lambda_decision():
-    assert lambda_decision([900, 960], [0, 0], 15) is True
-    assert lambda_decision([899, 960], [0, 0], 15) is False
-    assert lambda_decision([960], [1], 15) is False
-    assert lambda_decision([], [], 15) is False  # no heartbeat: never a reason to stop
+    assert lambda_decision([900, 960], [0, 0], 15) is Backstop.STOP
+    assert lambda_decision([899, 960], [0, 0], 15) is Backstop.BUSY
+    assert lambda_decision([960], [1], 15) is Backstop.BUSY
+    assert lambda_decision([], [], 15) is Backstop.NO_HEARTBEAT  # never a reason to stop
+    assert lambda_decision([960], [], 15) is Backstop.NO_HEARTBEAT
 
 
 def test_imds_v2_on_loopback(monkeypatch):
@@ -264,9 +267,9 @@ def test_a_watchdog_started_on_a_long_running_host_gives_its_own_grace(tmp_path,
     monkeypatch.setattr(autostop, "boot_time_now", lambda: now[0] - 10 * 3600)  # up ten hours
     stops = []
     dog = Watchdog(str(tmp_path), 15, lambda: stops.append(1), clock=lambda: now[0], sleep=lambda s: None)
-    assert dog.check() == "busy" and stops == []
+    assert dog.check() is Outcome.BUSY and stops == []
     now[0] += 15 * MIN
-    assert dog.check() == "stopped" and stops == [1]
+    assert dog.check() is Outcome.STOPPED and stops == [1]
 
 
 def test_a_server_restarted_cleanly_a_minute_ago_keeps_the_host_up(tmp_path):
@@ -280,7 +283,7 @@ def test_a_server_restarted_cleanly_a_minute_ago_keeps_the_host_up(tmp_path):
     record["pid"] = 999997  # the old process is gone
     next(w.dir.glob("tts-*.json")).write_text(json.dumps(record))
     w.now = record["last_request_at"] + MIN
-    assert w.dog.check() == "busy" and w.stops == 0
+    assert w.dog.check() is Outcome.BUSY and w.stops == 0
 
 
 def test_busy_is_logged_when_the_picture_changes_and_every_ten_minutes(tmp_path, caplog):
@@ -289,15 +292,44 @@ def test_busy_is_logged_when_the_picture_changes_and_every_ten_minutes(tmp_path,
     w.write("tts", in_flight=1)
     w.now = BOOT + 20 * MIN
     for _ in range(5):
-        assert w.dog.check() == "busy"
+        assert w.dog.check() is Outcome.BUSY
         w.now += 30
     lines = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("busy:")]  # noqa: E731
     assert len(lines()) == 1 and "in flight 1" in lines()[0]
     w.write("tts", in_flight=0, last=w.now)
-    assert w.dog.check() == "busy" and len(lines()) == 2 and "last request finished" in lines()[1]
+    assert w.dog.check() is Outcome.BUSY and len(lines()) == 2 and "last request finished" in lines()[1]
     w.now += 5 * MIN
     w.dog.check()
     assert len(lines()) == 2
     w.now += 6 * MIN
     w.dog.check()
     assert len(lines()) == 3
+
+
+def test_watchdog_for_stops_through_ec2_and_beats_to_cloudwatch(tmp_path):
+    """What `gpu-audio autostop` runs: clients made from the config, the stop goes to
+    EC2, the heartbeat to CloudWatch under the one namespace."""
+    import time
+
+    import boto3
+    from moto import mock_aws
+
+    from gpu_audio.aws import METRICS_NAMESPACE
+    from gpu_audio.config import AwsConfig, ClientConfig
+    from gpu_audio.host.autostop import watchdog_for
+
+    assert watchdog_for(ClientConfig(), None, activity_dir=str(tmp_path), idle_minutes=15).stop_instance is None
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        config = ClientConfig(aws=AwsConfig(region="us-east-1", profile=None))
+        dog = watchdog_for(config, iid, activity_dir=str(tmp_path), idle_minutes=15, heartbeat=True,
+                           boot_time=time.time() - 3600)
+        dog.sleep = lambda seconds: None
+        assert dog.check() is Outcome.STOPPED
+        state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+        assert state in ("stopping", "stopped")
+        cw = boto3.client("cloudwatch", region_name="us-east-1")
+        assert {m["MetricName"] for m in cw.list_metrics(Namespace=METRICS_NAMESPACE)["Metrics"]} == {
+            "InFlight", "IdleSeconds"}

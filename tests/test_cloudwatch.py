@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from gpu_audio import cli_host
 from gpu_audio.config import TTSSettings
 from gpu_audio.host import cloudwatch_setup as setup
 from gpu_audio.server.cloudwatch import CloudWatchPublisher, from_env, percentile
@@ -292,7 +293,7 @@ def config(tmp_path):
 
 
 def run_setup(capsys, *argv):
-    code = setup.main(list(argv))
+    code = cli_host.cloudwatch_main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -417,9 +418,9 @@ def test_aws_errors_are_one_sentence_exit_3(config, capsys, code, expected):
     client = boto3.client("cloudwatch", region_name="us-east-1")
     stub = Stubber(client)
     stub.add_client_error("describe_alarms", code, "no")
-    args = setup.add_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
+    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
     with stub:
-        status = setup.cloudwatch_setup(args, client)
+        status = cli_host.cloudwatch_setup(args, client)
     _, err = capsys.readouterr()
     assert status == 3 and expected in err and "Traceback" not in err and err.count("\n") == 1
 
@@ -428,9 +429,9 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
     stub = Stubber(cw)
     stub.add_response("describe_alarms", {"MetricAlarms": []})
     stub.add_client_error("put_metric_alarm", "AccessDenied", "no")
-    args = setup.add_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
+    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
     with stub:
-        status = setup.cloudwatch_setup(args, cw)
+        status = cli_host.cloudwatch_setup(args, cw)
     _, err = capsys.readouterr()
     assert status == 3 and "cloudwatch:PutMetricAlarm" in err
 
@@ -452,9 +453,9 @@ def test_register_adds_the_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser()
-    setup.register(parser.add_subparsers(dest="command"))
+    cli_host.register_cloudwatch(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["cloudwatch-setup", "--dry-run", "--instance-id", IID, "--hourly-price", "0.9"])
-    assert args.func is setup.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
+    assert args.func is cli_host.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
 
 
 @pytest.mark.integration
@@ -478,3 +479,36 @@ def test_cli_against_a_moto_server(tmp_path, config):
         assert {a["AlarmName"] for a in cw.describe_alarms()["MetricAlarms"]} == ALARMS
     finally:
         server.stop()
+
+
+def test_alarms_and_dashboard_follow_the_services_table(monkeypatch):
+    """A third service gets its alarms and graphs; the namespace is read from gpu_audio.aws."""
+    import dataclasses
+
+    from gpu_audio import aws, services
+
+    monkeypatch.setattr(services, "SERVICES", (*services.SERVICES, dataclasses.replace(services.TTS, name="third")))
+    names = {a["AlarmName"] for a in setup.alarms(IID)}
+    assert {f"{P}-gpu-memory-high-third", f"{P}-error-rate-third"} < names
+    body = json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+    assert '"Server", "third"' in body
+    monkeypatch.setattr(aws, "METRICS_NAMESPACE", "Elsewhere")
+    assert {a.get("Namespace") for a in setup.alarms(IID)} == {"Elsewhere", "AWS/EC2", None}
+    assert '"GpuAudio"' not in json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+
+
+def test_setup_returns_what_it_did(cw):
+    from gpu_audio.config import AwsConfig
+
+    config = AwsConfig(region="us-east-1", instance_id=IID)
+    plan = setup.plan(config, heartbeat=False)
+    assert plan.instance_id == IID and not plan.placeholder and len(plan.alarms) == 5
+    result = setup.setup(plan, config, cw)
+    assert result.region == "us-east-1" and result.dashboard_url.endswith(f"#dashboards/dashboard/{P}")
+    assert {(a.change, a.kind) for a in result.applied} == {(setup.Change.CREATED, "alarm"),
+                                                            (setup.Change.CREATED, "dashboard")}
+    again = setup.setup(plan, config, cw)
+    assert {a.change for a in again.applied} == {setup.Change.UNCHANGED}
+    assert setup.plan(AwsConfig(), placeholder_ok=True).placeholder
+    with pytest.raises(setup.SetupConfigError, match="--instance-id"):
+        setup.plan(AwsConfig())

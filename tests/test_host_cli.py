@@ -12,7 +12,8 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from gpu_audio.host.autostop import Watchdog, heartbeat_data, lambda_handler
+from gpu_audio.aws import METRICS_NAMESPACE
+from gpu_audio.host.autostop import Outcome, Watchdog, lambda_handler, put_heartbeat
 
 from .helpers import ROOT, embedded_servers, free_port, Gunicorn, spoken, wait_until
 
@@ -156,13 +157,13 @@ def test_heartbeat_and_lambda_with_cloudwatch(moto_url, tmp_path):
     cw = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_url)
     now = dt.datetime.now(dt.timezone.utc)
     dog = Watchdog(str(tmp_path), 15, None, boot_time=now.timestamp() - 3600,
-                   heartbeat=lambda d: cw.put_metric_data(Namespace="GpuAudio", MetricData=heartbeat_data(iid, d)))
-    assert dog.check() == "idle"
-    names = {m["MetricName"] for m in cw.list_metrics(Namespace="GpuAudio")["Metrics"]}
-    assert names == {"InFlight", "IdleSeconds"}
+                   heartbeat=lambda d: put_heartbeat(cw, iid, d))
+    assert dog.check() is Outcome.IDLE
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace=METRICS_NAMESPACE)["Metrics"]}
+    assert names == {"InFlight", "IdleSeconds"} and METRICS_NAMESPACE == "GpuAudio"
     result = lambda_handler({"instance_id": iid, "idle_minutes": 15}, cloudwatch=cw, ec2=ec2,
                             now=now + dt.timedelta(minutes=1))
-    assert result == {"stopped": True, "instance_id": iid}
+    assert result == {"stopped": True, "instance_id": iid, "decision": "stop"}
     state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state in ("stopping", "stopped")
 
@@ -177,3 +178,36 @@ def test_no_aws_region_is_one_sentence(tmp_path, command):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip() == "gpu-audio: no AWS region: set aws.region in server_config.json (or AWS_REGION)"
+
+
+def test_gpu_status_output_from_the_typed_instance(monkeypatch, capsys):
+    """gpu-status prints (text and --json) exactly what it printed when the instance was a dict."""
+    import argparse
+
+    from gpu_audio import cli_host
+    from gpu_audio.host import lifecycle
+    from gpu_audio.host.ec2 import InstanceInfo, InstanceState
+
+    info = InstanceInfo("i-1", InstanceState.RUNNING, public_ip="3.1.2.3", instance_type="g4dn.xlarge",
+                        launch_time=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    status = {"instance": info, "urls": {"tts": "http://a:5000", "whisperx": "http://b:5001"},
+              "servers": {"tts": {"status": "ok", "engine": "espeak-ng"},
+                          "whisperx": {"status": "unreachable", "error": "ConnectionError"}},
+              "idle_seconds": 75.0, "in_flight": 0, "uptime_seconds": 3700.0, "cost_so_far": 0.54,
+              "hourly_price": 0.53}
+    monkeypatch.setattr(lifecycle, "gpu_status", lambda config: status)
+    monkeypatch.setattr(cli_host, "_config", lambda args: None)
+    assert cli_host.gpu_status(argparse.Namespace(json=False)) == 0
+    assert capsys.readouterr().out == (
+        "instance  i-1 (g4dn.xlarge)  running  3.1.2.3\n"
+        "tts       ok           espeak-ng  http://a:5000\n"
+        "whisperx  unreachable  ConnectionError  http://b:5001\n"
+        "in flight 0   idle 1m15s   uptime 1h01m   cost so far ~$0.54 at $0.53/h\n")
+    assert cli_host.gpu_status(argparse.Namespace(json=True)) == 0
+    assert capsys.readouterr().out == (
+        '{"instance": {"instance_id": "i-1", "state": "running", "public_dns": null, "public_ip": '
+        '"3.1.2.3", "launch_time": "2026-01-02T00:00:00+00:00", "instance_type": "g4dn.xlarge"}, '
+        '"urls": {"tts": "http://a:5000", "whisperx": "http://b:5001"}, "servers": {"tts": {"status": '
+        '"ok", "engine": "espeak-ng"}, "whisperx": {"status": "unreachable", "error": "ConnectionError"}}, '
+        '"idle_seconds": 75.0, "in_flight": 0, "uptime_seconds": 3700.0, "cost_so_far": 0.54, '
+        '"hourly_price": 0.53}\n')

@@ -7,9 +7,9 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from gpu_audio import aws
 from gpu_audio.config import AwsConfig, ClientConfig
-from gpu_audio.host import ec2 as hostec2
-from gpu_audio.host.ec2 import AwsError, HostTimeout, aws_error, describe, ensure_running
+from gpu_audio.host.ec2 import AwsError, HostTimeout, InstanceInfo, InstanceState, describe, ensure_running
 from gpu_audio.host.lifecycle import gpu_status, server_urls, stop_gpu
 
 IID = "i-0123456789abcdef0"
@@ -33,12 +33,12 @@ def fast(**kw):
 def test_moto_stopped_is_started_running_is_left(moto_ec2):
     client, iid = moto_ec2
     client.stop_instances(InstanceIds=[iid])
-    assert describe(client, iid)["state"] == "stopped"
+    assert describe(client, iid).state is InstanceState.STOPPED
     seen = []
-    info = ensure_running(client, iid, timeout=60, progress=lambda i, t: seen.append(i["state"]), **fast())
-    assert info["state"] == "running" and seen[0] == "stopped"
-    assert ensure_running(client, iid, timeout=60, **fast())["state"] == "running"
-    assert info["public_dns"] or info["public_ip"]
+    info = ensure_running(client, iid, timeout=60, progress=lambda i, t: seen.append(i.state), **fast())
+    assert info.state is InstanceState.RUNNING and seen[0] is InstanceState.STOPPED
+    assert ensure_running(client, iid, timeout=60, **fast()).state is InstanceState.RUNNING
+    assert info.address and info.instance_type == "g4dn.xlarge" and info.instance_id == iid
 
 
 def test_moto_stop_and_status(moto_ec2):
@@ -47,10 +47,10 @@ def test_moto_stop_and_status(moto_ec2):
                           aws=AwsConfig(instance_id=iid, hourly_price=0.5, resolve_host=False))
     now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
     status = gpu_status(config, client, now=now)
-    assert status["instance"]["state"] == "running"
+    assert status["instance"].state is InstanceState.RUNNING
     assert status["servers"]["tts"]["status"] == "unreachable"
     assert status["cost_so_far"] == pytest.approx(1.0, abs=0.05)
-    assert stop_gpu(config, client)["state"] in ("stopping", "stopped")
+    assert stop_gpu(config, client).state in (InstanceState.STOPPING, InstanceState.STOPPED)
 
 
 def test_moto_unknown_instance(moto_ec2):
@@ -80,10 +80,11 @@ def test_stopping_waits_for_stopped_then_starts():
     stub.add_response("describe_instances", desc("running"), ids)
     with stub:
         states = []
-        info = ensure_running(client, IID, timeout=120, progress=lambda i, t: states.append(i["state"]), **fast())
+        info = ensure_running(client, IID, timeout=120, progress=lambda i, t: states.append(i.state), **fast())
     stub.assert_no_pending_responses()
     assert states == ["stopping", "stopping", "stopped", "pending", "running"]
-    assert info["public_dns"].startswith("ec2-")
+    assert all(isinstance(state, InstanceState) for state in states)
+    assert info.public_dns.startswith("ec2-") and info.launch_time.year == 2026
 
 
 def test_incorrect_instance_state_on_start_is_retried():
@@ -95,7 +96,7 @@ def test_incorrect_instance_state_on_start_is_retried():
     stub.add_response("start_instances", {"StartingInstances": []}, ids)
     stub.add_response("describe_instances", desc("running"), ids)
     with stub:
-        assert ensure_running(client, IID, timeout=120, **fast())["state"] == "running"
+        assert ensure_running(client, IID, timeout=120, **fast()).state is InstanceState.RUNNING
     stub.assert_no_pending_responses()
 
 
@@ -139,18 +140,19 @@ def test_pending_forever_times_out():
 def test_missing_credentials_and_region(monkeypatch):
     from botocore.exceptions import NoCredentialsError, NoRegionError
 
-    assert "aws configure" in str(aws_error(NoCredentialsError(), "DescribeInstances"))
-    assert "aws.region" in str(aws_error(NoRegionError(), "DescribeInstances"))
+    assert "aws configure" in str(aws.aws_error(NoCredentialsError(), "ec2:DescribeInstances"))
+    assert "aws.region" in str(aws.aws_error(NoRegionError(), "ec2:DescribeInstances"))
 
 
 def test_profile_not_found_is_a_sentence(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(AwsError, match="aws.profile"):
-        hostec2.make_session(AwsConfig(profile="nope", region="us-east-1"))
+        aws.make_session(AwsConfig(profile="nope", region="us-east-1"))
 
 
 def test_urls_follow_the_instance_address_only_when_they_point_at_it():
-    info = {"public_dns": "ec2-3-9-9-9.compute-1.amazonaws.com", "public_ip": "3.9.9.9"}
+    info = InstanceInfo("i-1", InstanceState.RUNNING, public_dns="ec2-3-9-9-9.compute-1.amazonaws.com",
+                        public_ip="3.9.9.9")
     at_instance = ClientConfig(server_url="http://ec2-3-1-1-1.compute-1.amazonaws.com:5000",
                                whisper_url="https://3.1.1.1:5001/whisperx")
     urls = server_urls(at_instance, info)
@@ -160,3 +162,37 @@ def test_urls_follow_the_instance_address_only_when_they_point_at_it():
     assert server_urls(fixed, info) == {"tts": "https://gpu.example.com/tts", "whisperx": "http://127.0.0.1:5001"}
     forced = ClientConfig(server_url="https://gpu.example.com/tts", aws=AwsConfig(resolve_host=True))
     assert server_urls(forced, info)["tts"] == "https://ec2-3-9-9-9.compute-1.amazonaws.com/tts"
+
+
+def test_states_say_what_can_run_again():
+    assert {s for s in InstanceState if s.gone} == {InstanceState.SHUTTING_DOWN, InstanceState.TERMINATED}
+    assert {s for s in InstanceState if not s.down} == {InstanceState.PENDING, InstanceState.RUNNING}
+    assert f"{InstanceState.SHUTTING_DOWN}" == "shutting-down"  # gpu-status prints EC2's word
+
+
+def test_instance_info_as_dict_keeps_the_json_shape():
+    launched = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    info = InstanceInfo(IID, InstanceState.RUNNING, public_ip="3.1.2.3", launch_time=launched,
+                        instance_type="g4dn.xlarge")
+    assert info.address == "3.1.2.3"
+    assert info.as_dict() == {"instance_id": IID, "state": "running", "public_dns": None,
+                              "public_ip": "3.1.2.3", "launch_time": launched, "instance_type": "g4dn.xlarge"}
+    assert type(info.as_dict()["state"]) is str
+
+
+def test_a_cloudwatch_failure_names_its_service():
+    """One mapping for every service: the sentence names the call as service:Action."""
+    from botocore.exceptions import ClientError
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutMetricAlarm")
+    assert str(aws.aws_error(denied, "cloudwatch:PutMetricAlarm")).startswith(
+        "access denied for cloudwatch:PutMetricAlarm:")
+
+
+def test_with_region_keeps_every_other_field(monkeypatch):
+    """The region from IMDS replaces only the region (a copy by hand once dropped the rest)."""
+    monkeypatch.setattr(aws, "imds", lambda path: "eu-west-1" if path == "placement/region" else None)
+    config = AwsConfig(instance_id=IID, profile="p", idle_minutes=5, hourly_price=2.0, resolve_host=True)
+    assert aws.with_region(config) == AwsConfig(region="eu-west-1", instance_id=IID, profile="p",
+                                                idle_minutes=5, hourly_price=2.0, resolve_host=True)
+    assert aws.with_region(AwsConfig(region="us-east-2")).region == "us-east-2"

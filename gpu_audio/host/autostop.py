@@ -9,26 +9,54 @@ watchdog around it drains the servers, checks once more, then stops the instance
 """
 from __future__ import annotations
 
+import datetime as dt
+import enum
+import functools
 import logging
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from gpu_audio import aws
+from gpu_audio.config import AwsConfig, ClientConfig
 from gpu_audio.server.activity import drain_flag, read_activity
+
+from . import ec2 as ec2mod
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "GpuAudio"
 STATUS_EVERY_S = 600  # an unchanged busy state is logged at INFO this often
-IMDS_DEFAULT = "http://169.254.169.254"
+
+
+class Cause(enum.StrEnum):
+    """Why the host is busy, or that it is idle."""
+
+    IN_FLIGHT = "in-flight"
+    BOOT_GRACE = "boot-grace"
+    RECENT_REQUEST = "recent-request"
+    IDLE = "idle"
 
 
 @dataclass(frozen=True)
 class Decision:
-    busy: bool
-    reason: str
+    cause: Cause
+    reason: str  # the sentence for the log
     in_flight: int
     idle_seconds: float
+
+    @property
+    def busy(self) -> bool:
+        return self.cause is not Cause.IDLE
+
+
+class Outcome(enum.StrEnum):
+    """What one ``Watchdog.check()`` did; the value is what ``autostop --once`` prints."""
+
+    BUSY = "busy"
+    IDLE = "idle"  # idle, but nothing to stop (off EC2)
+    CANCELLED = "cancelled"  # idle, but work came during the drain (or the stop failed)
+    STOPPED = "stopped"
 
 
 def decide(records: list[dict], boot_time: float, now: float, idle_minutes: float) -> Decision:
@@ -41,42 +69,21 @@ def decide(records: list[dict], boot_time: float, now: float, idle_minutes: floa
     quiet_since = max([boot_time] + ([last] if last else []))
     idle = max(0.0, now - quiet_since)
     if in_flight:
-        return Decision(True, f"{in_flight} request(s) in flight", in_flight, 0.0)
+        return Decision(Cause.IN_FLIGHT, f"{in_flight} request(s) in flight", in_flight, 0.0)
     if now - boot_time < limit:
-        return Decision(True, f"booted {now - boot_time:.0f} s ago (grace {limit:.0f} s)", 0, idle)
-    if last is not None and now - last < limit:
-        return Decision(True, f"last request finished {now - last:.0f} s ago (limit {limit:.0f} s)",
+        return Decision(Cause.BOOT_GRACE, f"booted {now - boot_time:.0f} s ago (grace {limit:.0f} s)",
                         0, idle)
+    if last is not None and now - last < limit:
+        return Decision(Cause.RECENT_REQUEST,
+                        f"last request finished {now - last:.0f} s ago (limit {limit:.0f} s)", 0, idle)
     what = f"last request {now - last:.0f} s ago" if last else "no request since boot"
-    return Decision(False, f"idle: {what} (limit {limit:.0f} s)", 0, idle)
+    return Decision(Cause.IDLE, f"idle: {what} (limit {limit:.0f} s)", 0, idle)
 
 
 def boot_time_now() -> float:
     """When this machine booted (epoch seconds), from /proc/uptime."""
     with open("/proc/uptime") as f:
         return time.time() - float(f.read().split()[0])
-
-
-def imds(path: str, timeout: float = 1.0) -> str | None:
-    """A value from the EC2 instance metadata service (IMDSv2), or None off EC2.
-
-    ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` moves it (tests point it at loopback);
-    ``AWS_EC2_METADATA_DISABLED=true`` turns it off."""
-    import requests
-
-    if os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
-        return None
-    base = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT).rstrip("/")
-    try:
-        token = requests.put(f"{base}/latest/api/token", timeout=timeout,
-                             headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
-        token.raise_for_status()
-        r = requests.get(f"{base}/latest/meta-data/{path}", timeout=timeout,
-                         headers={"X-aws-ec2-metadata-token": token.text})
-        r.raise_for_status()
-        return r.text.strip() or None
-    except requests.RequestException:
-        return None
 
 
 def heartbeat_data(instance_id: str, decision: Decision) -> list[dict]:
@@ -86,13 +93,21 @@ def heartbeat_data(instance_id: str, decision: Decision) -> list[dict]:
              "Unit": "Seconds"}]
 
 
+def put_heartbeat(cloudwatch: Any, instance_id: str, decision: Decision) -> None:
+    """The heartbeat the Lambda backstop and the no-heartbeat alarm read."""
+    cloudwatch.put_metric_data(Namespace=aws.METRICS_NAMESPACE,
+                               MetricData=heartbeat_data(instance_id, decision))
+
+
 class Watchdog:
     """One ``check()`` per interval. ``stop_instance`` is None off EC2 (it then
     only reports idleness)."""
 
-    def __init__(self, activity_dir: str, idle_minutes: float, stop_instance=None, *,
-                 boot_time: float | None = None, clock=time.time, sleep=time.sleep,
-                 settle_seconds: float = 2.0, heartbeat=None):
+    def __init__(self, activity_dir: str, idle_minutes: float,
+                 stop_instance: Callable[[], object] | None = None, *,
+                 boot_time: float | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, settle_seconds: float = 2.0,
+                 heartbeat: Callable[[Decision], object] | None = None):
         self.activity_dir = activity_dir
         self.idle_minutes = idle_minutes
         self.stop_instance = stop_instance
@@ -108,10 +123,10 @@ class Watchdog:
         self._logged: tuple | None = None  # (state, when) of the last INFO line
         self._beat_failure: tuple | None = None  # (error, when) last warned about
 
-    def check(self) -> str:
-        """One look: "busy", "idle" (nothing to stop), "cancelled" or "stopped"."""
+    def check(self) -> Outcome:
+        """One look: busy, idle (nothing to stop), cancelled or stopped."""
         if self.stopped:
-            return "stopped"
+            return Outcome.STOPPED
         flag = drain_flag(self.activity_dir)
         decided_at = self.clock()  # before reading: a request finishing after this cancels
         records = read_activity(self.activity_dir)
@@ -119,7 +134,7 @@ class Watchdog:
         self._beat(decision)
         if decision.busy:
             self._log_busy(decision, decided_at)
-            return "busy"
+            return Outcome.BUSY
         self._logged = None
         if self.stop_instance is None:
             if not self._told_cannot_stop:
@@ -128,7 +143,7 @@ class Watchdog:
                 self._told_cannot_stop = True
             else:
                 log.info("%s", decision.reason)
-            return "idle"
+            return Outcome.IDLE
         log.info("%s: draining both servers before the stop", decision.reason)
         flag.parent.mkdir(parents=True, exist_ok=True)
         flag.write_text(f"{decided_at}\n")
@@ -142,16 +157,16 @@ class Watchdog:
             flag.unlink(missing_ok=True)
             log.info("stop cancelled: %s; %d server(s) had a request since the decision",
                      recheck.reason, len(late))
-            return "cancelled"
+            return Outcome.CANCELLED
         try:
             self.stop_instance()
         except Exception as exc:  # a failed stop must not leave the servers refusing work
             flag.unlink(missing_ok=True)
             log.error("stopping the instance failed: %s; the servers take work again", exc)
-            return "cancelled"
+            return Outcome.CANCELLED
         self.stopped = True
         log.info("instance stop requested after %.0f s idle", decision.idle_seconds)
-        return "stopped"
+        return Outcome.STOPPED
 
     def _log_busy(self, decision: Decision, now: float) -> None:
         """INFO when the picture changes (work came or went), and every STATUS_EVERY_S;
@@ -188,37 +203,63 @@ class Watchdog:
             self.sleep(interval)
 
 
+def watchdog_for(config: ClientConfig, instance_id: str | None, *, activity_dir: str,
+                 idle_minutes: float, heartbeat: bool = False,
+                 boot_time: float | None = None) -> Watchdog:
+    """The watchdog of ``gpu-audio autostop``: it stops ``instance_id`` through EC2
+    (None: not on EC2, it only reports) and, with ``heartbeat``, puts its heartbeat
+    to CloudWatch. The region comes from the config, else this instance's IMDS."""
+    stop_instance = beat = None
+    if instance_id:
+        located = aws.with_region(config.aws)
+        session = aws.make_session(located)
+        ec2 = aws.make_client(located, "ec2", session)
+        stop_instance = functools.partial(ec2mod.stop, ec2, instance_id)
+        if heartbeat:
+            cloudwatch = aws.make_client(located, "cloudwatch", session)
+            beat = functools.partial(put_heartbeat, cloudwatch, instance_id)
+    return Watchdog(activity_dir, idle_minutes, stop_instance, heartbeat=beat, boot_time=boot_time)
+
+
+class Backstop(enum.StrEnum):
+    """The Lambda variant's verdict on the last minutes of heartbeat."""
+
+    STOP = "stop"
+    BUSY = "busy"
+    NO_HEARTBEAT = "no-heartbeat"  # never a reason to stop
+
+
 def lambda_decision(idle_datapoints: list[float], in_flight_datapoints: list[float],
-                    idle_minutes: float) -> bool:
+                    idle_minutes: float) -> Backstop:
     """For the Lambda variant: stop when the heartbeat says idle long enough and nothing
     in flight. No datapoints (no heartbeat) is never a reason to stop."""
     if not idle_datapoints or not in_flight_datapoints:
-        return False
-    return min(idle_datapoints) >= idle_minutes * 60 and max(in_flight_datapoints) == 0
+        return Backstop.NO_HEARTBEAT
+    if min(idle_datapoints) >= idle_minutes * 60 and max(in_flight_datapoints) == 0:
+        return Backstop.STOP
+    return Backstop.BUSY
 
 
-def lambda_handler(event, context=None, *, cloudwatch=None, ec2=None, now=None):
+def lambda_handler(event: dict, context: object = None, *, cloudwatch: Any = None, ec2: Any = None,
+                   now: dt.datetime | None = None) -> dict:
     """AWS Lambda entry (scheduled every 5 min): ``{"instance_id": ..., "idle_minutes": 15}``.
 
     Reads the last 5 minutes of the watchdog's heartbeat and stops the instance
     when it reports idle; for teams that prefer a Lambda to the on-host stop."""
-    import datetime as dt
-
-    import boto3
-
     instance_id = event["instance_id"]
     idle_minutes = float(event.get("idle_minutes", 15))
-    cloudwatch = cloudwatch or boto3.client("cloudwatch")
-    ec2 = ec2 or boto3.client("ec2")
+    cloudwatch = cloudwatch or aws.make_client(AwsConfig(), "cloudwatch")
+    ec2 = ec2 or aws.make_client(AwsConfig(), "ec2")
     end = now or dt.datetime.now(dt.timezone.utc)
 
-    def points(name, stat):
+    def points(name: str, stat: str) -> list[float]:
         r = cloudwatch.get_metric_statistics(
-            Namespace=NAMESPACE, MetricName=name, StartTime=end - dt.timedelta(minutes=5), EndTime=end,
-            Period=60, Statistics=[stat], Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
+            Namespace=aws.METRICS_NAMESPACE, MetricName=name, StartTime=end - dt.timedelta(minutes=5),
+            EndTime=end, Period=60, Statistics=[stat],
+            Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
         return [p[stat] for p in r["Datapoints"]]
 
-    if lambda_decision(points("IdleSeconds", "Minimum"), points("InFlight", "Maximum"), idle_minutes):
+    verdict = lambda_decision(points("IdleSeconds", "Minimum"), points("InFlight", "Maximum"), idle_minutes)
+    if verdict is Backstop.STOP:
         ec2.stop_instances(InstanceIds=[instance_id])
-        return {"stopped": True, "instance_id": instance_id}
-    return {"stopped": False, "instance_id": instance_id}
+    return {"stopped": verdict is Backstop.STOP, "instance_id": instance_id, "decision": verdict.value}

@@ -1,4 +1,5 @@
-"""``gpu-audio cloudwatch-setup``: the alarms and the dashboard for one GPU host.
+"""The alarms and the dashboard for one GPU host (``gpu-audio cloudwatch-setup``,
+whose command body is in gpu_audio/cli_host.py).
 
 Creates, or brings up to date, through boto3 (all are upserts; each is described
 first, so the report says created / updated / unchanged):
@@ -31,19 +32,19 @@ and the servers' publisher (the instance role)::
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import enum
 import json
 import logging
-import sys
+from typing import Any
 
-from gpu_audio.config import ConfigError, load_client_config
+from gpu_audio import aws, services
+from gpu_audio.config import AwsConfig
 
-from .ec2 import EXIT_CONFIG, AwsError, HostError, aws_error
+from .ec2 import EXIT_CONFIG, HostError
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "GpuAudio"
-SERVERS = ("tts", "whisperx")
 PREFIX = "gpu-audio"
 PLACEHOLDER_INSTANCE = "i-00000000000000000"
 
@@ -57,6 +58,27 @@ ALARM_FIELDS = ("AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions
 
 class SetupConfigError(HostError):
     exit_code = EXIT_CONFIG
+
+
+class Change(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """What one upsert (or delete) did to one alarm or dashboard."""
+
+    change: Change
+    kind: str  # "alarm" or "dashboard"
+    name: str
+
+
+def _servers() -> list[str]:
+    """The servers that publish figures: the services table, read at call time."""
+    return [service.name for service in services.SERVICES]
 
 
 # -- what to create ------------------------------------------------------------------------
@@ -81,12 +103,13 @@ def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = Tru
     common = {"ActionsEnabled": True, "AlarmActions": actions, "OKActions": actions,
               "TreatMissingData": "notBreaching"}
     result = []
-    for server in SERVERS:
+    namespace = aws.METRICS_NAMESPACE
+    for server in _servers():
         result.append({
             "AlarmName": f"{PREFIX}-{instance_id}-gpu-memory-high-{server}", **common,
             "AlarmDescription": f"{server} server on {instance_id}: GPU memory above 90 % for "
                                 "10 minutes (the next request may run out of memory).",
-            "Namespace": NAMESPACE, "MetricName": "GpuMemoryPercent",
+            "Namespace": namespace, "MetricName": "GpuMemoryPercent",
             "Dimensions": _dims(instance_id, server), "Statistic": "Maximum", "Period": 300,
             "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 90.0,
             "ComparisonOperator": "GreaterThanThreshold"})
@@ -95,8 +118,8 @@ def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = Tru
             "AlarmDescription": f"{server} server on {instance_id}: more than 5 % of requests "
                                 "answered 5xx over 5 minutes (with at least 10 requests).",
             "Metrics": [
-                _stat("requests", NAMESPACE, "Requests", _dims(instance_id, server), "Sum", 300),
-                _stat("errors", NAMESPACE, "Errors", _dims(instance_id, server), "Sum", 300),
+                _stat("requests", namespace, "Requests", _dims(instance_id, server), "Sum", 300),
+                _stat("errors", namespace, "Errors", _dims(instance_id, server), "Sum", 300),
                 {"Id": "rate", "Label": "5xx % of requests", "ReturnData": True,
                  "Expression": "IF(requests >= 10, 100 * errors / requests, 0)"}],
             "EvaluationPeriods": 1, "DatapointsToAlarm": 1, "Threshold": 5.0,
@@ -115,7 +138,7 @@ def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = Tru
                             "(gpu-audio autostop --heartbeat): it may never stop by itself.",
         "Metrics": [
             _stat("cpu", "AWS/EC2", "CPUUtilization", _dims(instance_id), "SampleCount", 300),
-            _stat("hb", NAMESPACE, "IdleSeconds", _dims(instance_id), "SampleCount", 300),
+            _stat("hb", namespace, "IdleSeconds", _dims(instance_id), "SampleCount", 300),
             {"Id": "missing", "Label": "running without heartbeat", "ReturnData": True,
              "Expression": "IF(FILL(cpu, 0) > 0 AND FILL(hb, 0) == 0, 1, 0)"}],
         "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 1.0,
@@ -129,9 +152,11 @@ def dashboard_name(instance_id: str) -> str:
 
 def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
     """The body of the ``gpu-audio-<instance>`` dashboard."""
+    namespace = aws.METRICS_NAMESPACE
+
     def per_server(name, stat, label=""):
-        return [[NAMESPACE, name, "InstanceId", instance_id, "Server", server,
-                 {"stat": stat, "label": f"{server}{label}"}] for server in SERVERS]
+        return [[namespace, name, "InstanceId", instance_id, "Server", server,
+                 {"stat": stat, "label": f"{server}{label}"}] for server in _servers()]
 
     def graph(title, metrics, x, y, *, period=300, unit=None, width=8):
         props = {"title": title, "region": region, "view": "timeSeries", "stacked": False,
@@ -157,7 +182,7 @@ def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
         graph("Engine seconds", per_server("EngineSeconds", "Sum"), 0, 8, unit="s"),
         graph("In flight", per_server("InFlight", "Maximum"), 8, 8, period=60, unit="count"),
         graph("GPU memory %", per_server("GpuMemoryPercent", "Maximum"), 16, 8, period=60, unit="%"),
-        graph("Idle seconds (watchdog)", [[NAMESPACE, "IdleSeconds", "InstanceId", instance_id,
+        graph("Idle seconds (watchdog)", [[namespace, "IdleSeconds", "InstanceId", instance_id,
                                            {"stat": "Maximum", "label": "idle"}]], 0, 14,
               period=60, unit="s", width=12),
         graph("Cost over the range (estimate, USD)", cost, 12, 14, unit="USD", width=8),
@@ -217,25 +242,12 @@ def alarm_unchanged(want: dict, have: dict) -> bool:
 
 # -- doing it ------------------------------------------------------------------------------
 
-def _cw_error(exc, action) -> AwsError:
-    """``aws_error`` speaks of ec2:; these calls are cloudwatch: ones."""
-    return AwsError(str(aws_error(exc, action)).replace("ec2:", "cloudwatch:"))
+def _call(fn, action: str, **kwargs):
+    return aws.call(fn, f"cloudwatch:{action}", **kwargs)
 
 
-def _call(fn, action, **kwargs):
-    from botocore import exceptions as bx
-
-    try:
-        return fn(**kwargs)
-    except (bx.BotoCoreError, bx.ClientError) as exc:
-        raise _cw_error(exc, action) from None
-
-
-def apply(cloudwatch, alarm_list: list[dict], name: str, body: dict) -> list[tuple[str, str, str]]:
-    """Upsert every alarm and the dashboard ``name``; ``[(outcome, kind, name)]``, outcome being
-    created / updated / unchanged."""
-    from botocore import exceptions as bx
-
+def apply(cloudwatch: Any, alarm_list: list[dict], name: str, body: dict) -> list[Applied]:
+    """Upsert every alarm and the dashboard ``name``: what each became."""
     names = [a["AlarmName"] for a in alarm_list]
     existing = {}
     for start in range(0, len(names), 100):
@@ -246,128 +258,112 @@ def apply(cloudwatch, alarm_list: list[dict], name: str, body: dict) -> list[tup
     for alarm in alarm_list:
         have = existing.get(alarm["AlarmName"])
         if have is not None and alarm_unchanged(alarm, have):
-            report.append(("unchanged", "alarm", alarm["AlarmName"]))
+            report.append(Applied(Change.UNCHANGED, "alarm", alarm["AlarmName"]))
             continue
         _call(cloudwatch.put_metric_alarm, "PutMetricAlarm", **alarm)
-        report.append(("updated" if have is not None else "created", "alarm", alarm["AlarmName"]))
+        report.append(Applied(Change.UPDATED if have is not None else Change.CREATED, "alarm",
+                              alarm["AlarmName"]))
 
     try:
         current = cloudwatch.get_dashboard(DashboardName=name).get("DashboardBody")
-    except bx.ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("ResourceNotFound", "ResourceNotFoundException"):
-            raise _cw_error(exc, "GetDashboard") from None
+    except aws.AWS_FAILURES as exc:
+        if aws.error_code(exc) not in ("ResourceNotFound", "ResourceNotFoundException"):
+            raise aws.aws_error(exc, "cloudwatch:GetDashboard") from None
         current = None
-    except bx.BotoCoreError as exc:
-        raise _cw_error(exc, "GetDashboard") from None
     try:
         same = current is not None and json.loads(current) == body
     except ValueError:
         same = False
     if same:
-        report.append(("unchanged", "dashboard", name))
+        report.append(Applied(Change.UNCHANGED, "dashboard", name))
     else:
         result = _call(cloudwatch.put_dashboard, "PutDashboard", DashboardName=name,
                        DashboardBody=json.dumps(body))
         problems = result.get("DashboardValidationMessages") or []
         for problem in problems:
             log.warning("dashboard: %s: %s", problem.get("DataPath"), problem.get("Message"))
-        report.append(("created" if current is None else "updated", "dashboard", name))
+        report.append(Applied(Change.CREATED if current is None else Change.UPDATED, "dashboard", name))
     return report
 
 
-def remove_alarm(cloudwatch, name: str) -> list[tuple[str, str, str]]:
+def remove_alarm(cloudwatch: Any, name: str) -> list[Applied]:
     """Delete the alarm ``name`` if it exists (an earlier run created it)."""
     found = _call(cloudwatch.describe_alarms, "DescribeAlarms", AlarmNames=[name]).get("MetricAlarms")
     if not found:
         return []
     _call(cloudwatch.delete_alarms, "DeleteAlarms", AlarmNames=[name])
-    return [("deleted", "alarm", name)]
+    return [Applied(Change.DELETED, "alarm", name)]
 
 
-def cloudwatch_setup(args, cloudwatch=None) -> int:
-    """The command; ``cloudwatch`` (a boto3 client) is made from the config when None."""
-    try:
-        return _setup(args, cloudwatch)
-    except HostError as exc:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", EXIT_CONFIG)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything the setup creates for one instance (``--dry-run`` prints it)."""
+
+    instance_id: str
+    region: str | None
+    hourly_price: float
+    sns_topic: str | None
+    heartbeat: bool  # the no-heartbeat alarm: with it, or removed if an earlier run made it
+    alarms: list[dict]
+
+    @property
+    def placeholder(self) -> bool:
+        """No instance id was known: the dry run shows PLACEHOLDER_INSTANCE instead."""
+        return self.instance_id == PLACEHOLDER_INSTANCE
+
+    @property
+    def dashboard_name(self) -> str:
+        return dashboard_name(self.instance_id)
+
+    def dashboard(self, region: str | None = None) -> dict:
+        return dashboard(self.instance_id, region or self.region or "us-east-1", self.hourly_price)
+
+    def as_json(self) -> dict:
+        return {"region": self.region, "alarms": self.alarms,
+                "dashboard": {"DashboardName": self.dashboard_name, "DashboardBody": self.dashboard()}}
 
 
-def _setup(args, cloudwatch):
-    try:
-        config = load_client_config(getattr(args, "config", None))
-    except ConfigError as exc:
-        raise SetupConfigError(str(exc)) from None
-    aws = config.aws
-    instance_id = args.instance_id or aws.instance_id
-    price = aws.hourly_price if args.hourly_price is None else args.hourly_price
-    topic = args.sns_topic
-    if topic and not (topic.startswith("arn:") and ":sns:" in topic):
-        raise SetupConfigError(f"--sns-topic must be an SNS topic ARN (arn:aws:sns:...), not {topic!r}")
+@dataclasses.dataclass(frozen=True)
+class SetupResult:
+    region: str
+    applied: list[Applied]
+    dashboard_url: str
+
+
+def plan(config: AwsConfig, *, instance_id: str | None = None, sns_topic: str | None = None,
+         hourly_price: float | None = None, heartbeat: bool = True, region: str | None = None,
+         placeholder_ok: bool = False) -> Plan:
+    """What to create; the arguments win over the ``aws`` config section. Without any
+    instance id it is an error, unless ``placeholder_ok`` (a dry run)."""
+    instance_id = instance_id or config.instance_id
+    price = config.hourly_price if hourly_price is None else hourly_price
+    if sns_topic and not (sns_topic.startswith("arn:") and ":sns:" in sns_topic):
+        raise SetupConfigError(f"--sns-topic must be an SNS topic ARN (arn:aws:sns:...), not {sns_topic!r}")
     if price < 0:
         raise SetupConfigError("--hourly-price must not be negative")
-    if not instance_id and not args.dry_run:
+    if not instance_id and not placeholder_ok:
         raise SetupConfigError("no instance id: pass --instance-id or set aws.instance_id in "
                                "server_config.json (or GPU_INSTANCE_ID)")
-    if not instance_id:
-        instance_id = PLACEHOLDER_INSTANCE
-        print(f"gpu-audio: no instance id; the dry run shows {instance_id} in its place",
-              file=sys.stderr)
-    region = aws.region
-    if cloudwatch is not None:
-        region = cloudwatch.meta.region_name
-    alarm_list = alarms(instance_id, topic, heartbeat=not args.no_heartbeat_alarm)
-    body = dashboard(instance_id, region or "us-east-1", price)
-    if args.dry_run:
-        print(json.dumps({"region": region, "alarms": alarm_list,
-                          "dashboard": {"DashboardName": dashboard_name(instance_id),
-                                        "DashboardBody": body}}, indent=2))
-        return 0
-    if cloudwatch is None:
-        from .ec2 import make_session
+    instance_id = instance_id or PLACEHOLDER_INSTANCE
+    return Plan(instance_id=instance_id, region=region or config.region, hourly_price=price,
+                sns_topic=sns_topic, heartbeat=heartbeat,
+                alarms=alarms(instance_id, sns_topic, heartbeat=heartbeat))
 
-        session = make_session(aws)
+
+def setup(what: Plan, config: AwsConfig, cloudwatch: Any = None) -> SetupResult:
+    """Create or update everything in ``what``; ``cloudwatch`` (a boto3 client) is made
+    from ``config`` when None."""
+    if cloudwatch is None:
+        session = aws.make_session(config)
         region = session.region_name
         if not region:
             raise SetupConfigError("no AWS region: set aws.region in server_config.json (or AWS_REGION)")
-        body = dashboard(instance_id, region, price)
-        cloudwatch = session.client("cloudwatch")
-    report = apply(cloudwatch, alarm_list, dashboard_name(instance_id), body)
-    if args.no_heartbeat_alarm:
-        report += remove_alarm(cloudwatch, f"{PREFIX}-{instance_id}-no-heartbeat")
-    for outcome, kind, name in report:
-        print(f"{outcome:<9} {kind:<9} {name}")
-    if not args.no_heartbeat_alarm:
-        print(f"note: {PREFIX}-{instance_id}-no-heartbeat is in alarm whenever the host runs without "
-              "the watchdog's heartbeat: run the image with -e AUTOSTOP_HEARTBEAT=1 (instance role: "
-              "cloudwatch:PutMetricData), or re-run with --no-heartbeat-alarm")
-    if not topic:
-        print("note: no --sns-topic given: the alarms have no actions (they only change state "
-              "in the CloudWatch console)")
-    print(f"dashboard: https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-          f"#dashboards/dashboard/{dashboard_name(instance_id)}")
-    return 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--config", help="server_config.json (default GPU_AUDIO_CONFIG, ./, ~/.config/gpu-audio/)")
-    p.add_argument("--instance-id", help="default aws.instance_id")
-    p.add_argument("--sns-topic", metavar="ARN", help="SNS topic the alarms notify (default: no actions)")
-    p.add_argument("--hourly-price", type=float, help="USD per hour for the cost estimate "
-                                                      "(default aws.hourly_price)")
-    p.add_argument("--dry-run", action="store_true", help="print the JSON of everything, create nothing")
-    p.add_argument("--no-heartbeat-alarm", action="store_true",
-                   help="skip the no-heartbeat alarm (for hosts without AUTOSTOP_HEARTBEAT=1)")
-    return p
-
-
-def register(sub) -> None:
-    """Add ``cloudwatch-setup`` to the ``gpu-audio`` subcommands."""
-    p = sub.add_parser("cloudwatch-setup",
-                       help="create the CloudWatch alarms and dashboard for the GPU host")
-    add_arguments(p).set_defaults(func=cloudwatch_setup)
-
-
-def main(argv=None, cloudwatch=None) -> int:
-    args = add_arguments(argparse.ArgumentParser(prog="gpu-audio cloudwatch-setup")).parse_args(argv)
-    return cloudwatch_setup(args, cloudwatch)
+        cloudwatch = aws.make_client(config, "cloudwatch", session)
+    else:
+        region = cloudwatch.meta.region_name
+    applied = apply(cloudwatch, what.alarms, what.dashboard_name, what.dashboard(region))
+    if not what.heartbeat:
+        applied += remove_alarm(cloudwatch, f"{PREFIX}-{what.instance_id}-no-heartbeat")
+    url = (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+           f"#dashboards/dashboard/{what.dashboard_name}")
+    return SetupResult(region=region, applied=applied, dashboard_url=url)

@@ -14,10 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from gpu_audio import aws
 from gpu_audio.config import load_client_config
 
 from . import ec2 as ec2mod
-from .ec2 import EXIT_CONFIG, Busy, HostError, HostTimeout, NotReady
+from .ec2 import EXIT_CONFIG, Busy, HostError, HostTimeout, InstanceInfo, InstanceState, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,11 @@ def _points_at_instance(host: str) -> bool:
         return False
 
 
-def server_urls(config, info: dict | None) -> dict[str, str]:
+def server_urls(config, info: InstanceInfo | None) -> dict[str, str]:
     """Both servers' URLs; an instance's fresh public address replaces the host when
     the config points at the instance itself (its address changes at each start)."""
     urls = {name: getattr(config, field) for name, field in SERVERS}
-    address = info and (info.get("public_dns") or info.get("public_ip"))
+    address = info.address if info else None
     if not address:
         return urls
     resolved = {}
@@ -102,7 +103,7 @@ def _clients(config, ec2):
     if not config.aws.instance_id:
         raise ConfigMissing("no instance: set aws.instance_id in server_config.json "
                             "(or GPU_INSTANCE_ID)")
-    return ec2mod.make_client(config.aws, "ec2")
+    return aws.make_client(config.aws, "ec2")
 
 
 class LineProgress:
@@ -142,7 +143,7 @@ def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float
         client = _clients(config, ec2)
         info = ec2mod.ensure_running(
             client, config.aws.instance_id, timeout=timeout, poll=poll, clock=clock, sleep=sleep,
-            progress=lambda i, t: line(f"instance {i['state']} · {t:.0f} s"))
+            progress=lambda i, t: line(f"instance {i.state} · {t:.0f} s"))
     urls = server_urls(config, info)
     if wait:
         left = max(1.0, timeout - (clock() - began))
@@ -169,12 +170,12 @@ def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
     return counts
 
 
-def stop_gpu(config=None, ec2=None, *, force: bool = False) -> dict:
+def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
     """Stop the instance, unless a server reports work in flight (``force`` stops anyway)."""
     config = config or load_client_config(accept_whisper_url=True)
     client = _clients(config, ec2)
     info = ec2mod.describe(client, config.aws.instance_id)
-    if info["state"] in ("stopped", "stopping", "terminated", "shutting-down"):
+    if info.state.down:
         return info
     busy = {n: c for n, c in in_flight(server_urls(config, info)).items() if c != 0}
     if busy and not force:
@@ -199,8 +200,8 @@ def gpu_status(config=None, ec2=None, *, now=None) -> dict:
         last = max(datetime.fromisoformat(t) for t in lasts)
         status["idle_seconds"] = max(0.0, (now - last).total_seconds())
     status["in_flight"] = sum(int(s.get("in_flight") or 0) for s in servers.values())
-    if info and info["state"] == "running" and info.get("launch_time"):
-        uptime = (now - info["launch_time"]).total_seconds()
+    if info and info.state is InstanceState.RUNNING and info.launch_time:
+        uptime = (now - info.launch_time).total_seconds()
         status["uptime_seconds"] = uptime
         status["cost_so_far"] = round(uptime / 3600 * config.aws.hourly_price, 2)
         status["hourly_price"] = config.aws.hourly_price

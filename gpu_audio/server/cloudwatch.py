@@ -39,9 +39,11 @@ import os
 import threading
 import time
 
+from gpu_audio import aws
+from gpu_audio.config import AwsConfig, ConfigError, load_client_config
+
 log = logging.getLogger(__name__)
 
-NAMESPACE = "GpuAudio"
 MAX_DATUMS_PER_CALL = 1000
 PROBE_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 ENGINE_SUM = "gpu_audio_engine_call_seconds_sum"
@@ -134,7 +136,7 @@ class CloudWatchPublisher:
         try:
             data = self.collect()
             for start in range(0, len(data), MAX_DATUMS_PER_CALL):
-                self.client.put_metric_data(Namespace=NAMESPACE,
+                self.client.put_metric_data(Namespace=aws.METRICS_NAMESPACE,
                                             MetricData=data[start:start + MAX_DATUMS_PER_CALL])
         except Exception as exc:  # a publish must never fail anything else
             self.metrics.cloudwatch_errors.inc()
@@ -164,7 +166,7 @@ class CloudWatchPublisher:
                                             name=f"cloudwatch-{self.server_name}")
             self._thread.start()
             log.info("%s: publishing metrics to CloudWatch (%s, instance %s) every %.0f s",
-                     self.server_name, NAMESPACE, self.instance_id, self.interval)
+                     self.server_name, aws.METRICS_NAMESPACE, self.instance_id, self.interval)
         return self
 
     def stop(self, flush: bool = False, timeout: float = 5.0) -> None:
@@ -193,9 +195,7 @@ def from_env(metrics, server_name: str, env=None, *, client=None, start: bool = 
 
 
 def _from_env(metrics, server_name, env, client, start):
-    from gpu_audio.host.autostop import imds
-
-    instance_id = (env.get("CLOUDWATCH_INSTANCE_ID") or "").strip() or imds("instance-id")
+    instance_id = (env.get("CLOUDWATCH_INSTANCE_ID") or "").strip() or aws.imds("instance-id")
     if not instance_id:
         log.warning("%s: CLOUDWATCH_METRICS=1 but no instance id (not on EC2 and no "
                     "CLOUDWATCH_INSTANCE_ID): not publishing to CloudWatch", server_name)
@@ -212,14 +212,11 @@ def _from_env(metrics, server_name, env, client, start):
 
 
 def _client(env):
-    from gpu_audio.config import AwsConfig, ConfigError, load_client_config
-    from gpu_audio.host.autostop import imds
-    from gpu_audio.host.ec2 import make_client
-
+    """A CloudWatch client: region and profile from server_config.json / the
+    environment, else the region of this instance (IMDS)."""
     try:
-        aws = load_client_config(env=env).aws
+        config = load_client_config(env=env).aws
     except ConfigError:
-        aws = AwsConfig(region=env.get("GPU_AWS_REGION") or env.get("AWS_REGION")
-                        or env.get("AWS_DEFAULT_REGION"))
-    region = aws.region or imds("placement/region")
-    return make_client(AwsConfig(region=region, profile=aws.profile), "cloudwatch")
+        config = AwsConfig(region=env.get("GPU_AWS_REGION") or env.get("AWS_REGION")
+                           or env.get("AWS_DEFAULT_REGION"))
+    return aws.make_client(aws.with_region(config), "cloudwatch")
