@@ -7,9 +7,11 @@ import os
 import sys
 from datetime import datetime
 
+from gpu_audio.client.progress import ProgressLine
 from gpu_audio.config import ConfigError, load_client_config
 
 from .ec2 import EXIT_CONFIG, HostError
+from .lifecycle import ensure_gpu_ready
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +29,7 @@ def _fail(exc: HostError) -> int:
 
 
 def start_gpu(args) -> int:
-    from .lifecycle import LineProgress, ensure_gpu_ready
-
-    line = LineProgress()
+    line = ProgressLine()
     try:
         result = ensure_gpu_ready(_config(args), wait=args.wait, timeout=args.timeout, progress=line)
     except HostError as exc:
