@@ -68,5 +68,6 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
     CMD ["gpu-audio", "healthcheck"]
 
 # Fetch what is missing (a no-op when the volume has it), then supervisord
-# becomes the container's main process.
-CMD ["sh", "-c", "gpu-audio download-models && exec supervisord -c /app/supervisord.conf"]
+# becomes the container's main process, with supervisord.conf plus one program per
+# service of the table (gpu-audio supervise renders them; --print shows the result).
+CMD ["sh", "-c", "gpu-audio download-models && exec gpu-audio supervise"]

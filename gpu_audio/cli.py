@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 
-from gpu_audio import __version__
+from gpu_audio import __version__, readiness, services
+from gpu_audio.host import supervise
+from gpu_audio.host.serve import serve as serve_here
 
 
-def cmd_serve(args) -> int:
-    from gpu_audio.host.serve import serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve_here(args.engine, args.host)
 
-    return serve(args.engine, args.host)
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """supervisord in the foreground with every service (the Docker image's main process)."""
+    if args.print:
+        print(supervise.render(supervise.base_conf()), end="")
+        return 0
+    supervise.exec_supervisord(os.environ)
+    return 0
 
 
 def cmd_download_models(args) -> int:
@@ -19,24 +30,13 @@ def cmd_download_models(args) -> int:
     return download_models(args)
 
 
-def cmd_healthcheck(args) -> int:
-    """Exit 0 only when both local servers answer /ready with 200 (Docker HEALTHCHECK)."""
-    import os
-
-    import requests
-
-    host = os.environ.get("HEALTHCHECK_HOST", "127.0.0.1")
-    failing = []
-    for name, variable, port in (("tts", "TTS_PORT", 5000), ("whisperx", "WHISPERX_PORT", 5001)):
-        url = f"http://{host}:{os.environ.get(variable, port)}/ready"
-        try:
-            status = requests.get(url, timeout=args.timeout).status_code
-        except requests.RequestException as exc:
-            status = type(exc).__name__
-        if status != 200:
-            failing.append(f"{name} {status}")
-    if failing:
-        print(f"not ready: {', '.join(failing)}")
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 only when every local server answers /ready with 200 (Docker HEALTHCHECK)."""
+    host = os.environ.get("HEALTHCHECK_HOST", services.DEFAULT_HOST)
+    urls = {s.name: s.url(os.environ, host) for s in services.SERVICES}
+    pending = readiness.check(urls, timeout=args.timeout)
+    if pending:
+        print(f"not ready: {', '.join(f'{name} {status}' for name, status in pending.items())}")
         return 1
     print("ready")
     return 0
@@ -44,9 +44,6 @@ def cmd_healthcheck(args) -> int:
 
 def cmd_proxy(args) -> int:
     """The auth proxy under gunicorn, in the foreground (loopback unless told)."""
-    import os
-    import sys
-
     if args.supervised and os.environ.get("PROXY", "0") != "1":
         logging.getLogger("gpu_audio").info("proxy is off (PROXY is not 1)")
         return 0
@@ -66,13 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpu-audio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run both servers under supervisord, in the foreground")
+    serve = sub.add_parser("serve", help="run every server under supervisord, in the foreground")
     serve.add_argument("--engine", choices=["gpu", "embedded"],
                        help="gpu = Qwen3-TTS + WhisperX, embedded = eSpeak NG + pocketsphinx "
                             "(default: gpu if the GPU stack is installed; TTS_ENGINE and "
                             "WHISPERX_ENGINE win)")
     serve.add_argument("--host", help="bind address (default BIND_HOST or 127.0.0.1)")
     serve.set_defaults(func=cmd_serve)
+
+    run = sub.add_parser("supervise", help="supervisord in the foreground with every server, the "
+                                           "watchdog and the proxy (the Docker image's command)")
+    run.add_argument("--print", action="store_true", help="print the configuration, start nothing")
+    run.set_defaults(func=cmd_supervise)
 
     download = sub.add_parser("download-models",
                               help="fetch the configured models into MODELS_DIR (once)")
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="fetch only these (repeatable)")
     download.set_defaults(func=cmd_download_models)
 
-    health = sub.add_parser("healthcheck", help="exit 0 when both local servers are ready")
+    health = sub.add_parser("healthcheck", help="exit 0 when every local server is ready")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(func=cmd_healthcheck)
 

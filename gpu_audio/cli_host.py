@@ -11,6 +11,7 @@ import sys
 from datetime import datetime
 
 from gpu_audio import aws
+from gpu_audio.client.progress import ProgressLine
 from gpu_audio.config import ClientConfig, ConfigError, default_activity_dir, load_client_config
 from gpu_audio.host import cloudwatch_setup as cw_setup
 from gpu_audio.host import lifecycle
@@ -34,7 +35,7 @@ def _fail(exc: HostError) -> int:
 
 
 def start_gpu(args: argparse.Namespace) -> int:
-    line = lifecycle.LineProgress()
+    line = ProgressLine()
     try:
         result = lifecycle.ensure_gpu_ready(_config(args), wait=args.wait,
                                             timeout=args.timeout, progress=line)

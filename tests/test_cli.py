@@ -20,14 +20,23 @@ def test_module_entry_point_runs():
 
 def test_serve_picks_embedded_engines_without_gpu_stack(monkeypatch):
     monkeypatch.setattr(serve, "gpu_stack_installed", lambda: False)
-    tts, wx, notice = serve.pick_engines(None, {})
-    assert (tts, wx) == ("espeak", "pocketsphinx") and "embedded" in notice
+    engines, notice = serve.pick_engines(None, {})
+    assert engines == {"tts": "espeak", "whisperx": "pocketsphinx"} and "embedded" in notice
     assert serve.pick_engines(None, {"TTS_ENGINE": "qwen", "WHISPERX_ENGINE": "whisperx"}) == (
-        "qwen", "whisperx", None)
-    assert serve.pick_engines("gpu", {})[:2] == ("qwen", "whisperx")
+        {"tts": "qwen", "whisperx": "whisperx"}, None)
+    assert serve.pick_engines("gpu", {})[0] == {"tts": "qwen", "whisperx": "whisperx"}
     monkeypatch.setattr(serve, "gpu_stack_installed", lambda: True)
-    assert serve.pick_engines(None, {}) == ("qwen", "whisperx", None)
-    assert serve.pick_engines("embedded", {})[:2] == ("espeak", "pocketsphinx")
+    assert serve.pick_engines(None, {}) == ({"tts": "qwen", "whisperx": "whisperx"}, None)
+    assert serve.pick_engines("embedded", {})[0] == {"tts": "espeak", "whisperx": "pocketsphinx"}
+
+
+def test_supervise_prints_the_rendered_configuration():
+    out = subprocess.run([sys.executable, "-m", "gpu_audio", "supervise", "--print"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert "[supervisord]" in out.stdout and "[program:autostop]" in out.stdout
+    for app in ("tts.app:create_app()", "whisperx_server.app:create_app()"):
+        assert f'command=gunicorn -c gunicorn.conf.py "{app}"' in out.stdout
+    assert "%(here)s" not in out.stdout and f"directory={ROOT}" in out.stdout
 
 
 def test_importing_the_apps_loads_nothing_heavy():
@@ -47,7 +56,7 @@ def test_gpu_audio_serve_end_to_end(tmp_path):
     ports = {"TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
     marker = f"ACTIVITY_DIR={tmp_path}"
     env = {**os.environ, **ports, "TTS_ENGINE": "", "WHISPERX_ENGINE": "", "TTS_API_KEY": "",
-           "ACTIVITY_DIR": str(tmp_path)}
+           "ACTIVITY_DIR": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "gpu_audio", "serve", "--engine", "embedded"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -63,6 +72,7 @@ def test_gpu_audio_serve_end_to_end(tmp_path):
         assert requests.get(tts + "/health", timeout=5).json()["engine"] == "espeak-ng"
         assert requests.get(wx + "/health", timeout=5).json()["engine"] == "pocketsphinx"
         assert len(pids_with_env(marker)) >= 5  # supervisord + 2 × (gunicorn master + worker)
+        assert list(tmp_path.glob("gpu-audio/supervisord-*.conf"))  # rendered, then run
         wait_until(lambda: proc.poll() is None)
     finally:
         proc.send_signal(signal.SIGINT)

@@ -36,9 +36,9 @@ def test_image_commands_exist_in_the_package():
                                     capture_output=True, text=True)
     assert "gpu-audio download-models" in DOCKERFILE
     assert '["gpu-audio", "healthcheck"]' in DOCKERFILE
-    for command in ("download-models", "healthcheck"):
+    for command in ("download-models", "healthcheck", "supervise"):
         assert run(command, "--help").returncode == 0
-    assert "exec supervisord -c /app/supervisord.conf" in DOCKERFILE
+    assert "gpu-audio download-models && exec gpu-audio supervise" in DOCKERFILE
     assert re.search(r"HEALTHCHECK .*--start-period=\d+s", DOCKERFILE.replace("\\\n", " "))
     assert "EXPOSE 5000 5001" in DOCKERFILE and "USER app" in DOCKERFILE
     assert 'pip install --no-cache-dir ".[gpu]"' in DOCKERFILE

@@ -1,4 +1,5 @@
-"""One host: supervisord runs both servers with the repo's supervisord.conf."""
+"""One host: supervisord runs both servers with the repo's supervisord.conf plus one
+program per service (gpu_audio/host/supervise.py), as `gpu-audio supervise` does."""
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import threading
 import pytest
 import requests
 
+from gpu_audio.host import supervise
 from gpu_audio.server.activity import read_activity
 
 from .helpers import ROOT, free_port, pids_with_env, spoken, wait_until
@@ -16,23 +18,36 @@ pytestmark = pytest.mark.integration
 KEY = "supervisor-test-key"
 
 
-def test_supervisord_parses_the_config():
+def test_supervisord_parses_the_config(tmp_path):
     from supervisor.options import ServerOptions
 
     options = ServerOptions()
-    options.realize(args=["-c", str(ROOT / "supervisord.conf")])
+    options.realize(args=["-c", str(supervise.write_conf(ROOT / "supervisord.conf", tmp_path))])
     programs = {g.name: g.process_configs[0] for g in options.process_group_configs}
     assert set(programs) == {"tts", "whisperx", "autostop", "proxy"}
     assert "gpu-audio autostop" in programs["autostop"].command
     for name, app in (("tts", "tts.app:create_app()"), ("whisperx", "whisperx_server.app:create_app()")):
         config = programs[name]
         assert app in config.command and "gunicorn.conf.py" in config.command
+        assert config.directory == str(ROOT) and config.startsecs == 5 and config.startretries == 5
         assert config.stopasgroup and config.killasgroup and config.autorestart
         assert config.stdout_logfile_maxbytes == 0
         from gpu_audio.server.gunicorn_conf import SUPERVISORD_STOPWAITSECS, graceful_timeout
 
         assert config.stopwaitsecs == SUPERVISORD_STOPWAITSECS > graceful_timeout  # gunicorn decides
+    assert programs["autostop"].directory == programs["proxy"].directory == str(ROOT)
     assert options.nodaemon
+
+
+def test_the_rendered_conf_goes_to_a_private_folder(tmp_path):
+    """What is rendered there is run: a folder others can write is refused."""
+    folder = supervise.runtime_dir({"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert folder == tmp_path / "gpu-audio" and folder.stat().st_mode & 0o777 == 0o700
+    conf = supervise.write_conf(ROOT / "supervisord.conf", folder)
+    assert conf.parent == folder and supervise.write_conf(ROOT / "supervisord.conf", folder) == conf
+    folder.chmod(0o777)
+    with pytest.raises(SystemExit, match="not a private folder"):
+        supervise.runtime_dir({"XDG_RUNTIME_DIR": str(tmp_path)})
 
 
 @pytest.fixture
@@ -40,12 +55,12 @@ def supervisor(tmp_path):
     activity = tmp_path / "activity"
     ports = {"TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
     env = {**os.environ, **ports, "TTS_ENGINE": "espeak", "WHISPERX_ENGINE": "pocketsphinx",
-           "TTS_API_KEY": KEY, "ACTIVITY_DIR": str(activity),
+           "TTS_API_KEY": KEY, "ACTIVITY_DIR": str(activity), "XDG_RUNTIME_DIR": str(tmp_path),
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     log = open(tmp_path / "supervisord.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c",
-                             str(ROOT / "supervisord.conf")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    # `gpu-audio supervise`: it renders the configuration, then becomes supervisord.
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_audio", "supervise"], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     run = type("Run", (), {})()
     run.proc, run.activity, run.marker = proc, str(activity), f"ACTIVITY_DIR={activity}"
     run.tts = f"http://127.0.0.1:{ports['TTS_PORT']}"

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from gpu_audio import readiness, services
 from gpu_audio.config import load_client_config
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,15 @@ def _words(raw) -> list[Word]:
 
 class Client:
     """Both servers. Timeouts are (connect, read) seconds; batches get the long read
-    timeout the existing clients use (30 minutes)."""
+    timeout the existing clients use (30 minutes). ``urls``: more servers of the
+    services table, by name (``health()`` covers them)."""
 
     def __init__(self, server_url: str, whisper_url: str, api_key: str | None = None, *,
                  batch_size: int = 16, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 connect_timeout: float = 10.0, read_timeout: float = 1800.0, session=None, sleep=time.sleep):
-        self.urls = {"tts": server_url.rstrip("/"), "whisperx": whisper_url.rstrip("/")}
+                 connect_timeout: float = 10.0, read_timeout: float = 1800.0, session=None, sleep=time.sleep,
+                 urls: dict[str, str] | None = None):
+        given = {services.TTS.name: server_url, services.WHISPERX.name: whisper_url, **(urls or {})}
+        self.urls = {name: url.rstrip("/") for name, url in given.items()}
         self.batch_size = max(1, batch_size)
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.timeout = (connect_timeout, read_timeout)
@@ -102,7 +106,9 @@ class Client:
     @classmethod
     def from_config(cls, path=None, env=None, **options) -> "Client":
         config = load_client_config(path, env, accept_whisper_url=True)
-        return cls(config.server_url, config.whisper_url, config.api_key, **options)
+        urls = {s.name: getattr(config, s.url_field) for s in services.SERVICES
+                if getattr(config, s.url_field, None)}
+        return cls(config.server_url, config.whisper_url, config.api_key, urls=urls, **options)
 
     # -- plumbing ----------------------------------------------------------------------
     def _request(self, server: str, method: str, path: str, body=None, timeout=None) -> dict:
@@ -147,14 +153,9 @@ class Client:
 
     # -- routes --------------------------------------------------------------------------
     def health(self) -> dict:
-        """Both servers' /health (a server that cannot be reached says so)."""
-        out = {}
-        for server in self.urls:
-            try:
-                out[server] = self.session.get(self.urls[server] + "/health", timeout=(5, 10)).json()
-            except (requests.RequestException, ValueError) as exc:
-                out[server] = {"status": "unreachable", "error": type(exc).__name__}
-        return out
+        """Every server's /health (one that cannot be reached says so)."""
+        return {server: readiness.health(url, timeout=(5, 10), session=self.session)
+                for server, url in self.urls.items()}
 
     def generate_batch(self, texts: list[str], instruct: str | None = None, instructs=None,
                        batch: bool = True, language: str | None = None, speaker: str | None = None,

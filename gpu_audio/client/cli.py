@@ -3,51 +3,36 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .captions import Cue, cues_from_words, render
-from .api import Client, ClientError
+import soundfile as sf
+
+from gpu_audio import services
 from gpu_audio.config import ConfigError, load_client_config
+from gpu_audio.host import HostError, ensure_gpu_ready
 
-
-class Progress:
-    """``[#####-----] 12/40 lines`` on one line (plain lines when not a terminal)."""
-
-    def __init__(self, label: str, quiet: bool = False):
-        self.label, self.quiet = label, quiet
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int):
-        if self.quiet:
-            return
-        filled = int(20 * done / max(total, 1))
-        line = f"[{'#' * filled}{'-' * (20 - filled)}] {done}/{total} {self.label}"
-        sys.stderr.write(("\r" + line + ("\n" if done == total else "")) if self.tty else line + "\n")
-        sys.stderr.flush()
+from . import narrate as narration
+from .api import Client, ClientError
+from .captions import Cue, cues_from_words, render
+from .progress import ProgressLine
 
 
 def _client(args) -> Client:
     config = load_client_config(args.config, accept_whisper_url=True)
     if getattr(args, "start_gpu", False):
-        from gpu_audio.host import ensure_gpu_ready
-        from gpu_audio.host.lifecycle import LineProgress
-
-        line = LineProgress(quiet=getattr(args, "quiet", False))
+        line = ProgressLine(quiet=getattr(args, "quiet", False))
         urls = ensure_gpu_ready(config, progress=line)["urls"]
         line.done()
-        config = dataclasses.replace(config, server_url=urls["tts"], whisper_url=urls["whisperx"])
+        config = dataclasses.replace(config, **{s.url_field: urls[s.name] for s in services.SERVICES})
     return Client(config.server_url, config.whisper_url, config.api_key,
                   batch_size=getattr(args, "batch_size", None) or 16)
 
 
 def _run(fn, args) -> int:
-    import logging
-
-    from gpu_audio.host.ec2 import HostError
-
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return fn(args)
@@ -62,7 +47,7 @@ def _run(fn, args) -> int:
 
 def _settings(client: Client, args) -> dict:
     """What makes a line's audio what it is: the cache key besides the text."""
-    health = client.health().get("tts", {})
+    health = client.health().get(services.TTS.name, {})
     # The server's defaults count too: a line spoken without --speaker changes when they do.
     return {"instruct": args.instruct, "language": args.language, "speaker": args.speaker,
             "engine": health.get("engine"), "model": health.get("model"),
@@ -71,19 +56,15 @@ def _settings(client: Client, args) -> dict:
 
 
 def tts(args) -> int:
-    from .narrate import script_lines, synthesize_lines
-
     lines = list(args.text)
     if args.file:
-        lines += script_lines(Path(args.file).read_text(encoding="utf-8"))
+        lines += narration.script_lines(Path(args.file).read_text(encoding="utf-8"))
     if not lines:
         raise ClientError("nothing to speak: give TEXT or --file")
     client = _client(args)
     began = time.monotonic()
-    paths = synthesize_lines(client, lines, Path(args.out_dir), _settings(client, args),
-                             Progress("lines", args.quiet))
-    import soundfile as sf
-
+    paths = narration.synthesize_lines(client, lines, Path(args.out_dir), _settings(client, args),
+                                       ProgressLine(quiet=args.quiet).counter("lines"))
     seconds = sum(sf.info(p).duration for p in paths)
     summary = {"count": len(paths), "audio_seconds": round(seconds, 2),
                "wall_seconds": round(time.monotonic() - began, 2), "files": [str(p) for p in paths]}
@@ -123,15 +104,14 @@ def align(args) -> int:
 
 
 def narrate(args) -> int:
-    from .narrate import narrate as run, script_lines
-
-    lines = script_lines(Path(args.script).read_text(encoding="utf-8"), args.paragraphs)
+    lines = narration.script_lines(Path(args.script).read_text(encoding="utf-8"), args.paragraphs)
     if not lines:
         raise ClientError(f"{args.script} has no text")
     client = _client(args)
     settings = _settings(client, args)
-    summary = run(client, lines, Path(args.out_dir), settings, gap=args.gap, width=args.width,
-                  progress=Progress("lines spoken", args.quiet), align_language=args.align_language)
+    summary = narration.narrate(client, lines, Path(args.out_dir), settings, gap=args.gap,
+                                width=args.width, align_language=args.align_language,
+                                progress=ProgressLine(quiet=args.quiet).counter("lines spoken"))
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:

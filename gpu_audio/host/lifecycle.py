@@ -1,28 +1,25 @@
 """The verbs scripts use: ``ensure_gpu_ready()``, ``stop_gpu()``, ``gpu_status()``.
 
-"Ready" means the instance runs **and** both servers answer ``/ready`` with 200:
-the models are loaded, a batch can go.
+"Ready" means the instance runs **and** every server of the services table answers
+``/ready`` with 200: the models are loaded, a batch can go. Progress is reported
+through a callback (text); the commands show it.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
-import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
-from gpu_audio import aws
+from gpu_audio import aws, readiness, services
 from gpu_audio.config import load_client_config
 
 from . import ec2 as ec2mod
 from .ec2 import EXIT_CONFIG, Busy, HostError, HostTimeout, InstanceInfo, InstanceState, NotReady
 
 log = logging.getLogger(__name__)
-
-SERVERS = (("tts", "server_url"), ("whisperx", "whisper_url"))
 
 
 class ConfigMissing(HostError):
@@ -39,9 +36,10 @@ def _points_at_instance(host: str) -> bool:
 
 
 def server_urls(config, info: InstanceInfo | None) -> dict[str, str]:
-    """Both servers' URLs; an instance's fresh public address replaces the host when
-    the config points at the instance itself (its address changes at each start)."""
-    urls = {name: getattr(config, field) for name, field in SERVERS}
+    """Every server's URL (its ``url_field`` in the config); an instance's fresh public
+    address replaces the host when the config points at the instance itself (its
+    address changes at each start)."""
+    urls = {s.name: getattr(config, s.url_field) for s in services.SERVICES}
     address = info.address if info else None
     if not address:
         return urls
@@ -56,45 +54,24 @@ def server_urls(config, info: InstanceInfo | None) -> dict[str, str]:
     return resolved
 
 
-def server_health(url: str, timeout: float = 10.0) -> dict:
-    """``/health`` of one server; ``{"status": "unreachable"}`` when nothing listens,
-    ``{"status": "unknown"}`` when something does but does not answer in time."""
-    try:
-        r = requests.get(url + "/health", timeout=timeout)
-        body = r.json()
-        return body if isinstance(body, dict) else {"status": "unknown", "error": "not JSON"}
-    except requests.ConnectionError as exc:
-        return {"status": "unreachable", "error": type(exc).__name__}
-    except (requests.RequestException, ValueError) as exc:
-        return {"status": "unknown", "error": type(exc).__name__}
+def _servers_ready_text(count: int) -> str:
+    return "both servers ready" if count == 2 else f"all {count} servers ready"
 
 
 def wait_servers_ready(urls: dict[str, str], *, timeout: float, poll: float = 3.0,
-                       progress=lambda pending, elapsed: None, clock=time.monotonic,
-                       sleep=time.sleep) -> None:
+                       progress: Callable[[dict[str, readiness.Status], float], None] | None = None,
+                       clock: Callable[[], float] = time.monotonic,
+                       sleep: Callable[[float], None] = time.sleep) -> None:
     """Until every ``/ready`` is 200. A server whose model failed to load will never
     be ready: that is NotReady at once, not a wait until the timeout."""
-    began = clock()
-    while True:
-        pending = {}
-        for name, url in urls.items():
-            try:
-                if requests.get(url + "/ready", timeout=5).status_code == 200:
-                    continue
-            except requests.RequestException:
-                pending[name] = "unreachable"
-                continue
-            health = server_health(url)
-            if health.get("status") == "error":
-                raise NotReady(f"the {name} server at {url} cannot serve: {health.get('error')}")
-            pending[name] = health.get("status", "loading")
-        progress(pending, clock() - began)
-        if not pending:
-            return
-        if clock() - began > timeout:
-            waiting = ", ".join(f"{n} ({s})" for n, s in pending.items())
-            raise HostTimeout(f"not ready after {timeout:.0f} s: still waiting for {waiting}")
-        sleep(poll)
+    pending = readiness.wait_ready(urls, timeout=timeout, poll=poll, progress=progress,
+                                   clock=clock, sleep=sleep)
+    for name, status in pending.items():
+        if status.failed:
+            raise NotReady(f"the {name} server at {urls[name]} cannot serve: {status.error}")
+    if pending:
+        waiting = ", ".join(f"{n} ({s})" for n, s in pending.items())
+        raise HostTimeout(f"not ready after {timeout:.0f} s: still waiting for {waiting}")
 
 
 def _clients(config, ec2):
@@ -106,35 +83,11 @@ def _clients(config, ec2):
     return aws.make_client(config.aws, "ec2")
 
 
-class LineProgress:
-    """One status line that rewrites itself on a terminal (plain lines otherwise)."""
-
-    def __init__(self, stream=None, quiet: bool = False):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last = ""
-        self.quiet = quiet
-
-    def __call__(self, text: str):
-        if text == self.last or self.quiet:
-            return
-        self.last = text
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def done(self):
-        if self.tty and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float = 900,
-                     poll: float = 5.0, progress=None, clock=time.monotonic, sleep=time.sleep) -> dict:
-    """Start the host if needed and (``wait``) until both servers are ready.
-    Returns ``{"instance": ..., "urls": {"tts": ..., "whisperx": ...}}``."""
+                     poll: float = 5.0, progress: Callable[[str], None] | None = None,
+                     clock=time.monotonic, sleep=time.sleep) -> dict:
+    """Start the host if needed and (``wait``) until every server is ready.
+    ``progress(text)`` hears each step. Returns ``{"instance": ..., "urls": {name: url}}``."""
     config = config or load_client_config(accept_whisper_url=True)
     line = progress or (lambda text: None)
     began = clock()
@@ -151,7 +104,7 @@ def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float
         def show(pending, elapsed):
             waiting = ", ".join(f"{n} {s}" for n, s in pending.items())
             line(f"instance running · {clock() - began:.0f} s · "
-                 + (f"waiting for {waiting}" if pending else "both servers ready"))
+                 + (f"waiting for {waiting}" if pending else _servers_ready_text(len(urls))))
 
         wait_servers_ready(urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock,
                            sleep=sleep)
@@ -162,10 +115,10 @@ def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
     """Requests in flight (and queued) per server that listens; None = it did not say."""
     counts = {}
     for name, url in urls.items():
-        health = server_health(url)
-        if health["status"] == "unknown":
+        health = readiness.health(url)
+        if health["status"] == readiness.UNKNOWN:
             counts[name] = None
-        elif health["status"] != "unreachable":
+        elif health["status"] != readiness.UNREACHABLE:
             counts[name] = int(health.get("in_flight") or 0) + int(health.get("queue_depth") or 0)
     return counts
 
@@ -193,7 +146,7 @@ def gpu_status(config=None, ec2=None, *, now=None) -> dict:
     info = ec2mod.describe(_clients(config, ec2), config.aws.instance_id) \
         if (config.aws.instance_id or ec2 is not None) else None
     urls = server_urls(config, info)
-    servers = {name: server_health(url) for name, url in urls.items()}
+    servers = {name: readiness.health(url) for name, url in urls.items()}
     status = {"instance": info, "urls": urls, "servers": servers}
     lasts = [s.get("last_request_at") for s in servers.values() if s.get("last_request_at")]
     if lasts:

@@ -1,4 +1,5 @@
-"""``gpu-audio serve``: the production layout (supervisord.conf) on this machine.
+"""``gpu-audio serve``: the production layout (supervisord, every service of the
+table: supervise.py) on this machine.
 
 supervisord runs in its own session, so a Ctrl-C in the terminal reaches only
 us: the first one asks supervisord to stop (servers drain their in-flight
@@ -14,42 +15,41 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-import requests
+from gpu_audio import readiness, services
+
+from . import supervise
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINES = {"gpu": ("qwen", "whisperx"), "embedded": ("espeak", "pocketsphinx")}
-
-
-def find_supervisord_conf() -> Path:
-    for candidate in (Path.cwd() / "supervisord.conf", ROOT / "supervisord.conf"):
-        if candidate.is_file():
-            return candidate
-    raise SystemExit("gpu-audio: supervisord.conf not found (run from the repository root)")
+READY_WAIT_S = 600  # how long to wait for the "ready" line (model loading, first start)
+GPU, EMBEDDED = "gpu", "embedded"  # the engine profiles of the services table
 
 
 def gpu_stack_installed() -> bool:
-    """True when torch, qwen-tts and whisperx are importable (without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "qwen_tts", "whisperx"))
+    """True when every service's GPU modules are importable (without importing them)."""
+    modules = {m for service in services.SERVICES for m in service.gpu_modules}
+    return all(importlib.util.find_spec(m) is not None for m in sorted(modules))
 
 
-def pick_engines(requested: str | None, env) -> tuple[str, str, str | None]:
-    """(TTS engine, WhisperX engine, the line to print when we chose for the user)."""
-    if requested:
-        tts, wx = ENGINES[requested]
-        return env.get("TTS_ENGINE") or tts, env.get("WHISPERX_ENGINE") or wx, None
-    if gpu_stack_installed():
-        return env.get("TTS_ENGINE") or "qwen", env.get("WHISPERX_ENGINE") or "whisperx", None
-    tts = env.get("TTS_ENGINE") or "espeak"
-    wx = env.get("WHISPERX_ENGINE") or "pocketsphinx"
-    notice = None
-    if not (env.get("TTS_ENGINE") and env.get("WHISPERX_ENGINE")):
-        notice = ("No GPU stack installed (pip install '.[gpu]'): serving the embedded engines "
-                  f"(TTS: {tts}, WhisperX: {wx}) instead of Qwen3-TTS and WhisperX.")
-    return tts, wx, notice
+def pick_engines(requested: str | None, env: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+    """({service name: engine}, the line to print when we chose for the user). A
+    service's engine variable (TTS_ENGINE...) wins over the profile."""
+    profile = requested or (GPU if gpu_stack_installed() else EMBEDDED)
+    engines = {}
+    for service in services.SERVICES:
+        engine = env.get(service.engine_variable) if service.engine_variable else None
+        engines[service.name] = engine or service.engines.get(profile, "")
+    chosen = [s for s in services.SERVICES if s.engine_variable and not env.get(s.engine_variable)]
+    if requested or profile == GPU or not chosen:
+        return engines, None
+    serving = ", ".join(f"{s.title or s.name}: {engines[s.name]}"
+                        for s in services.SERVICES if engines[s.name])
+    instead = ", ".join(f"{s.title or s.name}: {s.engines[GPU]}" for s in chosen if GPU in s.engines)
+    return engines, ("No GPU stack installed (pip install '.[gpu]'): serving the embedded engines "
+                     f"({serving}) instead of the GPU ones ({instead}).")
 
 
 def _die_with_parent():
@@ -74,36 +74,22 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def wait_ready(urls, proc, timeout=600) -> bool:
-    deadline = time.monotonic() + timeout
-    pending = dict(urls)
-    while pending and time.monotonic() < deadline and proc.poll() is None:
-        for name, url in list(pending.items()):
-            try:
-                if requests.get(url + "/ready", timeout=2).status_code == 200:
-                    del pending[name]
-            except requests.RequestException:
-                pass
-        time.sleep(0.3)
-    return not pending
-
-
 def serve(engine: str | None = None, host: str | None = None) -> int:
     env = dict(os.environ)
-    tts, wx, notice = pick_engines(engine, env)
+    engines, notice = pick_engines(engine, env)
     if notice:
         print(f"gpu-audio: {notice}", file=sys.stderr, flush=True)
-    env.update(TTS_ENGINE=tts, WHISPERX_ENGINE=wx)
+    env.update({s.engine_variable: engines[s.name] for s in services.SERVICES
+                if s.engine_variable and engines[s.name]})
     if host:
         env["BIND_HOST"] = host
-    bind = env.setdefault("BIND_HOST", "127.0.0.1")
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
-    urls = {"TTS": f"http://{shown}:{env.get('TTS_PORT', '5000')}",
-            "WhisperX": f"http://{shown}:{env.get('WHISPERX_PORT', '5001')}"}
-    conf = find_supervisord_conf()
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-                            env=env, preexec_fn=_die_with_parent)
+    bind = env.setdefault("BIND_HOST", services.DEFAULT_HOST)
+    shown = services.DEFAULT_HOST if bind in ("0.0.0.0", "::") else bind
+    urls = {s.name: s.url(env, shown) for s in services.SERVICES}
+    titles = {s.name: s.title or s.name for s in services.SERVICES}
+    conf = supervise.prepare(env)
+    proc = subprocess.Popen(supervise.command(conf), env=supervise.environment(env),
+                            preexec_fn=_die_with_parent)
     stopping = []
 
     def on_signal(signum, frame):
@@ -121,11 +107,15 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    if wait_ready(urls, proc):
-        lines = "  ".join(f"{name}: {url}" for name, url in urls.items())
-        print(f"gpu-audio: ready  {lines}  (Ctrl-C stops both)", file=sys.stderr, flush=True)
+    pending = readiness.wait_ready(urls, timeout=READY_WAIT_S, poll=0.3, request_timeout=2,
+                                   keep_waiting=lambda: proc.poll() is None and not stopping)
+    if not pending:
+        lines = "  ".join(f"{titles[name]}: {url}" for name, url in urls.items())
+        print(f"gpu-audio: ready  {lines}  (Ctrl-C stops them all)", file=sys.stderr, flush=True)
     elif proc.poll() is None and not stopping:
-        print("gpu-audio: the servers are not ready yet; see the log above", file=sys.stderr)
+        waiting = ", ".join(f"{titles[name]} {status}" + (f" ({status.error})" if status.failed else "")
+                            for name, status in pending.items())
+        print(f"gpu-audio: not ready yet ({waiting}); see the log above", file=sys.stderr)
     code = proc.wait()
     leftovers = _session_pids(proc.pid)
     for pid in leftovers:  # nothing may outlive us

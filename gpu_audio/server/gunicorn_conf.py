@@ -2,29 +2,18 @@
 
 One worker process per server (one copy of the model in GPU memory), gthread so
 ``/health`` answers while a long batch runs, no preload (CUDA does not survive
-a fork: the model loads inside the worker). ``--bind`` on the command line wins
-over the default bind worked out here.
+a fork: the model loads inside the worker). The bind is the served app's, from
+the services table (``on_starting``); ``--bind`` on the command line wins.
 """
 import os
-import sys
 
-from gpu_audio.config import request_threads
+from gunicorn.config import Bind
+
+from gpu_audio import services
+from gpu_audio.config import ServerSettings, request_threads
 from gpu_audio.server.auth import check_bind_allowed
+from proxy.settings import ProxySettings, check_proxy_bind
 
-_DEFAULT_PORTS = (("whisperx_server", "WHISPERX_PORT", 5001), ("proxy", "PROXY_PORT", 8080),
-                  ("tts", "TTS_PORT", 5000))
-
-
-def _default_bind():
-    argv = " ".join(sys.argv[1:])
-    host = os.environ.get("BIND_HOST", "127.0.0.1")
-    for module, variable, port in _DEFAULT_PORTS:
-        if f"{module}.app" in argv or f"{module}:" in argv:
-            return f"{host}:{os.environ.get(variable, port)}"
-    return f"{host}:{os.environ.get('TTS_PORT', 5000)}"
-
-
-bind = [_default_bind()]
 workers = 1
 worker_class = "gthread"
 # Request threads: they wait on the GPU lane, so more threads means more
@@ -40,7 +29,7 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 # longer than the longest request we allow (REQUEST_DEADLINE_S, 1 h) and shorter
 # than supervisord's stopwaitsecs (3720), so a stop drains instead of cutting.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "3660"))
-SUPERVISORD_STOPWAITSECS = 3720  # supervisord.conf; on_starting checks the order
+SUPERVISORD_STOPWAITSECS = 3720  # host/supervise.py; on_starting checks the order
 # Longer than a cloud load balancer's idle timeout (60 s), so it closes first.
 keepalive = 75
 limit_request_line = 8190
@@ -73,16 +62,20 @@ logconfig_dict = {
 }
 
 
-def on_starting(server):
-    """Refuse a keyless server, or a proxy, on a non-loopback address
-    (auth.check_bind_allowed, proxy.settings.check_proxy_bind)."""
-    if "proxy.app" in " ".join(sys.argv[1:]) + str(getattr(server.cfg, "wsgi_app", "") or ""):
-        from proxy.settings import ProxySettings, check_proxy_bind
-
+def on_starting(server) -> None:
+    """Bind the served app's address from the services table unless ``--bind`` (or a
+    config) chose one; then refuse a keyless server, or a proxy, on a non-loopback
+    address (auth.check_bind_allowed, proxy.settings.check_proxy_bind). Runs before
+    gunicorn creates its listeners."""
+    app = services.app_for(getattr(server.app, "app_uri", None))
+    if app is not None and list(server.cfg.bind or []) == list(Bind.default):
+        server.cfg.set("bind", [app.bind(os.environ)])
+        # A SIGHUP reload reads the settings afresh (this module's names, then the
+        # command line) without calling on_starting: it finds the bind here.
+        globals()["bind"] = list(server.cfg.bind)
+    if app is services.PROXY:
         check_proxy_bind(server.cfg.bind or [], ProxySettings.from_env())
         return
-    from gpu_audio.config import ServerSettings
-
     settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
     check_bind_allowed(server.cfg.bind or [], settings)
     graceful = server.cfg.graceful_timeout
