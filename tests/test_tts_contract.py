@@ -1,6 +1,7 @@
 """The TTS compat contract, field by field, with the request shapes clients send."""
 import pytest
 
+from gpu_audio.server.engine import EngineError, one_result_each
 from tts.engines.base import Capabilities
 from tts.engines.espeak import EspeakEngine
 
@@ -120,6 +121,22 @@ def test_capabilities_are_the_health_fields_they_always_were(client):
     assert Capabilities(instruct=True, voice_clone=False).health() == {"supports_instruct": True,
                                                                        "voice_clone": False}
     assert Capabilities.from_health({}) == Capabilities(instruct=False, voice_clone=False)
+
+
+def test_an_engine_that_returns_too_few_audios_fails_the_request(make_client):
+    """One result per item, checked once (the lane) for every engine: a short answer
+    is a 500 naming the counts, never audio paired with the wrong text."""
+    class Short(RecordingEngine):
+        def synthesize(self, items):
+            audios, rate = super().synthesize(items)
+            return audios[:-1], rate
+
+    r = make_client(Short()).post("/generate_batch", json={"texts": ["One.", "Two."]})
+    assert r.status_code == 500
+    assert "the engine returned 1 results for 2 items" in r.get_json()["error"]
+    with pytest.raises(EngineError, match="Qwen3-TTS returned 3 results for 2 items"):
+        one_result_each([1, 2, 3], ["a", "b"], "Qwen3-TTS")
+    assert one_result_each([1, 2], ["a", "b"]) == [1, 2]
 
 
 def test_batch_true_is_one_engine_call_false_is_one_per_text(rec_client, recorder):

@@ -12,6 +12,8 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence, Sized
+from typing import TypeVar
 
 from gpu_audio.config import ConfigError
 
@@ -20,6 +22,8 @@ from .errors import ApiError
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_LOADING_S = 10
+
+T = TypeVar("T")
 
 
 class EngineError(Exception):
@@ -36,6 +40,14 @@ class EngineCrashed(EngineError):
 
 class EngineUnavailable(EngineCrashed):
     """No engine process runs now (restarting after a crash, or a crash loop)."""
+
+
+def one_result_each(results: Sequence[T], items: Sized, who: str = "the engine") -> Sequence[T]:
+    """``results`` when there is exactly one per item, else EngineError: results
+    paired with the wrong items would be worse than a failed call."""
+    if len(results) != len(items):
+        raise EngineError(f"{who} returned {len(results)} results for {len(items)} items")
+    return results
 
 
 def load_class(target: str):

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .engine import EngineCrashed, EngineError, UnsupportedRequest
+from .engine import EngineCrashed, EngineError, UnsupportedRequest, one_result_each
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -268,9 +268,7 @@ class Lane:
         call = batch[0][0].call
         began = time.perf_counter()
         try:
-            results = call([request.items[index] for request, index in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} items")
+            results = one_result_each(call([request.items[index] for request, index in batch]), batch)
         except Exception as exc:  # noqa: BLE001 - every failure is some item's answer
             self.observe_call(len(batch), time.perf_counter() - began, exc)
             if is_out_of_memory(exc):

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from gpu_audio.server.engine import one_result_each
+
 from .base import Capabilities, EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
 
 log = logging.getLogger(__name__)
@@ -197,8 +199,7 @@ class QwenEngine(TTSEngine):
 
                 with torch.cuda.device(self._device_map):
                     torch.cuda.empty_cache()
-        if len(wavs) != len(items):
-            raise EngineError(f"Qwen3-TTS returned {len(wavs)} audios for {len(items)} texts")
+        wavs = one_result_each(wavs, items, "Qwen3-TTS")  # split by seed above: zip must not cut
         return [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs], int(rate)
 
     def _seed(self, seed: int) -> None:
