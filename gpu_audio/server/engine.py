@@ -17,11 +17,9 @@ from typing import TypeVar
 
 from gpu_audio.config import ConfigError
 
-from .errors import ApiError
+from .errors import RETRY_AFTER_FAILED_S, RETRY_AFTER_LOADING_S, ApiError
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_LOADING_S = 10
 
 T = TypeVar("T")
 
@@ -164,6 +162,6 @@ class EngineState:
             return
         if self.status == "error":
             raise ApiError(503, f"The model is not available: {self.error}",
-                           {"Retry-After": "60"})
+                           {"Retry-After": str(RETRY_AFTER_FAILED_S)})
         raise ApiError(503, "The model is still loading; retry shortly.",
                        {"Retry-After": str(RETRY_AFTER_LOADING_S)})
