@@ -25,7 +25,7 @@ from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 from . import guard
 from .access import AccessKey
 from .access import blueprint as access_blueprint
-from .forward import ClientLeft, Unreachable, forward, upstream_session
+from .forward import ClientLeft, Unreachable, Upstreams, forward
 from .settings import ProxySettings
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,11 @@ routes = Blueprint("proxy", __name__)
 
 
 class Proxy:
-    """What the app keeps: settings, one pooled HTTP session, the GPU-start latch."""
+    """What the app keeps: settings, the upstream connections, the GPU-start latch."""
 
     def __init__(self, settings: ProxySettings):
         self.settings = settings
-        self.session = upstream_session()
+        self.upstreams = Upstreams()
         self.access = AccessKey(settings.access_key, settings.session_hours)
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
@@ -117,7 +117,7 @@ def _relay(name: str, path: str):
         raise ApiError(404, f"The {name} server's /metrics is not served through the proxy; "
                             "scrape the server itself with its API key.")
     try:
-        return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
+        return forward(proxy.upstreams, proxy.upstream(name), path, proxy.settings, name)
     except ClientLeft:
         return make_response("", 499)  # nobody reads it; the access log says what happened
     except Unreachable as exc:
