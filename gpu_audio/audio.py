@@ -41,7 +41,11 @@ def frame_energy_db(audio: np.ndarray, rate: int, frame_s: float = 0.01) -> np.n
 
 
 def encode_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> bytes:
-    """A complete mono 16-bit PCM WAV file (resampled to ``out_rate`` if given)."""
+    """A complete mono 16-bit PCM WAV file (resampled to ``out_rate`` if given).
+
+    Samples beyond ±1.0 are clipped to full scale and NaN becomes silence, here and
+    not by libsndfile: whether it clips or wraps a float past full scale depends on
+    its build and settings, and it writes NaN as a full-scale click."""
     import soundfile as sf
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -182,4 +186,14 @@ def _grown(out: np.ndarray, filled: int, needed: int, cap: int | None, allocate)
 
 
 def b64_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> str:
+    """Base64 of ``encode_wav``: the servers' answers and the client's uploads."""
     return base64.b64encode(encode_wav(audio, rate, out_rate)).decode("ascii")
+
+
+def decode_wav(b64: str) -> tuple[np.ndarray, int]:
+    """Base64 of an audio file (a server's WAV) → (float32 samples, its rate), as read:
+    no resampling, no mixing, no limit (the client reads what its servers sent)."""
+    import soundfile as sf
+
+    audio, rate = sf.read(io.BytesIO(decode_base64(b64)), dtype="float32")
+    return audio, rate

@@ -1,22 +1,21 @@
 """The auth proxy: the browser talks to it, it holds the API key and forwards.
 
 Started as ``gunicorn -c gunicorn.conf.py 'proxy.app:create_app()'`` (port 8080)
-or ``gpu-audio proxy``. ``/tts/...`` and ``/whisperx/...`` reach the two servers;
-``/server_config.json`` points a browser app here, without a key.
+or ``gpu-audio proxy``. Each service of the table (gpu_audio.services) is relayed
+under its prefix (``/tts/...``, ``/whisperx/...``); ``/server_config.json`` points
+a browser app here, without a key.
 """
 from __future__ import annotations
 
 import hmac
 import logging
 import os
-import threading
-import time
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, jsonify, make_response, request, send_from_directory
+from flask import Blueprint, Flask, current_app, jsonify, make_response, render_template, request, send_from_directory
 
-from gpu_audio import __version__
-from gpu_audio.config import max_body_bytes
+from gpu_audio import __version__, services
+from gpu_audio.config import ClientConfig, max_body_bytes
 from gpu_audio.server.auth import presented_key
 from gpu_audio.server.drain import DrainMiddleware, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers
@@ -25,84 +24,49 @@ from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 from . import guard
 from .access import AccessKey
 from .access import blueprint as access_blueprint
-from .forward import ClientLeft, Unreachable, forward, upstream_session
+from .forward import ClientLeft, Unreachable, Upstreams, forward
 from .settings import ProxySettings
+from .starter import START_RETRY_AFTER_S, HostUp, Starter
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-START_RETRY_AFTER_S = 60
-START_LATCH_S = 600  # one start at a time, given this long
-RECHECK_S = 60       # after it, an upstream still unreachable looks again this often
 
 routes = Blueprint("proxy", __name__)
 
 
+def configured_urls(client: ClientConfig) -> dict[str, str]:
+    """Each service's URL as configured: its ``url_field`` of server_config.json."""
+    return {service.name: getattr(client, service.url_field) for service in services.SERVICES}
+
+
 class Proxy:
-    """What the app keeps: settings, one pooled HTTP session, the GPU-start latch."""
+    """What the app keeps: settings, the upstream connections, where the servers are,
+    and the start-on-demand latch (starter.py)."""
 
     def __init__(self, settings: ProxySettings):
         self.settings = settings
-        self.session = upstream_session()
+        self.upstreams = Upstreams()
         self.access = AccessKey(settings.access_key, settings.session_hours)
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})
-        self._start_lock = threading.Lock()
-        self.start_latched_until: float | None = None  # no new look at EC2 before this (monotonic)
         # Where the servers are now: the configured URLs, until a start finds the
         # instance at a new address (without an Elastic IP it changes at every start).
-        client = settings.client
-        self.urls = {"tts": client.server_url, "whisperx": client.whisper_url}
-        # When the last look found the instance running for longer than a start takes
-        # (its launch time): then an unreachable server is not "starting", it is down.
-        self.running_since: float | None = None
+        self.urls = configured_urls(settings.client)
+        self.starter = Starter(settings.client, settings.start_gpu, self._host_up)
 
-    def upstream(self, name):
+    def upstream(self, name: str) -> str:
         return self.urls[name]
 
-    def host_long_up(self) -> bool:
-        """The instance has run longer than its servers take to come up."""
-        return self.running_since is not None and time.time() - self.running_since > START_LATCH_S
-
-    def start_gpu_once(self) -> bool:
-        """Ask EC2 to start the host (or just where it is now) in the background: at
-        most once per 10 minutes while it starts, once a minute after that. Only
-        requests that passed every check (guard.py) get here; the log says who asked."""
-        aws = self.settings.client.aws
-        if not (self.settings.start_gpu and aws.instance_id):
-            return False
-        with self._start_lock:
-            if self.start_latched_until and time.monotonic() < self.start_latched_until:
-                return True
-            self.start_latched_until = time.monotonic() + START_LATCH_S
-        log.warning("start-on-demand: %s asked for %s %s; looking at GPU host %s", request.remote_addr,
-                    request.method, request.path, aws.instance_id)
-        threading.Thread(target=self._start, daemon=True, name="start-gpu").start()
-        return True
-
-    def _start(self):
-        from gpu_audio.aws import make_client
-        from gpu_audio.host.ec2 import HostError, ensure_running
-        from gpu_audio.host.lifecycle import server_urls
-
-        aws = self.settings.client.aws
-        try:
-            info = ensure_running(make_client(aws, "ec2"), aws.instance_id, timeout=START_LATCH_S)
-        except HostError as exc:
-            log.error("could not start the GPU host: %s", exc)
+    def _host_up(self, up: HostUp) -> None:
+        urls = {**self.urls, **up.urls}
+        if urls != self.urls:
+            log.info("GPU host %s is running; upstreams now %s", self.settings.client.aws.instance_id,
+                     ", ".join(f"{name} {url}" for name, url in up.urls.items()))
+            self.urls = urls
         else:
-            launched = info.launch_time
-            self.running_since = launched.timestamp() if launched else time.time()
-            urls = server_urls(self.settings.client, info)
-            if urls != self.urls:
-                log.info("GPU host %s is running; upstreams now %s", aws.instance_id,
-                         ", ".join(f"{name} {url}" for name, url in urls.items()))
-                self.urls = urls
-            else:
-                log.info("GPU host %s is running", aws.instance_id)
-        with self._start_lock:
-            self.start_latched_until = time.monotonic() + RECHECK_S
+            log.info("GPU host %s is running", self.settings.client.aws.instance_id)
 
 
 def _proxy() -> Proxy:
@@ -118,14 +82,16 @@ def _relay(name: str, path: str):
         raise ApiError(404, f"The {name} server's /metrics is not served through the proxy; "
                             "scrape the server itself with its API key.")
     try:
-        return forward(proxy.session, proxy.upstream(name), path, proxy.settings, name)
+        return forward(proxy.upstreams, proxy.upstream(name), path, proxy.settings, name)
     except ClientLeft:
         return make_response("", 499)  # nobody reads it; the access log says what happened
     except Unreachable as exc:
-        if proxy.start_gpu_once() and not proxy.host_long_up():
+        starter = proxy.starter
+        asked = f"{request.remote_addr} asked for {request.method} {request.path}"
+        if starter.start_once(asked) and not starter.host_long_up():
             raise ApiError(503, "The GPU host is starting; retry in a minute or two.",
                            {"Retry-After": str(START_RETRY_AFTER_S)}) from None
-        question = ("the GPU host is running: is the server up (gpu-audio health)?" if proxy.host_long_up()
+        question = ("the GPU host is running: is the server up (gpu-audio health)?" if starter.host_long_up()
                     else "is the GPU host running (gpu-audio start-gpu)?")
         if exc.timed_out:
             raise ApiError(504, f"The {name} server did not accept the connection in "
@@ -133,21 +99,25 @@ def _relay(name: str, path: str):
         raise ApiError(502, f"The {name} server cannot be reached; {question}") from None
 
 
-@routes.route("/tts", defaults={"path": ""}, methods=METHODS)
-@routes.route("/tts/<path:path>", methods=METHODS)
-def tts(path):
-    return _relay("tts", path)
+def relay(name: str, path: str = ""):
+    """The view of every service's prefix (create_app adds one pair of rules per service)."""
+    return _relay(name, path)
 
 
-@routes.route("/whisperx", defaults={"path": ""}, methods=METHODS)
-@routes.route("/whisperx/<path:path>", methods=METHODS)
-def whisperx(path):
-    return _relay("whisperx", path)
+def add_relay_routes(app: Flask) -> None:
+    """``<prefix>`` and ``<prefix>/<path>`` of each service in the table, read now."""
+    for service in services.SERVICES:
+        endpoint = f"relay_{service.name}"
+        app.add_url_rule(service.prefix, endpoint, relay, methods=METHODS,
+                         defaults={"name": service.name, "path": ""})
+        app.add_url_rule(f"{service.prefix}/<path:path>", endpoint, relay, methods=METHODS,
+                         defaults={"name": service.name})
 
 
-@routes.route("/api/tts-generate", methods=["POST", "OPTIONS"])
+@routes.route(guard.COMPAT_TTS_ROUTE, methods=["POST", "OPTIONS"])
 def tts_generate():
-    return _relay("tts", "generate_batch")
+    """The compat route of the old browser apps: /tts/generate_batch by another name."""
+    return _relay(services.TTS.name, "generate_batch")
 
 
 @routes.get("/server_config.json")
@@ -155,14 +125,15 @@ def server_config():
     """What a browser app needs to call through us. Never a key. The Host it echoes
     is one of ours (guard.check_host); no cache keeps one client's answer for another."""
     base = request.host_url.rstrip("/")
-    response = jsonify({"server_url": f"{base}/tts", "whisper_url": f"{base}/whisperx"})
+    response = jsonify({service.url_field: f"{base}{service.prefix}" for service in services.SERVICES})
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @routes.get("/")
 def playground():
-    return send_from_directory(STATIC, "index.html")
+    """The page, with one card per service of the table (playground.js reads the cards)."""
+    return render_template("index.html", services=services.SERVICES)
 
 
 @routes.get("/static/<path:name>")
@@ -198,11 +169,11 @@ def metrics():
 
 def _route_label(path: str) -> str:
     """Few labels: the upstream a path goes to, or the proxy's own route."""
-    for prefix in ("/tts", "/whisperx"):
-        if path == prefix or path.startswith(prefix + "/"):
-            return prefix
+    for service in services.SERVICES:
+        if path == service.prefix or path.startswith(service.prefix + "/"):
+            return service.prefix
     return path if path in ("/", "/health", "/ready", "/metrics", "/access", "/server_config.json",
-                            "/api/tts-generate") else "other"
+                            guard.COMPAT_TTS_ROUTE) else "other"
 
 
 def create_app(settings: ProxySettings | None = None):
@@ -210,7 +181,7 @@ def create_app(settings: ProxySettings | None = None):
     from flask_cors import CORS
 
     settings = settings or ProxySettings.from_env()
-    app = Flask(__name__, static_folder=None)
+    app = Flask(__name__, static_folder=None, template_folder="templates")
     app.json.sort_keys = False
     register_error_handlers(app)
     # X-API-Key / Authorization are allowed in (existing browser apps send them) and then
@@ -223,6 +194,7 @@ def create_app(settings: ProxySettings | None = None):
     app.before_request(guard.check_access)
     app.after_request(guard.security_headers)
     app.register_blueprint(routes)
+    add_relay_routes(app)
     app.register_blueprint(access_blueprint)
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
     # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
@@ -233,5 +205,5 @@ def create_app(settings: ProxySettings | None = None):
         log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
                     "requests unless they run without keys")
     log.info("proxy: answers to the host names %s (PROXY_ALLOWED_HOSTS)", ", ".join(settings.allowed_hosts))
-    log.info("proxy: /tts -> %s, /whisperx -> %s", settings.client.server_url, settings.client.whisper_url)
+    log.info("proxy: %s", ", ".join(f"{services.service(name).prefix} -> {url}" for name, url in proxy.urls.items()))
     return app

@@ -9,14 +9,16 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from http.cookiejar import DefaultCookiePolicy
+from collections.abc import Iterator
+from http.client import HTTPException
 from urllib.parse import quote
 
 import requests
 from flask import Response, request, stream_with_context
-from requests.adapters import HTTPAdapter
+from urllib3 import HTTPResponse
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+from urllib3.util import Url, parse_url
 
 from gpu_audio.server.errors import ApiError
 from gpu_audio.server.lane import client_gone_check
@@ -24,6 +26,7 @@ from gpu_audio.server.lane import client_gone_check
 log = logging.getLogger(__name__)
 
 SAFE_PATH = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and '/': left as they are
+SAFE_QUERY = SAFE_PATH + "?%"  # and in the query, '?' and the client's own escapes
 WATCH_S = 0.5  # how often a waiting relay looks whether its client is still there
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -55,97 +58,89 @@ def upstream_headers(api_key: str | None) -> dict:
     return headers
 
 
-class _Body:
-    """The client's body with a known length: requests sends it with that
-    Content-Length, in 1 MiB pieces read as the upstream takes them (a ``read``
-    method would make http.client pull 16 KiB at a time: 5× slower)."""
-
-    def __init__(self, stream, length: int):
-        self._stream, self.len = stream, length
-
-    def __iter__(self):
-        return iter(lambda: self._stream.read(1 << 20), b"")
+READ_BLOCK = 1 << 20  # the client's body is read and sent on in 1 MiB pieces (16 KiB: 5× slower)
 
 
-def _body():
-    """The request body as a stream (None when there is none). Without a length
-    (chunked upload), requests re-chunks it."""
+def _body() -> tuple[Iterator[bytes] | None, int | None]:
+    """The request body as a stream of pieces read as the upstream takes them, and its
+    length (None: chunked upload, sent on chunked). No body: (None, None)."""
     if request.content_length == 0 or request.method in ("GET", "HEAD", "OPTIONS"):
-        return None
-    if request.content_length is None:
-        return iter(lambda: request.stream.read(64 * 1024), b"")
-    return _Body(request.stream, request.content_length)
+        return None, None
+    stream = request.stream
+    return iter(lambda: stream.read(READ_BLOCK), b""), request.content_length
 
 
-# -- hanging up on the upstream when the client has gone -----------------------------------
+# -- connections to the servers ------------------------------------------------------------
 # A browser that gives up on a long batch must not leave the GPU working for nobody: the
 # servers drop work whose client has gone, and through the proxy that client is the
-# proxy's upstream connection. urllib3 hides which connection a request uses, so the
-# connection class notes itself in a per-thread slot when it sends, and a watcher
-# shuts that socket down once the client's own socket reads as closed.
+# proxy's upstream connection. So each relay holds its own urllib3 connection (public
+# API: connect, request, getresponse), and a watcher shuts that connection's socket
+# down once the client's socket reads as closed. A connection whose answer was relayed
+# to its end goes back to a small pool for the next relay to the same server.
 
-_sending = threading.local()
+class Upstreams:
+    """Idle keep-alive connections to the servers, by (scheme, host, port)."""
+
+    def __init__(self, max_idle: int = 10):
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, str, int], list[HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(url: Url) -> tuple[str, str, int]:
+        scheme = url.scheme or "http"
+        return scheme, url.host or "", url.port or (443 if scheme == "https" else 80)
+
+    def connect(self, url: Url, connect_timeout: float) -> HTTPConnection:
+        """An idle connection still open, else a new one (urllib3's connect errors)."""
+        key = self._key(url)
+        with self._lock:
+            idle = self._idle.get(key, [])
+            while idle:
+                conn = idle.pop()
+                if conn.is_connected:  # the server may have closed it while it waited
+                    return conn
+                conn.close()
+        scheme, host, port = key
+        if scheme == "https":
+            conn: HTTPConnection = HTTPSConnection(host, port, timeout=connect_timeout,
+                                                   ca_certs=requests.certs.where())
+        else:
+            conn = HTTPConnection(host, port, timeout=connect_timeout)
+        conn.connect()
+        return conn
+
+    def release(self, url: Url, conn: HTTPConnection) -> None:
+        """After an answer read to its end: keep the connection unless the server closes it."""
+        key = self._key(url)
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if conn.sock is not None and len(idle) < self.max_idle:  # http.client drops a closing one's
+                idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
 
 
 class _Watched:
     def __init__(self):
-        self.conn = None
+        self.conn: HTTPConnection | None = None
         self.abandoned = False
         self.answered = threading.Event()  # set under ``lock``: the connection is the relay's now
         self.lock = threading.Lock()
-
-
-def _note(conn) -> None:
-    watched = getattr(_sending, "watched", None)
-    if watched is not None:
-        watched.conn = conn
-
-
-class _HTTPConnection(HTTPConnection):
-    def request(self, *args, **kwargs):
-        _note(self)
-        return super().request(*args, **kwargs)
-
-
-class _HTTPSConnection(HTTPSConnection):
-    def request(self, *args, **kwargs):
-        _note(self)
-        return super().request(*args, **kwargs)
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class WatchedAdapter(HTTPAdapter):
-    """requests' adapter with connections the client-gone watcher can reach."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-def upstream_session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # never route the relay through an environment proxy
-    # One session serves every client: a cookie jar would hand one client's cookies
-    # (set by an answer to it) to all the others. Keep no cookies at all.
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = WatchedAdapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def _watch(watched: _Watched, gone, path: str, name: str) -> None:
     while not watched.answered.wait(WATCH_S):
         if not gone():
             continue
-        with watched.lock:  # never after the answer came: the socket may be pooled by then
+        with watched.lock:  # never after the answer came: the relay reads the socket then
             if watched.answered.is_set():
                 return
             sock = getattr(watched.conn, "sock", None)
@@ -164,52 +159,82 @@ class ClientLeft(Exception):
     """The client hung up while the upstream was still working; nobody to answer."""
 
 
-def forward(session: requests.Session, base_url: str, path: str, settings, name: str) -> Response:
+def _send(conn: HTTPConnection, target: str, headers: dict) -> HTTPResponse:
+    """The request, then the answer's head. A server may answer early (a 413 before the
+    body) and close: a broken pipe while sending is then not the end (urllib3's pool
+    does the same)."""
+    body, length = _body()
+    if length is not None:
+        headers["Content-Length"] = str(length)
+    try:
+        conn.request(request.method, target, body=body, headers=headers, preload_content=False,
+                     decode_content=False)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return conn.getresponse()
+
+
+def _target(base: Url, path: str) -> str:
     # Quoted again: a decoded '?' or '#' stays part of the path, never a query.
-    url = f"{base_url.rstrip('/')}/{quote(path.lstrip('/'), safe=SAFE_PATH)}"
-    watched = _sending.watched = _Watched()
+    target = f"{(base.path or '').rstrip('/')}/{quote(path.lstrip('/'), safe=SAFE_PATH)}"
+    query = request.query_string.decode("latin-1")
+    return f"{target}?{quote(query, safe=SAFE_QUERY)}" if query else target
+
+
+def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str) -> Response:
+    base = parse_url(base_url)
+    watched = _Watched()
     threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), path, name),
                      daemon=True, name="client-gone").start()
+    conn = None
     try:
-        upstream = session.request(
-            request.method, url, params=request.query_string or None, data=_body(),
-            headers=upstream_headers(settings.client.api_key), stream=True, allow_redirects=False,
-            timeout=(settings.connect_timeout, settings.read_timeout))
-    except requests.RequestException as exc:
+        conn = upstreams.connect(base, settings.connect_timeout)
+        conn.timeout = settings.read_timeout  # from here on: sending and waiting for the answer
+        with watched.lock:
+            watched.conn = conn
+        upstream = _send(conn, _target(base, path), upstream_headers(settings.client.api_key))
+    except (HTTPError, OSError, HTTPException) as exc:
+        if conn is not None:
+            conn.close()
         if watched.abandoned:
             raise ClientLeft(path) from None
-        if isinstance(exc, requests.ConnectTimeout):  # a stopped instance's address drops packets
-            raise Unreachable(name, timed_out=True) from None
-        if isinstance(exc, requests.ReadTimeout):
-            raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
-        if isinstance(exc, requests.ConnectionError):
+        if isinstance(exc, NewConnectionError):  # refused, no route, no such name
             raise Unreachable(name) from None
-        raise
+        if isinstance(exc, ConnectTimeoutError):  # a stopped instance's address drops packets
+            raise Unreachable(name, timed_out=True) from None
+        if isinstance(exc, (TimeoutError, ReadTimeoutError)):
+            raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
+        raise Unreachable(name) from None  # it took the connection, then dropped it
     finally:
         with watched.lock:
             watched.answered.set()
-        _sending.watched = None
-    if upstream.status_code == 401:
+    if upstream.status == 401:
         upstream.close()
+        conn.close()
         log.error("the %s server refused the proxy's API key", name)
         raise ApiError(502, f"The {name} server refused the proxy's API key: fix api_key in the "
                             "proxy's server_config.json (or TTS_API_KEY).")
     drop = _hop_by_hop(upstream.headers) | UPSTREAM_ONLY
-    headers = [(k, v) for k, v in upstream.raw.headers.items()
+    headers = [(k, v) for k, v in upstream.headers.items()
                if k.lower() not in drop and not k.lower().startswith("access-control-")]
 
     def relay():
+        read = False
         try:
-            yield from upstream.raw.stream(settings.chunk_bytes, decode_content=False)
-        except requests.RequestException as exc:  # the upstream died mid-body: say so in the log
+            yield from upstream.stream(settings.chunk_bytes, decode_content=False)
+            read = True
+        except (HTTPError, OSError) as exc:  # the upstream died mid-body: say so in the log
             log.error("the %s server broke off its answer to %s: %s", name, path, exc)
             raise
         finally:
-            upstream.close()
+            if read:
+                upstreams.release(base, conn)
+            else:  # the client left mid-answer, or the server broke off: never reused
+                upstream.close()
+                conn.close()
 
-    response = Response(stream_with_context(relay()), status=upstream.status_code, headers=headers,
-                        direct_passthrough=True)
-    return response
+    return Response(stream_with_context(relay()), status=upstream.status, headers=headers,
+                    direct_passthrough=True)
 
 
 class Unreachable(Exception):

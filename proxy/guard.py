@@ -12,6 +12,7 @@ import re
 
 from flask import current_app, request
 
+from gpu_audio import services
 from gpu_audio.server.errors import ApiError
 
 from .access import ACCESS_COOKIE, REALM, access_key
@@ -19,7 +20,7 @@ from .access import ACCESS_COOKIE, REALM, access_key
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/", "/health", "/ready", "/access", "/metrics")
-RELAYED_PREFIXES = ("/tts", "/whisperx", "/api/tts-generate")
+COMPAT_TTS_ROUTE = "/api/tts-generate"  # the old browser apps' name for /tts/generate_batch
 ENCODED_TRAVERSAL = re.compile(r"%(2f|2e|5c)", re.IGNORECASE)
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
@@ -35,8 +36,13 @@ def _settings():
     return current_app.extensions["gpu_audio_proxy"].settings
 
 
+def relayed_prefixes() -> tuple[str, ...]:
+    """Every path the proxy relays: each service's prefix (the table, read now) and the compat route."""
+    return (*(service.prefix for service in services.SERVICES), COMPAT_TTS_ROUTE)
+
+
 def relayed(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in RELAYED_PREFIXES)
+    return any(path == p or path.startswith(p + "/") for p in relayed_prefixes())
 
 
 def is_preflight() -> bool:

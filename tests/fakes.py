@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 
-from tts.engines.base import EngineError, TTSEngine, UnsupportedRequest
+from tts.engines.base import Capabilities, EngineError, TTSEngine, UnsupportedRequest
 
 
 class RecordingEngine(TTSEngine):
@@ -32,9 +32,12 @@ class RecordingEngine(TTSEngine):
         if self.fail_load:
             raise self.fail_load
 
+    def capabilities(self):
+        return Capabilities(instruct=True, voice_clone=False)
+
     def describe(self):
         return {"engine": self.name, "model": "tone", "device": "cpu", "gpu_name": None,
-                "speaker": "Aiden", "language": "English", "supports_instruct": True}
+                "speaker": "Aiden", "language": "English", **self.capabilities().health()}
 
     def synthesize(self, items):
         self.calls.append(list(items))

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from gpu_audio.audio import AudioError, decode_audio, decode_base64, encode_wav, resample
+from gpu_audio.audio import AudioError, b64_wav, decode_audio, decode_base64, decode_wav, encode_wav, resample
+from gpu_audio.client.api import wav_base64
 from tts.textclean import clean_text, normalise
 
 
@@ -38,6 +39,24 @@ def test_wav_roundtrip_and_resample():
     assert sf.info(io.BytesIO(wav)).subtype == "PCM_16"
     assert np.abs(audio).max() == pytest.approx(0.5, abs=0.02)
     assert resample(tone, 22050, 22050) is not None
+
+
+def test_one_wav_codec_clips_beyond_full_scale_and_silences_nan():
+    """Servers and client encode with the same code: past ±1.0 is full scale (never
+    wrapped to the other sign), NaN is silence (libsndfile alone writes a full-scale
+    click), and what goes out decodes back."""
+    loud = np.array([1.5, -1.5, 3.0, -3.0, np.inf, -np.inf, np.nan, 0.5, 0.0], np.float32)
+    b64 = b64_wav(loud, 16000)
+    assert wav_base64((loud, 16000)) == b64  # the client's uploads are the servers' WAVs
+    pcm, rate = sf.read(io.BytesIO(decode_base64(b64)), dtype="int16")
+    assert rate == 16000 and pcm.tolist() == [32767, -32768, 32767, -32768, 32767, -32768, 0, 16384, 0]
+    audio, rate = decode_wav(b64)
+    assert rate == 16000 and audio.dtype == np.float32
+    assert audio.max() <= 1.0 and audio.min() == -1.0 and audio[6] == 0.0
+    assert audio[7] == pytest.approx(0.5, abs=1e-4)
+    stereo = np.stack([np.full(1600, 0.2), np.full(1600, 0.4)], axis=1).astype(np.float32)
+    mono, _ = decode_wav(wav_base64((stereo, 16000)))  # the servers hear mono anyway
+    assert mono.shape == (1600,) and float(np.median(mono)) == pytest.approx(0.3, abs=1e-3)
 
 
 def test_decode_stereo_any_rate_to_mono():

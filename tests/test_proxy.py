@@ -370,12 +370,12 @@ def test_a_host_long_up_with_a_dead_server_is_not_called_starting():
                              start_gpu=True)
     app = create_app(settings)
     proxy = app.extensions["gpu_audio_proxy"]
-    proxy.start_gpu_once = lambda: True  # a look at EC2 is under way or was just made
+    proxy.starter.start_once = lambda who: True  # a look at EC2 is under way or was just made
     c = app.test_client()
     r = c.get("/tts/health")
     assert r.status_code == 503 and "starting" in r.get_json()["error"]  # nothing known yet
-    proxy.running_since = time.time() - 120  # started two minutes ago: models still loading
+    proxy.starter.running_since = time.time() - 120  # started two minutes ago: models still loading
     assert c.get("/tts/health").status_code == 503
-    proxy.running_since = time.time() - 3 * 3600  # up for hours
+    proxy.starter.running_since = time.time() - 3 * 3600  # up for hours
     r = c.get("/tts/health")
     assert r.status_code == 502 and "the GPU host is running: is the server up" in r.get_json()["error"]

@@ -159,8 +159,6 @@ def test_the_poller_stops_at_a_failed_server_and_reports_progress():
 
 # -- routed ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="the proxy's routes come from the services table in the "
-                                       "typed-proxy branch; once merged this passes: drop the mark")
 def test_the_proxy_relays_its_prefix(third):
     from proxy.app import create_app
     from proxy.settings import ProxySettings

@@ -1,6 +1,11 @@
 """The TTS compat contract, field by field, with the request shapes clients send."""
 import pytest
 
+from gpu_audio.server.engine import EngineError, one_result_each
+from tts.engines.base import Capabilities
+from tts.engines.espeak import EspeakEngine
+
+from .fakes import RecordingEngine
 from .helpers import decode_wav, rms
 
 BATCH = {"texts": ["Speaker 0: Hello there. Amazing.", "Speaker 0: Second line."]}
@@ -86,6 +91,52 @@ def test_instructs_win_over_instruct_and_empty_means_none(rec_client, recorder):
     assert [i.instruct for i in recorder.calls[1]] == ["speak slowly", "speak slowly"]
     rec_client.post("/generate", json={"text": "One.", "instruct": "cheerful"})
     assert recorder.calls[2][0].instruct == "cheerful"
+
+
+def test_instruct_warning_follows_the_engines_typed_capabilities(make_client):
+    """The warning comes from the engine's Capabilities, not from a guess: an engine
+    that says it follows instruct gets none, one that says it does not gets one."""
+    class NoInstruct(RecordingEngine):
+        def capabilities(self):
+            return Capabilities(instruct=False, voice_clone=False)
+
+    asked = {"text": "One.", "instruct": "cheerful"}
+    assert "warnings" not in make_client(RecordingEngine()).post("/generate", json=asked).get_json()
+    body = make_client(NoInstruct()).post("/generate", json=asked).get_json()
+    assert body["warnings"] == ["recording does not support instruct; it was ignored."]
+    assert "warnings" not in make_client(NoInstruct()).post("/generate", json={"text": "One."}).get_json()
+
+
+def test_capabilities_are_the_health_fields_they_always_were(client):
+    health = client.get("/health").get_json()
+    assert (health["supports_instruct"], health["voice_clone"]) == (False, False)
+    assert "m1" in health["speakers"] and "English" in health["languages"]
+    assert Capabilities.from_health(health) == EspeakEngine().capabilities()
+    listed = Capabilities(instruct=True, voice_clone=True, speakers=("aiden",), languages=("english",))
+    assert listed.health() == {"supports_instruct": True, "voice_clone": True,
+                               "speakers": ["aiden"], "languages": ["english"]}
+    assert Capabilities.from_health(listed.health()) == listed
+    # Unlisted speakers stay unlisted (a VoiceDesign model has none), and an engine
+    # that does not claim a capability does not have it.
+    assert Capabilities(instruct=True, voice_clone=False).health() == {"supports_instruct": True,
+                                                                       "voice_clone": False}
+    assert Capabilities.from_health({}) == Capabilities(instruct=False, voice_clone=False)
+
+
+def test_an_engine_that_returns_too_few_audios_fails_the_request(make_client):
+    """One result per item, checked once (the lane) for every engine: a short answer
+    is a 500 naming the counts, never audio paired with the wrong text."""
+    class Short(RecordingEngine):
+        def synthesize(self, items):
+            audios, rate = super().synthesize(items)
+            return audios[:-1], rate
+
+    r = make_client(Short()).post("/generate_batch", json={"texts": ["One.", "Two."]})
+    assert r.status_code == 500
+    assert "the engine returned 1 results for 2 items" in r.get_json()["error"]
+    with pytest.raises(EngineError, match="Qwen3-TTS returned 3 results for 2 items"):
+        one_result_each([1, 2, 3], ["a", "b"], "Qwen3-TTS")
+    assert one_result_each([1, 2], ["a", "b"]) == [1, 2]
 
 
 def test_batch_true_is_one_engine_call_false_is_one_per_text(rec_client, recorder):

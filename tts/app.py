@@ -17,7 +17,7 @@ from gpu_audio.server.jsonstream import json_with_list
 from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
-from .engines.base import EngineError
+from .engines.base import Capabilities
 from .requests import parse_request
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,8 @@ def _synthesize(server, tts_request, gone):
     engine = server.engine
     items = tts_request.items
 
-    def call(batch):
+    def call(batch):  # the lane checks that there is one audio per text
         audios, rate = engine.synthesize(batch)
-        if len(audios) != len(batch):
-            raise EngineError(f"returned {len(audios)} audios for {len(batch)} texts")
         return [(audio, rate) for audio in audios]
 
     first = items[0]
@@ -67,8 +65,7 @@ def _handle(single: bool):
              sum(durations), elapsed_ms)
     common = {"sample_rate": out_rate, "success": True, "durations": durations,
               "generation_time_ms": elapsed_ms, "engine": server.engine.name}
-    if not server.engine.describe().get("supports_instruct", True) and any(
-            item.instruct for item in tts_request.items):
+    if not Capabilities.of(server.engine).instruct and any(item.instruct for item in tts_request.items):
         common["warnings"] = [f"{server.engine.name} does not support instruct; it was ignored."]
     if single:
         return jsonify({"audio": encoded[0], **common, "duration": durations[0]})

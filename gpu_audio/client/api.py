@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import numpy as np
 import requests
 
 from gpu_audio import readiness, services
+from gpu_audio.audio import b64_wav, decode_wav, to_mono
 from gpu_audio.config import load_client_config
 
 log = logging.getLogger(__name__)
@@ -59,24 +59,14 @@ class Transcription:
 
 
 def wav_base64(audio) -> str:
-    """A path, WAV/FLAC/... bytes, or an (array, rate) pair → base64 of an audio file."""
-    import soundfile as sf
-
+    """A path, WAV/FLAC/... bytes, or an (array, rate) pair → base64 of an audio file
+    (an array is encoded as the servers encode theirs: gpu_audio.audio)."""
     if isinstance(audio, (str, Path)):
         return base64.b64encode(Path(audio).read_bytes()).decode("ascii")
     if isinstance(audio, (bytes, bytearray)):
         return base64.b64encode(bytes(audio)).decode("ascii")
-    samples, rate = audio
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(samples, dtype=np.float32), int(rate), format="WAV", subtype="PCM_16")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def decode_wav(b64: str) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    audio, rate = sf.read(io.BytesIO(base64.b64decode(b64)), dtype="float32")
-    return audio, rate
+    samples, rate = audio  # (frames,) or soundfile's (frames, channels): the servers hear mono
+    return b64_wav(to_mono(np.asarray(samples, dtype=np.float32)), int(rate))
 
 
 def _words(raw) -> list[Word]:

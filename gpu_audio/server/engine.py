@@ -12,14 +12,16 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence, Sized
+from typing import TypeVar
 
 from gpu_audio.config import ConfigError
 
-from .errors import ApiError
+from .errors import RETRY_AFTER_FAILED_S, RETRY_AFTER_LOADING_S, ApiError
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_LOADING_S = 10
+T = TypeVar("T")
 
 
 class EngineError(Exception):
@@ -36,6 +38,14 @@ class EngineCrashed(EngineError):
 
 class EngineUnavailable(EngineCrashed):
     """No engine process runs now (restarting after a crash, or a crash loop)."""
+
+
+def one_result_each(results: Sequence[T], items: Sized, who: str = "the engine") -> Sequence[T]:
+    """``results`` when there is exactly one per item, else EngineError: results
+    paired with the wrong items would be worse than a failed call."""
+    if len(results) != len(items):
+        raise EngineError(f"{who} returned {len(results)} results for {len(items)} items")
+    return results
 
 
 def load_class(target: str):
@@ -152,6 +162,6 @@ class EngineState:
             return
         if self.status == "error":
             raise ApiError(503, f"The model is not available: {self.error}",
-                           {"Retry-After": "60"})
+                           {"Retry-After": str(RETRY_AFTER_FAILED_S)})
         raise ApiError(503, "The model is still loading; retry shortly.",
                        {"Retry-After": str(RETRY_AFTER_LOADING_S)})

@@ -24,6 +24,14 @@ MESSAGES = {
 }
 
 
+# How long a refused client should wait (Retry-After seconds), by why it was refused.
+RETRY_AFTER_LOADING_S = 10  # the model is loading: model routes, /health and /ready while not ready
+RETRY_AFTER_FAILED_S = 60  # the model failed to load: retrying soon cannot help
+RETRY_AFTER_FULL_S = 5  # the lane is full (MAX_QUEUE or requests in progress)
+RETRY_AFTER_DROPPED_S = 5  # never run: its deadline passed or its client left
+RETRY_AFTER_RESTART_S = 15  # the engine process died and is being restarted
+
+
 class ApiError(Exception):
     """Raise from a route to answer ``status`` with ``message`` (and headers)."""
 

@@ -24,7 +24,7 @@ from .metrics import Metrics, MetricsMiddleware, error_kind
 
 log = logging.getLogger(__name__)
 
-LOCAL_DEV_ORIGINS = "*"
+ANY_ORIGIN = "*"  # flask-cors' word for every origin: a server without keys, for local dev
 RESERVED_THREADS = 2  # request threads never given to the lane: /health, /ready, /metrics, 503s
 _servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
 
@@ -107,7 +107,7 @@ def cors_origins(settings):
     """Configured origins; with none configured, any origin only while auth is off."""
     if settings.cors_origins:
         return list(settings.cors_origins)
-    return LOCAL_DEV_ORIGINS if not settings.auth_enabled else None
+    return ANY_ORIGIN if not settings.auth_enabled else None
 
 
 def route_matcher(app):
@@ -143,7 +143,7 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     app.extensions["gpu_audio"] = server
 
     def allow_origin(origin):
-        return origins == "*" or (origins is not None and origin in origins)
+        return origins == ANY_ORIGIN or (origins is not None and origin in origins)
 
     known = {rule.rule for rule in app.url_map.iter_rules()}
     wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir, route_matcher(app))

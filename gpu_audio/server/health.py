@@ -9,6 +9,8 @@ from flask import Blueprint, current_app, jsonify
 
 from gpu_audio import __version__
 
+from .errors import RETRY_AFTER_LOADING_S
+
 
 def _iso(ts: float | None) -> str | None:
     if ts is None:
@@ -47,7 +49,7 @@ def health_blueprint() -> Blueprint:
         response = jsonify(payload)
         if not server.state.ready:
             response.status_code = 503
-            response.headers["Retry-After"] = "10"
+            response.headers["Retry-After"] = str(RETRY_AFTER_LOADING_S)
         return response
 
     @bp.get("/ready")
@@ -58,7 +60,7 @@ def health_blueprint() -> Blueprint:
         status = "draining" if server.draining else server.state.status
         response = jsonify({"status": status})
         response.status_code = 503
-        response.headers["Retry-After"] = "10"
+        response.headers["Retry-After"] = str(RETRY_AFTER_LOADING_S)
         return response
 
     @bp.get("/metrics")

@@ -26,13 +26,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from .engine import EngineCrashed, EngineError, UnsupportedRequest
-from .errors import ApiError
+from .engine import EngineCrashed, EngineError, UnsupportedRequest, one_result_each
+from .errors import RETRY_AFTER_DROPPED_S, RETRY_AFTER_FULL_S, RETRY_AFTER_RESTART_S, ApiError
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_FULL_S = 5
-RETRY_AFTER_RESTART_S = 15
 
 
 class DeadlinePassed(Exception):
@@ -57,7 +54,8 @@ def as_api_error(exc: BaseException, what: str) -> ApiError:
     if isinstance(exc, UnsupportedRequest):
         return ApiError(400, str(exc))
     if isinstance(exc, (DeadlinePassed, ClientGone)):
-        return ApiError(503, f"Not processed: the request {exc}; retry.", {"Retry-After": "5"})
+        return ApiError(503, f"Not processed: the request {exc}; retry.",
+                        {"Retry-After": str(RETRY_AFTER_DROPPED_S)})
     if isinstance(exc, EngineCrashed):
         return ApiError(503, f"Not processed: {exc}; retry.", {"Retry-After": str(RETRY_AFTER_RESTART_S)})
     if is_out_of_memory(exc):
@@ -268,9 +266,7 @@ class Lane:
         call = batch[0][0].call
         began = time.perf_counter()
         try:
-            results = call([request.items[index] for request, index in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} items")
+            results = one_result_each(call([request.items[index] for request, index in batch]), batch)
         except Exception as exc:  # noqa: BLE001 - every failure is some item's answer
             self.observe_call(len(batch), time.perf_counter() - began, exc)
             if is_out_of_memory(exc):

@@ -11,7 +11,10 @@
     healthRefresh: $("#health-refresh"), access: $("#access"), accessForm: $("#access-form"),
     accessKey: $("#access-key"), accessError: $("#access-error"),
   };
-  const SERVERS = { tts: "TTS", whisperx: "WhisperX" };
+  // The proxy renders one card per service it relays (gpu_audio.services): name, title, path.
+  const cards = [...els.health.querySelectorAll("[data-server]")];
+  const SERVERS = Object.fromEntries(cards.map((card) => [card.dataset.server, card.dataset.title]));
+  const PATHS = Object.fromEntries(cards.map((card) => [card.dataset.server, card.dataset.path]));
   const LANGUAGE = "en";
 
   let audioUrl = null;
@@ -141,7 +144,8 @@
     // /health answers 503 with a JSON body while the model loads: show that body too.
     let response, data = {};
     try {
-      response = await fetch(name + "/health", { credentials: "same-origin", headers: { Accept: "application/json" } });
+      response = await fetch(PATHS[name] + "/health",
+        { credentials: "same-origin", headers: { Accept: "application/json" } });
       data = await response.json().catch(() => ({}));
     } catch (err) {
       fillServer(name, "down", {}, "The proxy cannot be reached.");
@@ -158,7 +162,7 @@
       if (data.model_size) extra.push("size " + data.model_size);
       if (typeof data.in_flight === "number" && data.in_flight) extra.push(data.in_flight + " in flight");
       fillServer(name, "ok", data, extra.join(" · "));
-      if (name === "tts") {
+      if ("supports_instruct" in data) {  // the engine's capabilities, from its /health
         els.instruct.placeholder = data.supports_instruct === false
           ? "this engine (" + data.engine + ") ignores instruct" : "e.g. speak slowly and warmly";
       }
@@ -295,7 +299,7 @@
     try {
       setStatus("Speaking…");
       let began = performance.now();
-      const tts = await call("POST", "tts/generate_batch", { texts: [text], instructs: [instruct] });
+      const tts = await call("POST", PATHS.tts + "/generate_batch", { texts: [text], instructs: [instruct] });
       const audio = (tts.data.audios || [])[0];
       if (!audio) throw new ApiFailure(200, "The TTS server answered without audio.");
       const ttsMs = performance.now() - began;
@@ -311,7 +315,7 @@
       setStatus("Spoke " + spoke + ". Aligning…");
       els.words.replaceChildren();
       began = performance.now();
-      const aligned = await call("POST", "whisperx/align", { audio, text, language: LANGUAGE });
+      const aligned = await call("POST", PATHS.whisperx + "/align", { audio, text, language: LANGUAGE });
       showWords(aligned.data.words || []);
       setStatus("Spoke " + spoke + "; aligned " + wordEls.length + " words in "
         + Math.round(performance.now() - began) + " ms.");

@@ -10,7 +10,7 @@ import numpy as np
 
 from gpu_audio.espeak import EspeakError, espeak
 
-from .base import EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
+from .base import Capabilities, EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ class EspeakEngine(TTSEngine):
             raise EngineError("eSpeak NG has no en-us voice")
         log.info("eSpeak NG ready (%d Hz)", self.sample_rate)
 
+    def capabilities(self) -> Capabilities:
+        return Capabilities(instruct=False, voice_clone=False, speakers=VARIANTS,
+                            languages=tuple(LANGUAGE_NAMES))
+
     def describe(self) -> dict:
         s = self.settings
         return {
@@ -63,10 +67,7 @@ class EspeakEngine(TTSEngine):
             "gpu_name": None,
             "speaker": getattr(s, "speaker", None),
             "language": getattr(s, "language", "English"),
-            "supports_instruct": False,
-            "voice_clone": False,
-            "speakers": list(VARIANTS),
-            "languages": LANGUAGE_NAMES,
+            **self.capabilities().health(),
         }
 
     def synthesize(self, items: list[SynthesisItem]) -> tuple[list[np.ndarray], int]:

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-from .base import EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
+from gpu_audio.server.engine import one_result_each
+
+from .base import Capabilities, EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,7 @@ class QwenEngine(TTSEngine):
 
     def describe(self) -> dict:
         s = self.settings
-        info = {
+        return {
             "engine": self.name,
             "model": s.model,
             "model_type": self._model_type,
@@ -126,14 +128,15 @@ class QwenEngine(TTSEngine):
             "gpu_name": self._gpu_name,
             "speaker": s.speaker,
             "language": s.language,
-            "supports_instruct": self._supports_instruct(),
-            "voice_clone": self._model_type == "base",
+            **self.capabilities().health(),
         }
-        if self._model_type == "custom_voice" and self._speakers is not None:
-            info["speakers"] = list(self._speakers)
-        if self._languages is not None:
-            info["languages"] = list(self._languages)
-        return info
+
+    def capabilities(self) -> Capabilities:
+        """Speakers are listed for CustomVoice models only (the others take none)."""
+        speakers = self._speakers if self._model_type == "custom_voice" else None
+        return Capabilities(instruct=self._supports_instruct(), voice_clone=self._model_type == "base",
+                            speakers=None if speakers is None else tuple(speakers),
+                            languages=None if self._languages is None else tuple(self._languages))
 
     def _supports_instruct(self) -> bool:
         # qwen_tts drops instruct for the 0.6B CustomVoice model.
@@ -196,8 +199,7 @@ class QwenEngine(TTSEngine):
 
                 with torch.cuda.device(self._device_map):
                     torch.cuda.empty_cache()
-        if len(wavs) != len(items):
-            raise EngineError(f"Qwen3-TTS returned {len(wavs)} audios for {len(items)} texts")
+        wavs = one_result_each(wavs, items, "Qwen3-TTS")  # split by seed above: zip must not cut
         return [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs], int(rate)
 
     def _seed(self, seed: int) -> None:
