@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -109,7 +109,9 @@ def max_body_bytes(env) -> int:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What every server reads: auth, CORS, limits, the lane, where state lives."""
+    """What every server reads: auth, CORS, limits, the lane, where state lives.
+
+    Copy one with ``dataclasses.replace``."""
 
     api_key_hashes: tuple[bytes, ...] = field(default=(), repr=False)
     allow_no_auth: bool = False
@@ -168,11 +170,6 @@ class ServerSettings:
             raise ConfigError(f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
                               f"{self.max_queue}: a request that large could never be let in")
         return self
-
-    def replace(self, **changes):
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return type(self)(**values)
 
 
 @dataclass(frozen=True)
