@@ -83,7 +83,7 @@ def on_starting(server):
         return
     from gpu_audio.config import ServerSettings
 
-    settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
+    settings = ServerSettings.from_env(os.environ)
     check_bind_allowed(server.cfg.bind or [], settings)
     graceful = server.cfg.graceful_timeout
     if not settings.request_deadline_s < graceful < SUPERVISORD_STOPWAITSECS:
