@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from gpu_audio import services
+
 Env = Mapping[str, str]
 S = TypeVar("S")
 
@@ -388,8 +390,10 @@ class AwsConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    server_url: str = "http://127.0.0.1:5000"
-    whisper_url: str = "http://127.0.0.1:5001"
+    # The servers on this machine at their default ports (the services table, read
+    # when a config is made).
+    server_url: str = field(default_factory=lambda: services.TTS.url({}))
+    whisper_url: str = field(default_factory=lambda: services.WHISPERX.url({}))
     api_key: str | None = field(default=None, repr=False)
     aws: AwsConfig = field(default_factory=AwsConfig)
     path: str | None = None
@@ -436,11 +440,12 @@ def load_client_config(path: str | os.PathLike | None = None, env: Env | None = 
     def number(name: str, raw: object, default: float) -> float:  # from the environment or the file
         return parse_float({name: None if raw is None else str(raw)}, name, default)
 
+    defaults = ClientConfig()
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
     return ClientConfig(
-        server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or ClientConfig.server_url).rstrip("/"),
+        server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or defaults.server_url).rstrip("/"),
         whisper_url=(env.get("TTS_WHISPER_URL") or (accept_whisper_url and env.get("WHISPER_URL"))
-                     or data.get("whisper_url") or ClientConfig.whisper_url).rstrip("/"),
+                     or data.get("whisper_url") or defaults.whisper_url).rstrip("/"),
         api_key=key.split(",")[0].strip() if key else None,
         aws=AwsConfig(
             region=env.get("GPU_AWS_REGION") or aws.get("region") or env.get("AWS_REGION")
@@ -448,9 +453,9 @@ def load_client_config(path: str | os.PathLike | None = None, env: Env | None = 
             instance_id=env.get("GPU_INSTANCE_ID") or aws.get("instance_id"),
             profile=env.get("GPU_AWS_PROFILE") or aws.get("profile"),
             idle_minutes=number("idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"),
-                                15.0),
+                                defaults.aws.idle_minutes),
             hourly_price=number("hourly_price", env.get("GPU_HOURLY_PRICE") or aws.get("hourly_price"),
-                                DEFAULT_HOURLY_PRICE),
+                                defaults.aws.hourly_price),
             resolve_host=aws.get("resolve_host"),
         ),
         path=str(found) if found else None,

@@ -7,8 +7,10 @@ import typing
 
 import pytest
 
+from gpu_audio import services
 from gpu_audio.config import (
-    ConfigError, ServerSettings, TTSSettings, WhisperXSettings, env_fields, field_default, hash_key,
+    ClientConfig, ConfigError, ServerSettings, TTSSettings, WhisperXSettings, env_fields, field_default, hash_key,
+    load_client_config,
 )
 from gpu_audio.server.engine_process import EngineProcess
 from proxy.settings import ProxySettings
@@ -108,6 +110,14 @@ def test_the_batch_limits_follow_a_lower_max_queue_and_must_fit_it():
     assert WhisperXSettings.from_env({"MAX_QUEUE": "64"}).max_items == 64
     with pytest.raises(ConfigError, match="^MAX_ITEMS=65 is more than MAX_QUEUE=64"):
         WhisperXSettings.from_env({"MAX_QUEUE": "64", "MAX_ITEMS": "65"})
+
+
+def test_the_client_urls_default_to_the_services_table(monkeypatch):
+    monkeypatch.setattr(services, "TTS", dataclasses.replace(services.TTS, default_port=6100))
+    monkeypatch.setattr(services, "WHISPERX", dataclasses.replace(services.WHISPERX, default_port=6101))
+    assert ClientConfig().server_url == "http://127.0.0.1:6100"
+    config = load_client_config(env={})
+    assert (config.server_url, config.whisper_url) == ("http://127.0.0.1:6100", "http://127.0.0.1:6101")
 
 
 def test_the_engine_process_copy_of_the_settings_drops_only_the_keys():
