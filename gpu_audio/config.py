@@ -1,22 +1,35 @@
 """Settings, read from the environment when an app factory asks, never at import.
 
-Keys are hashed as soon as they are read: a settings object can be logged or
-printed without leaking one.
+Each setting is a dataclass field and its default is written there, once; the
+field's metadata (``env_var``) names its environment variable, and ``read_env``
+picks the parsing from the field's type. Keys are hashed as soon as they are read:
+a settings object can be logged or printed without leaking one.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import tempfile
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from gpu_audio import services
+
+Env = Mapping[str, str]
+S = TypeVar("S")
 
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 
-def _bool(env, name, default):
+def parse_bool(env: Env, name: str, default: bool | None = None) -> bool | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -28,7 +41,8 @@ def _bool(env, name, default):
     raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
 
 
-def _int(env, name, default, minimum=0):
+def parse_int(env: Env, name: str, default: int | None = None, minimum: int = 0,
+              maximum: int | None = None) -> int | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -38,10 +52,13 @@ def _int(env, name, default, minimum=0):
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, not {value}")
     return value
 
 
-def _float(env, name, default, minimum=0.0):
+def parse_float(env: Env, name: str, default: float | None = None,
+                minimum: float = 0.0) -> float | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -54,19 +71,136 @@ def _float(env, name, default, minimum=0.0):
     return value
 
 
+def parse_list(env: Env, name: str) -> tuple[str, ...]:
+    """A comma-separated list; empty items dropped."""
+    raw = env.get(name) or ""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 SEED_MAX = 2**32 - 1  # the range every seeding API takes (numpy's is the narrowest)
 
 
-def _seed(env, name):
-    value = _int(env, name, None)
-    if value is not None and value > SEED_MAX:
-        raise ConfigError(f"{name} must be at most {SEED_MAX}, not {value}")
-    return value
+# -- settings fields and the environment -------------------------------------------------
+
+# How a field is read when its type does not say: the environment and the field's
+# EnvVar in, the value out (None: the variable is unset, the default applies).
+Reader = Callable[[Env, "EnvVar"], Any]
+# A default that depends on the environment or on the fields read before this one.
+Unset = Callable[[Env, Mapping[str, Any]], Any]
+
+ENV_METADATA = "env"  # the key of a field's EnvVar in its metadata
 
 
-def _list(env, name):
-    raw = env.get(name) or ""
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+@dataclass(frozen=True)
+class EnvVar:
+    """Where a settings field comes from: its variable, the bounds, and a reader where
+    the field's type does not say how to parse it.
+
+    ``unset``: the value when the variable is unset, where that is not the field's
+    default (None: it is): a callable (environment, fields read so far) when it
+    depends on them."""
+
+    name: str
+    minimum: float | None = None  # int and float fields; None: 0
+    maximum: int | None = None  # int fields
+    read: Reader | None = None
+    unset: Any = None  # a value, or an Unset callable
+
+
+def env_var(name: str, *, minimum: float | None = None, maximum: int | None = None,
+            read: Reader | None = None, unset: Any = None) -> dict[str, EnvVar]:
+    """A field's metadata: ``field(default=1000, metadata=env_var("MAX_QUEUE", minimum=1))``."""
+    return {ENV_METADATA: EnvVar(name, minimum, maximum, read, unset)}
+
+
+def env_fields(cls: type) -> list[tuple[dataclasses.Field, EnvVar]]:
+    """The fields of a settings class that the environment sets, with their EnvVar."""
+    return [(f, f.metadata[ENV_METADATA]) for f in dataclasses.fields(cls) if ENV_METADATA in f.metadata]
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """The value a settings object built in code gets for ``f``."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _bounds(spec: EnvVar) -> dict[str, Any]:
+    """The parser's bounds: only those the field sets (the parser's own minimum is 0 or
+    0.0, which its error message shows as it is written)."""
+    bounds: dict[str, Any] = {}
+    if spec.minimum is not None:
+        bounds["minimum"] = spec.minimum
+    if spec.maximum is not None:
+        bounds["maximum"] = spec.maximum
+    return bounds
+
+
+def _read_bool(env: Env, spec: EnvVar) -> bool | None:
+    return parse_bool(env, spec.name)
+
+
+def _read_int(env: Env, spec: EnvVar) -> int | None:
+    return parse_int(env, spec.name, **_bounds(spec))
+
+
+def _read_float(env: Env, spec: EnvVar) -> float | None:
+    return parse_float(env, spec.name, **_bounds(spec))
+
+
+def _read_str(env: Env, spec: EnvVar) -> str | None:
+    return env.get(spec.name) or None
+
+
+def _read_list(env: Env, spec: EnvVar) -> tuple[str, ...] | None:
+    return parse_list(env, spec.name) or None
+
+
+READERS: dict[type, Reader] = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str,
+                               tuple: _read_list}
+
+
+def _reader(annotation: Any) -> Reader:
+    """The reader for a field's type: ``X | None`` reads as ``X``, ``tuple[str, ...]`` as a
+    comma-separated list."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(inner) == 1:
+            annotation = inner[0]
+    kind = typing.get_origin(annotation) or annotation
+    try:
+        return READERS[kind]
+    except KeyError:
+        raise TypeError(f"no reader for a field of type {annotation!r}: give env_var a read=") from None
+
+
+def _read_field(f: dataclasses.Field, spec: EnvVar, annotation: Any, env: Env,
+                values: Mapping[str, Any]) -> Any:
+    value = (spec.read or _reader(annotation))(env, spec)
+    if value is not None:
+        return value
+    if spec.unset is None:
+        return field_default(f)
+    return spec.unset(env, values) if callable(spec.unset) else spec.unset
+
+
+def read_env(cls: type[S], env: Env, **given: Any) -> S:
+    """``cls`` from the environment: each field with an ``env_var`` is read (in field
+    order, so an ``unset`` callable sees the fields before it); ``given`` values win, and
+    other fields keep their defaults."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = dict(given)
+    for f, spec in env_fields(cls):
+        if f.name not in given:
+            values[f.name] = _read_field(f, spec, hints[f.name], env, values)
+    return cls(**values)
+
+
+def read_setting(cls: type, name: str, env: Env) -> Any:
+    """One field of ``cls`` from the environment, for code that needs it without the
+    rest (gunicorn's thread count, the proxy's body limit)."""
+    f, spec = next((f, spec) for f, spec in env_fields(cls) if f.name == name)
+    return _read_field(f, spec, typing.get_type_hints(cls)[name], env, {})
 
 
 def hash_key(key: str) -> bytes:
@@ -74,9 +208,9 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-def read_api_keys(env) -> tuple[bytes, ...]:
+def read_api_keys(env: Env) -> tuple[bytes, ...]:
     """Hashes of the keys in TTS_API_KEY (comma-separated) and TTS_API_KEY_FILE."""
-    keys = list(_list(env, "TTS_API_KEY"))
+    keys = list(parse_list(env, "TTS_API_KEY"))
     path = env.get("TTS_API_KEY_FILE")
     if path:
         try:
@@ -87,177 +221,152 @@ def read_api_keys(env) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(hash_key(k) for k in keys))
 
 
-def default_activity_dir(env) -> str:
+def _read_api_keys(env: Env, spec: EnvVar) -> tuple[bytes, ...] | None:
+    return read_api_keys(env) or None
+
+
+def _read_lowercase(env: Env, spec: EnvVar) -> str | None:
+    """An engine name: matched against a table of lowercase names."""
+    raw = env.get(spec.name)
+    return raw.strip().lower() if raw else None
+
+
+def _read_mebibytes(env: Env, spec: EnvVar) -> int | None:
+    """MAX_BODY_MB: the variable counts MiB, the field bytes."""
+    value = parse_int(env, spec.name, **_bounds(spec))
+    return None if value is None else value * 2**20
+
+
+def _read_zero_is_none(env: Env, spec: EnvVar) -> int | None:
+    """TTS_MAX_NEW_TOKENS=0 means no limit, as unset does."""
+    return parse_int(env, spec.name, **_bounds(spec)) or None
+
+
+def default_activity_dir(env: Env) -> str:
     base = env.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return os.path.join(base, "gpu-audio")
 
 
-DEFAULT_THREADS = 32
+BATCH_LIMIT = 500  # MAX_TEXTS / MAX_ITEMS when not set (and MAX_QUEUE allows)
 
 
-def request_threads(env) -> int:
+def _batch_default(env: Env, values: Mapping[str, Any]) -> int:
+    """MAX_TEXTS / MAX_ITEMS unset: 500, or MAX_QUEUE when that is lower (``MAX_QUEUE=64``
+    alone is a smaller server, not a contradiction)."""
+    return min(BATCH_LIMIT, values["max_queue"])
+
+
+def request_threads(env: Env) -> int:
     """GUNICORN_THREADS: gunicorn's thread count, which the lane also needs to know
     (requests waiting for the GPU hold threads; some must stay free for /health)."""
-    return _int(env, "GUNICORN_THREADS", DEFAULT_THREADS, minimum=1)
+    return read_setting(ServerSettings, "request_threads", env)
 
 
-def max_body_bytes(env) -> int:
+def max_body_bytes(env: Env) -> int:
     """MAX_BODY_MB in bytes: the servers' body limit, which the proxy (no limit of its
     own) also needs to know, for how much of an unread body it drops (drain.py)."""
-    return _int(env, "MAX_BODY_MB", 256, minimum=1) * 2**20
+    return read_setting(ServerSettings, "max_body_bytes", env)
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What every server reads: auth, CORS, limits, the lane, where state lives."""
+    """What every server reads: auth, CORS, limits, the lane, where state lives.
 
-    api_key_hashes: tuple[bytes, ...] = field(default=(), repr=False)
-    allow_no_auth: bool = False
-    cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 256 * 2**20
+    Copy one with ``dataclasses.replace``."""
+
+    api_key_hashes: tuple[bytes, ...] = field(default=(), repr=False,
+                                              metadata=env_var("TTS_API_KEY", read=_read_api_keys))
+    allow_no_auth: bool = field(default=False, metadata=env_var("ALLOW_NO_AUTH"))
+    cors_origins: tuple[str, ...] = field(default=(), metadata=env_var("CORS_ORIGINS"))
+    max_body_bytes: int = field(default=256 * 2**20,
+                                metadata=env_var("MAX_BODY_MB", minimum=1, read=_read_mebibytes))
     engine: str = ""
-    models_dir: str | None = None
-    activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ))
+    models_dir: str | None = field(default=None, metadata=env_var("MODELS_DIR"))
+    activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ),
+                              metadata=env_var("ACTIVITY_DIR",
+                                               unset=lambda env, values: default_activity_dir(env)))
     load_in_background: bool = True
-    max_queue: int = 1000
-    max_batch: int = 16
-    batch_wait_ms: int = 20
-    request_deadline_s: float = 3600.0
-    request_threads: int = DEFAULT_THREADS
-    # The model in a process of its own (engine_process.py). Off by default for
-    # settings built in code (tests pass engines in); from the environment, on.
-    engine_process: bool = False
-    engine_timeout_s: float = 3600.0
-    engine_restart_backoff_s: float = 30.0
+    max_queue: int = field(default=1000, metadata=env_var("MAX_QUEUE", minimum=1))
+    max_batch: int = field(default=16, metadata=env_var("MAX_BATCH", minimum=1))
+    batch_wait_ms: int = field(default=20, metadata=env_var("BATCH_WAIT_MS"))
+    request_deadline_s: float = field(default=3600.0, metadata=env_var("REQUEST_DEADLINE_S", minimum=1.0))
+    request_threads: int = field(default=32, metadata=env_var("GUNICORN_THREADS", minimum=1))
+    # The model in a process of its own (engine_process.py). Off for settings built in
+    # code (tests pass engines in); from the environment, on unless ENGINE_PROCESS=0.
+    engine_process: bool = field(default=False, metadata=env_var("ENGINE_PROCESS", unset=True))
+    engine_timeout_s: float = field(default=3600.0, metadata=env_var("ENGINE_TIMEOUT_S", minimum=1.0))
+    engine_restart_backoff_s: float = field(default=30.0, metadata=env_var("ENGINE_RESTART_BACKOFF_S"))
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_key_hashes)
 
     @classmethod
-    def common_from_env(cls, env) -> dict:
-        return dict(
-            api_key_hashes=read_api_keys(env),
-            allow_no_auth=_bool(env, "ALLOW_NO_AUTH", False),
-            cors_origins=_list(env, "CORS_ORIGINS"),
-            max_body_bytes=max_body_bytes(env),
-            models_dir=env.get("MODELS_DIR") or None,
-            activity_dir=env.get("ACTIVITY_DIR") or default_activity_dir(env),
-            max_queue=_int(env, "MAX_QUEUE", 1000, minimum=1),
-            max_batch=_int(env, "MAX_BATCH", 16, minimum=1),
-            batch_wait_ms=_int(env, "BATCH_WAIT_MS", 20),
-            request_deadline_s=_float(env, "REQUEST_DEADLINE_S", 3600.0, minimum=1.0),
-            request_threads=request_threads(env),
-            engine_process=_bool(env, "ENGINE_PROCESS", True),
-            engine_timeout_s=_float(env, "ENGINE_TIMEOUT_S", 3600.0, minimum=1.0),
-            engine_restart_backoff_s=_float(env, "ENGINE_RESTART_BACKOFF_S", 30.0),
-        )
+    def from_env(cls, env: Env | None = None) -> Self:
+        """The settings from ``env`` (``os.environ`` unless given)."""
+        return read_env(cls, os.environ if env is None else env)
 
-    BATCH_LIMIT = 500  # MAX_TEXTS / MAX_ITEMS when not set (and MAX_QUEUE allows)
-
-    @classmethod
-    def _batch_default(cls, common: dict) -> int:
-        """MAX_TEXTS / MAX_ITEMS unset: 500, or MAX_QUEUE when that is lower (``MAX_QUEUE=64``
-        alone is a smaller server, not a contradiction)."""
-        return min(cls.BATCH_LIMIT, common["max_queue"])
-
-    def _fits(self, field_name: str, variable: str):
+    def _fits(self, field_name: str) -> Self:
         """A request as large as allowed must fit the lane, or it could never run: a limit
         set above MAX_QUEUE is refused (a default one follows MAX_QUEUE)."""
+        variable = next(spec.name for f, spec in env_fields(type(self)) if f.name == field_name)
         if getattr(self, field_name) > self.max_queue:
             raise ConfigError(f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
                               f"{self.max_queue}: a request that large could never be let in")
         return self
 
-    def replace(self, **changes):
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return type(self)(**values)
-
 
 @dataclass(frozen=True)
 class TTSSettings(ServerSettings):
-    """TTS server settings (DESIGN.md's table)."""
+    """TTS server settings (README, "Settings")."""
 
-    engine: str = "qwen"
-    model: str = "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"
-    speaker: str = "Aiden"
-    language: str = "English"
-    device: str = "cuda"
-    dtype: str = "bfloat16"
-    attn_implementation: str = "sdpa"
-    max_new_tokens: int | None = None
-    max_texts: int = 500
-    max_text_chars: int = 5000
-    clean_text: bool = True
+    engine: str = field(default="qwen", metadata=env_var("TTS_ENGINE", read=_read_lowercase))
+    model: str = field(default="Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice", metadata=env_var("TTS_MODEL"))
+    speaker: str = field(default="Aiden", metadata=env_var("TTS_SPEAKER"))
+    language: str = field(default="English", metadata=env_var("TTS_LANGUAGE"))
+    device: str = field(default="cuda", metadata=env_var("TTS_DEVICE"))
+    dtype: str = field(default="bfloat16", metadata=env_var("TTS_DTYPE"))
+    attn_implementation: str = field(default="sdpa", metadata=env_var("TTS_ATTN_IMPLEMENTATION"))
+    max_new_tokens: int | None = field(default=None,
+                                       metadata=env_var("TTS_MAX_NEW_TOKENS", read=_read_zero_is_none))
+    max_texts: int = field(default=BATCH_LIMIT, metadata=env_var("MAX_TEXTS", minimum=1, unset=_batch_default))
+    max_text_chars: int = field(default=5000, metadata=env_var("MAX_TEXT_CHARS", minimum=1))
+    clean_text: bool = field(default=True, metadata=env_var("TTS_CLEAN_TEXT"))
     output_rate: int = 24000
-    seed: int | None = None  # TTS_SEED: the sampling seed of requests that send none
+    # The sampling seed of requests that send none.
+    seed: int | None = field(default=None, metadata=env_var("TTS_SEED", maximum=SEED_MAX))
 
     @classmethod
-    def from_env(cls, env=None) -> "TTSSettings":
-        env = os.environ if env is None else env
-        engine = (env.get("TTS_ENGINE") or "qwen").strip().lower()
-        common = cls.common_from_env(env)
-        return cls(
-            **common,
-            engine=engine,
-            model=env.get("TTS_MODEL") or cls.model,
-            speaker=env.get("TTS_SPEAKER") or cls.speaker,
-            language=env.get("TTS_LANGUAGE") or cls.language,
-            device=env.get("TTS_DEVICE") or cls.device,
-            dtype=env.get("TTS_DTYPE") or cls.dtype,
-            attn_implementation=env.get("TTS_ATTN_IMPLEMENTATION") or cls.attn_implementation,
-            max_new_tokens=_int(env, "TTS_MAX_NEW_TOKENS", 0, minimum=0) or None,
-            max_texts=_int(env, "MAX_TEXTS", cls._batch_default(common), minimum=1),
-            max_text_chars=_int(env, "MAX_TEXT_CHARS", 5000, minimum=1),
-            clean_text=_bool(env, "TTS_CLEAN_TEXT", True),
-            seed=_seed(env, "TTS_SEED"),
-        )._fits("max_texts", "MAX_TEXTS")
+    def from_env(cls, env: Env | None = None) -> TTSSettings:
+        return super().from_env(env)._fits("max_texts")
 
 
 @dataclass(frozen=True)
 class WhisperXSettings(ServerSettings):
-    """WhisperX server settings (DESIGN.md's table)."""
+    """WhisperX server settings (README, "Settings")."""
 
-    engine: str = "whisperx"
-    model: str = "large-v3"
-    device: str = "cuda"
-    compute_type: str = "float16"
-    batch_size: int = 16
-    vad_method: str = "pyannote"
-    align_model: str | None = None
-    align_cache_size: int = 3
-    max_align_seconds: float = 300.0
-    nltk_data: str | None = None
-    language: str = "en"
-    max_items: int = 500
-    max_audio_seconds: float = 3 * 3600.0
-    max_request_audio_seconds: float = 3 * 3600.0  # decoded seconds per request, all items
-    max_align_text_chars: int = 200_000
+    engine: str = field(default="whisperx", metadata=env_var("WHISPERX_ENGINE", read=_read_lowercase))
+    model: str = field(default="large-v3", metadata=env_var("WHISPERX_MODEL"))
+    device: str = field(default="cuda", metadata=env_var("WHISPERX_DEVICE"))
+    compute_type: str = field(default="float16", metadata=env_var("WHISPERX_COMPUTE_TYPE"))
+    batch_size: int = field(default=16, metadata=env_var("WHISPERX_BATCH_SIZE", minimum=1))
+    vad_method: str = field(default="pyannote", metadata=env_var("WHISPERX_VAD_METHOD"))
+    align_model: str | None = field(default=None, metadata=env_var("WHISPERX_ALIGN_MODEL"))
+    align_cache_size: int = field(default=3, metadata=env_var("WHISPERX_ALIGN_CACHE", minimum=1))
+    max_align_seconds: float = field(default=300.0,
+                                     metadata=env_var("WHISPERX_MAX_ALIGN_SECONDS", minimum=1.0))
+    nltk_data: str | None = field(default=None, metadata=env_var("NLTK_DATA"))
+    language: str = field(default="en", metadata=env_var("WHISPERX_LANGUAGE"))
+    max_items: int = field(default=BATCH_LIMIT, metadata=env_var("MAX_ITEMS", minimum=1, unset=_batch_default))
+    max_audio_seconds: float = field(default=3 * 3600.0, metadata=env_var("MAX_AUDIO_SECONDS", minimum=1.0))
+    # Decoded seconds per request, all items.
+    max_request_audio_seconds: float = field(default=3 * 3600.0,
+                                             metadata=env_var("MAX_REQUEST_AUDIO_SECONDS", minimum=1.0))
+    max_align_text_chars: int = field(default=200_000, metadata=env_var("MAX_ALIGN_TEXT_CHARS", minimum=1))
 
     @classmethod
-    def from_env(cls, env=None) -> "WhisperXSettings":
-        env = os.environ if env is None else env
-        common = cls.common_from_env(env)
-        return cls(
-            **common,
-            engine=(env.get("WHISPERX_ENGINE") or "whisperx").strip().lower(),
-            model=env.get("WHISPERX_MODEL") or cls.model,
-            device=env.get("WHISPERX_DEVICE") or cls.device,
-            compute_type=env.get("WHISPERX_COMPUTE_TYPE") or cls.compute_type,
-            batch_size=_int(env, "WHISPERX_BATCH_SIZE", 16, minimum=1),
-            vad_method=env.get("WHISPERX_VAD_METHOD") or cls.vad_method,
-            align_model=env.get("WHISPERX_ALIGN_MODEL") or None,
-            align_cache_size=_int(env, "WHISPERX_ALIGN_CACHE", 3, minimum=1),
-            max_align_seconds=_float(env, "WHISPERX_MAX_ALIGN_SECONDS", 300.0, minimum=1.0),
-            nltk_data=env.get("NLTK_DATA") or None,
-            language=env.get("WHISPERX_LANGUAGE") or cls.language,
-            max_items=_int(env, "MAX_ITEMS", cls._batch_default(common), minimum=1),
-            max_audio_seconds=_float(env, "MAX_AUDIO_SECONDS", 3 * 3600.0, minimum=1.0),
-            max_request_audio_seconds=_float(env, "MAX_REQUEST_AUDIO_SECONDS", 3 * 3600.0,
-                                             minimum=1.0),
-            max_align_text_chars=_int(env, "MAX_ALIGN_TEXT_CHARS", 200_000, minimum=1),
-        )._fits("max_items", "MAX_ITEMS")
+    def from_env(cls, env: Env | None = None) -> WhisperXSettings:
+        return super().from_env(env)._fits("max_items")
 
 
 # -- client side: server_config.json ---------------------------------------------------
@@ -281,14 +390,16 @@ class AwsConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    server_url: str = "http://127.0.0.1:5000"
-    whisper_url: str = "http://127.0.0.1:5001"
+    # The servers on this machine at their default ports (the services table, read
+    # when a config is made).
+    server_url: str = field(default_factory=lambda: services.TTS.url({}))
+    whisper_url: str = field(default_factory=lambda: services.WHISPERX.url({}))
     api_key: str | None = field(default=None, repr=False)
     aws: AwsConfig = field(default_factory=AwsConfig)
     path: str | None = None
 
 
-def _config_path(path, env) -> Path | None:
+def _config_path(path: str | os.PathLike | None, env: Env) -> Path | None:
     if path:
         return Path(path)
     if env.get("GPU_AUDIO_CONFIG"):
@@ -300,7 +411,8 @@ def _config_path(path, env) -> Path | None:
     return None
 
 
-def load_client_config(path=None, env=None, *, accept_whisper_url: bool = False) -> ClientConfig:
+def load_client_config(path: str | os.PathLike | None = None, env: Env | None = None, *,
+                       accept_whisper_url: bool = False) -> ClientConfig:
     """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ./tts/, ~/.config/gpu-audio/),
     then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
     GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
@@ -309,8 +421,6 @@ def load_client_config(path=None, env=None, *, accept_whisper_url: bool = False)
     ``accept_whisper_url`` (the client and the CLI): ``WHISPER_URL``, the name the users'
     scripts give the WhisperX URL, counts too; TTS_WHISPER_URL wins when both are set.
     The proxy leaves it out: those scripts point WHISPER_URL at the proxy itself."""
-    import json
-
     env = os.environ if env is None else env
     found = _config_path(path, env)
     data: dict = {}
@@ -327,23 +437,25 @@ def load_client_config(path=None, env=None, *, accept_whisper_url: bool = False)
     if not isinstance(aws, dict):
         raise ConfigError(f"'aws' in {found} must be an object")
 
-    def number(name, raw, default):  # from the environment or the file
-        return _float({name: None if raw is None else str(raw)}, name, default)
+    def number(name: str, raw: object, default: float) -> float:  # from the environment or the file
+        return parse_float({name: None if raw is None else str(raw)}, name, default)
 
+    defaults = ClientConfig()
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
     return ClientConfig(
-        server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or ClientConfig.server_url).rstrip("/"),
+        server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or defaults.server_url).rstrip("/"),
         whisper_url=(env.get("TTS_WHISPER_URL") or (accept_whisper_url and env.get("WHISPER_URL"))
-                     or data.get("whisper_url") or ClientConfig.whisper_url).rstrip("/"),
+                     or data.get("whisper_url") or defaults.whisper_url).rstrip("/"),
         api_key=key.split(",")[0].strip() if key else None,
         aws=AwsConfig(
             region=env.get("GPU_AWS_REGION") or aws.get("region") or env.get("AWS_REGION")
             or env.get("AWS_DEFAULT_REGION"),
             instance_id=env.get("GPU_INSTANCE_ID") or aws.get("instance_id"),
             profile=env.get("GPU_AWS_PROFILE") or aws.get("profile"),
-            idle_minutes=number("idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"), 15.0),
+            idle_minutes=number("idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"),
+                                defaults.aws.idle_minutes),
             hourly_price=number("hourly_price", env.get("GPU_HOURLY_PRICE") or aws.get("hourly_price"),
-                                DEFAULT_HOURLY_PRICE),
+                                defaults.aws.hourly_price),
             resolve_host=aws.get("resolve_host"),
         ),
         path=str(found) if found else None,

@@ -1,11 +1,11 @@
 """Proxy settings: upstreams and key from server_config.json (as the CLI reads it),
-the rest from the environment."""
+the rest from the environment (each field names its variable, as the servers' do)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
-from gpu_audio.config import ClientConfig, _bool, _float, _list, default_activity_dir, load_client_config
+from gpu_audio.config import ClientConfig, Env, default_activity_dir, env_var, load_client_config, read_env
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
@@ -16,35 +16,29 @@ LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173", "http://l
 @dataclass(frozen=True)
 class ProxySettings:
     client: ClientConfig = field(default_factory=ClientConfig, repr=False)
-    cors_origins: tuple[str, ...] = LOCAL_DEV_ORIGINS
-    connect_timeout: float = 10.0
-    read_timeout: float = 3600.0        # the clients wait up to 30 minutes; a 3-hour CLI batch via the proxy too
-    access_key: str | None = field(default=None, repr=False)
-    allow_public: bool = False
-    start_gpu: bool = False
+    cors_origins: tuple[str, ...] = field(default=LOCAL_DEV_ORIGINS, metadata=env_var("CORS_ORIGINS"))
+    connect_timeout: float = field(default=10.0, metadata=env_var("PROXY_CONNECT_TIMEOUT", minimum=0.1))
+    # The clients wait up to 30 minutes; a 3-hour CLI batch via the proxy too.
+    read_timeout: float = field(default=3600.0, metadata=env_var("PROXY_READ_TIMEOUT", minimum=1.0))
+    access_key: str | None = field(default=None, repr=False, metadata=env_var("PROXY_ACCESS_KEY"))
+    allow_public: bool = field(default=False, metadata=env_var("PROXY_ALLOW_PUBLIC"))
+    start_gpu: bool = field(default=False, metadata=env_var("PROXY_START_GPU"))
     chunk_bytes: int = 64 * 1024
     activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ))
     # The names a request's Host may carry: anything else is a DNS-rebinding page.
-    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
-    session_hours: float = 12.0         # how long a POST /access cookie lasts
+    # Unset: the loopback names and the bound address (default_hosts).
+    allowed_hosts: tuple[str, ...] = field(
+        default=LOOPBACK_NAMES, metadata=env_var("PROXY_ALLOWED_HOSTS", unset=lambda env, values: default_hosts(env)))
+    # How long a POST /access cookie lasts.
+    session_hours: float = field(default=12.0, metadata=env_var("PROXY_SESSION_HOURS", minimum=0.01))
 
     @classmethod
-    def from_env(cls, env=None) -> "ProxySettings":
+    def from_env(cls, env: Env | None = None) -> ProxySettings:
         env = os.environ if env is None else env
-        return cls(
-            client=load_client_config(env=env),
-            cors_origins=_list(env, "CORS_ORIGINS") or LOCAL_DEV_ORIGINS,
-            connect_timeout=_float(env, "PROXY_CONNECT_TIMEOUT", 10.0, minimum=0.1),
-            read_timeout=_float(env, "PROXY_READ_TIMEOUT", 3600.0, minimum=1.0),
-            access_key=env.get("PROXY_ACCESS_KEY") or None,
-            allow_public=_bool(env, "PROXY_ALLOW_PUBLIC", False),
-            start_gpu=_bool(env, "PROXY_START_GPU", False),
-            allowed_hosts=_list(env, "PROXY_ALLOWED_HOSTS") or default_hosts(env),
-            session_hours=_float(env, "PROXY_SESSION_HOURS", 12.0, minimum=0.01),
-        )
+        return read_env(cls, env, client=load_client_config(env=env))
 
 
-def default_hosts(env) -> tuple[str, ...]:
+def default_hosts(env: Env) -> tuple[str, ...]:
     """The loopback names and the address the proxy binds (PROXY_HOST, else BIND_HOST),
     unless that is a wildcard: a public name must then be listed in PROXY_ALLOWED_HOSTS."""
     bind = (env.get("PROXY_HOST") or env.get("BIND_HOST") or "").strip()

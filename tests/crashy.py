@@ -9,6 +9,7 @@ a file ``entered-<n>`` as each call starts, so a test knows a call is under way.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -106,7 +107,7 @@ def tts_app():
     from gpu_audio.server.engine_process import EngineProcess
     from tts.app import create_app
 
-    settings = TTSSettings.from_env().replace(engine="crashy")
+    settings = dataclasses.replace(TTSSettings.from_env(), engine="crashy")
     return create_app(settings, EngineProcess("tests.crashy:CrashyTTS", settings))
 
 
@@ -116,5 +117,5 @@ def whisperx_app():
     from gpu_audio.server.engine_process import EngineProcess
     from whisperx_server.app import create_app
 
-    settings = WhisperXSettings.from_env().replace(engine="crashy")
+    settings = dataclasses.replace(WhisperXSettings.from_env(), engine="crashy")
     return create_app(settings, EngineProcess("tests.crashy:CrashyASR", settings))

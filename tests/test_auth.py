@@ -80,7 +80,7 @@ def test_keys_from_variable_and_file(tmp_path):
 
 
 def test_settings_repr_hides_keys():
-    settings = ServerSettings(**ServerSettings.common_from_env({"TTS_API_KEY": KEY}))
+    settings = ServerSettings.from_env({"TTS_API_KEY": KEY})
     assert settings.auth_enabled
     assert KEY not in repr(settings) and hash_key(KEY).hex() not in repr(settings)
 

@@ -1,4 +1,4 @@
-"""Nothing is read at import (DESIGN.md): settings come from the app factory, so a
+"""Nothing is read at import (README, "Settings"): settings come from the app factory, so a
 broken environment breaks ``create_app()`` with a sentence naming the variable, never
 the import of a module."""
 import subprocess

@@ -16,6 +16,7 @@ behind a batch; ``describe`` is answered from what the child last reported.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import signal
@@ -160,7 +161,7 @@ class EngineProcess:
                  restart_backoff_s: float | None = None, crash_loop: tuple[int, float] = CRASH_LOOP):
         self.target = target
         # The child never needs the keys (hashes only, but still).
-        self.settings = settings.replace(api_key_hashes=()) if hasattr(settings, "replace") else settings
+        self.settings = dataclasses.replace(settings, api_key_hashes=())
         self.local = local if local is not None else load_class(target)(settings)
         self.name = self.local.name
         self.timeout_s = timeout_s or getattr(settings, "engine_timeout_s", None)

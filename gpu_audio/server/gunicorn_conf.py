@@ -76,7 +76,7 @@ def on_starting(server) -> None:
     if app is services.PROXY:
         check_proxy_bind(server.cfg.bind or [], ProxySettings.from_env())
         return
-    settings = ServerSettings(**ServerSettings.common_from_env(os.environ))
+    settings = ServerSettings.from_env(os.environ)
     check_bind_allowed(server.cfg.bind or [], settings)
     graceful = server.cfg.graceful_timeout
     if not settings.request_deadline_s < graceful < SUPERVISORD_STOPWAITSECS:

@@ -1,6 +1,7 @@
 """The real TTS Flask app with QwenEngine on tiny checkpoints: the compat contract end to
 end through qwen_tts (CPU), and what qwen_tts was actually asked to do."""
 import base64
+import dataclasses
 import io
 
 import numpy as np
@@ -22,7 +23,7 @@ def make_client(tmp_path):
     from tts.app import create_app
 
     def make(engine, **changes):
-        settings = engine.settings.replace(activity_dir=str(tmp_path / "activity"), **changes)
+        settings = dataclasses.replace(engine.settings, activity_dir=str(tmp_path / "activity"), **changes)
         return create_app(settings, engine).test_client()
 
     return make

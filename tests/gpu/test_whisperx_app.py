@@ -1,5 +1,7 @@
 """The real WhisperX Flask app with WhisperXEngine on tiny offline models: the compat
 contract end to end through whisperx on the CPU, real eSpeak speech in."""
+import dataclasses
+
 import pytest
 
 from ..helpers import check_promise, spoken
@@ -17,7 +19,7 @@ def make_client(tmp_path):
     from whisperx_server.app import create_app
 
     def make(engine, **changes):
-        settings = engine.settings.replace(activity_dir=str(tmp_path / "activity"), **changes)
+        settings = dataclasses.replace(engine.settings, activity_dir=str(tmp_path / "activity"), **changes)
         return create_app(settings, engine).test_client()
 
     return make

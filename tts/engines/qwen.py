@@ -1,7 +1,7 @@
 """Qwen3-TTS through the ``qwen-tts`` package (CustomVoice, VoiceDesign and Base models).
 
 torch and qwen_tts are imported inside methods only, so importing this module works
-where the GPU stack is not installed (DESIGN.md: nothing heavy at import).
+where the GPU stack is not installed (the design notes: nothing heavy at import).
 """
 from __future__ import annotations
 

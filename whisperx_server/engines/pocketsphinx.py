@@ -1,7 +1,7 @@
 """pocketsphinx, the embedded CPU engine: real forced alignment and (rough)
 transcription with the English model shipped in the wheel, no download.
 
-Alignment settings are the ones measured here (DESIGN.md): dither and very wide
+Alignment settings are the ones measured here (in the design notes): dither and very wide
 beams aligned 40 of 40 eSpeak utterances where the defaults failed 17. Decoders
 cost 100-300 ms to build, so each engine keeps one aligner and one transcriber.
 """

@@ -1,7 +1,7 @@
 """WhisperX: faster-whisper transcription and wav2vec2 forced alignment.
 
 whisperx, torch and nltk are imported inside methods only, so importing this module
-works where the GPU stack is not installed (DESIGN.md: nothing heavy at import).
+works where the GPU stack is not installed (the design notes: nothing heavy at import).
 
 Alignment models are loaded per language on first use and kept in a small LRU
 cache (``WHISPERX_ALIGN_CACHE``): a server asked for many languages must not keep
