@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from tts.app import create_app as tts_app
+
 from .fakes import RecordingEngine
 
 
@@ -32,6 +34,4 @@ class HeldEngine(RecordingEngine):
 
 
 def create_app():
-    from tts.app import create_app as tts_app
-
     return tts_app(engine=HeldEngine(os.environ["HELD_DIR"]))

@@ -10,6 +10,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from gpu_audio import services
 from gpu_audio.audio import encode_wav
 from gpu_audio.client import Client, ClientError
 from gpu_audio.config import load_client_config
@@ -242,7 +243,7 @@ def test_the_default_retry_count_then_one_clear_error(status):
     assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert caught.value.status == status
     detail = "The tts server cannot be reached" if status == 502 else "GATEWAY TIMEOUT"
-    assert str(caught.value) == f"tts /generate_batch answered {status}: {detail}"
+    assert str(caught.value) == f"{services.TTS.name} /generate_batch answered {status}: {detail}"
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413, 429, 500])
