@@ -46,15 +46,25 @@ class Gunicorn:
     started: list["Gunicorn"] = []
 
     def __init__(self, app: str, env: dict, log_path: Path):
-        self.port = free_port()
+        # The listening socket is made here and handed to gunicorn (fd://): a port
+        # picked by free_port() is free again until gunicorn binds it, and another
+        # server started meanwhile could take it and answer wait_ready() instead.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         full_env = {**os.environ, **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{self.port}", app],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+                 "--bind", f"fd://{listener.fileno()}", app],
+                cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),))
+        finally:
+            listener.close()  # gunicorn holds it now; once it exits, the port refuses
         Gunicorn.started.append(self)
 
     def wait_ready(self, timeout=60):

@@ -38,7 +38,11 @@ def test_wav_roundtrip_and_resample():
     assert rate == 24000 and audio.size == pytest.approx(24000, abs=5)
     assert sf.info(io.BytesIO(wav)).subtype == "PCM_16"
     assert np.abs(audio).max() == pytest.approx(0.5, abs=0.02)
-    assert resample(tone, 22050, 22050) is not None
+    same = resample(tone, 22050, 22050)
+    assert same.dtype == np.float32 and np.array_equal(same, tone)  # same rate: untouched
+    down = resample(tone, 22050, 16000)
+    assert down.dtype == np.float32 and down.size == pytest.approx(16000, abs=5)
+    assert np.abs(down).max() == pytest.approx(0.5, abs=0.02)
 
 
 def test_one_wav_codec_clips_beyond_full_scale_and_silences_nan():

@@ -4,7 +4,9 @@ import base64
 import numpy as np
 import pytest
 
-from gpu_audio.audio import encode_wav
+from gpu_audio.audio import encode_wav, frame_energy_db
+
+from .helpers import decode_wav, rms
 
 BAD = [
     ("/generate_batch", "not json", "not valid JSON"),
@@ -102,7 +104,16 @@ def test_body_over_limit_is_413_json(make_client):
 def test_unicode_oddities_still_speak(client, text):
     r = client.post("/generate_batch", json={"texts": [text]})
     assert r.status_code == 200, r.get_json()
-    assert r.get_json()["count"] == 1
+    body = r.get_json()
+    assert body["count"] == 1
+    # Speech, not an empty or silent WAV: long enough for its words, loud, and voiced
+    # in most 10 ms frames (a click in silence has one loud frame).
+    audio, info = decode_wav(body["audios"][0])
+    assert info.samplerate == body["sample_rate"]
+    assert info.duration == pytest.approx(body["durations"][0], abs=1e-3)
+    assert info.duration >= 0.15 * len(text.split()) and info.duration >= 0.5, info.duration
+    assert rms(audio) > 0.01
+    assert (frame_energy_db(audio, info.samplerate) > -30).mean() > 0.3
 
 
 def test_wrong_method_and_unknown_route_are_json(client):

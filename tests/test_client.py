@@ -1,14 +1,21 @@
 """The Python client: retries, errors, config discovery."""
+import base64
+import inspect
 import json
 import threading
 import time
 
+import numpy as np
 import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from gpu_audio import services
+from gpu_audio.audio import encode_wav
 from gpu_audio.client import Client, ClientError
 from gpu_audio.config import load_client_config
+
+from .helpers import wsgi_on_loopback
 
 
 class Stub:
@@ -187,3 +194,63 @@ def test_whisper_url_of_the_users_scripts(tmp_path):
     assert Client.from_config(env=both).urls["whisperx"] == "http://ours:5001"
     assert load_client_config(env=env).whisper_url == "http://file/wx"
     assert ProxySettings.from_env(env).client.whisper_url == "http://file/wx"
+
+
+# -- 502/504 from a proxy or load balancer in front, against a real loopback server ---------
+
+class Scripted:
+    """A WSGI app answering ``status`` (with ``body``, ``content_type``) ``times`` times,
+    then 200 with a TTS batch; counts the requests that reached it."""
+
+    def __init__(self, status: int, times: int, body: bytes, content_type: str = "application/json"):
+        self.status, self.times, self.body, self.content_type = status, times, body, content_type
+        self.hits = 0
+
+    @Request.application
+    def __call__(self, request):
+        self.hits += 1
+        if self.hits <= self.times:
+            return Response(self.body, status=self.status, content_type=self.content_type)
+        return Response(json.dumps({"success": True, "count": 1, "audios": [WAV_B64], "sample_rate": 24000,
+                                    "durations": [0.1]}), content_type="application/json")
+
+
+WAV_B64 = base64.b64encode(encode_wav(np.full(2400, 0.1, np.float32), 24000)).decode()
+GATEWAY = {502: json.dumps({"success": False, "error": "The tts server cannot be reached"}).encode(),
+           504: b"<html><body><h1>504 Gateway Time-out</h1></body></html>"}  # a load balancer's page
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_502_and_504_are_retried_with_backoff_then_succeed(status):
+    app = Scripted(status, 2, GATEWAY[status], "application/json" if status == 502 else "text/html")
+    with wsgi_on_loopback(app) as url:
+        client, sleeps = client_for(url)
+        (clip,) = client.generate_batch(["Hello."])
+    assert app.hits == 3 and sleeps == [1.0, 2.0]  # the default backoff, doubling
+    audio, rate = clip
+    assert rate == 24000 and audio.size == 2400  # the answer after the retries, decoded
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_the_default_retry_count_then_one_clear_error(status):
+    app = Scripted(status, 100, GATEWAY[status], "application/json" if status == 502 else "text/html")
+    with wsgi_on_loopback(app) as url:
+        client, sleeps = client_for(url)  # no retries= given: the default
+        with pytest.raises(ClientError) as caught:
+            client.generate_batch(["Hello."])
+    default = inspect.signature(Client).parameters["retries"].default
+    assert default == 5 and app.hits == default + 1
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0]
+    assert caught.value.status == status
+    detail = "The tts server cannot be reached" if status == 502 else "GATEWAY TIMEOUT"
+    assert str(caught.value) == f"{services.TTS.name} /generate_batch answered {status}: {detail}"
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 429, 500])
+def test_other_errors_are_not_retried(status):
+    app = Scripted(status, 100, json.dumps({"success": False, "error": f"refused {status}"}).encode())
+    with wsgi_on_loopback(app) as url:
+        client, sleeps = client_for(url)
+        with pytest.raises(ClientError, match=f"answered {status}: refused {status}") as caught:
+            client.generate_batch(["Hello."])
+    assert app.hits == 1 and sleeps == [] and caught.value.status == status

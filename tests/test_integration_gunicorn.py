@@ -1,4 +1,6 @@
 """The real gunicorn with gunicorn.conf.py and the eSpeak engine, on loopback."""
+import datetime as dt
+import socket
 import subprocess
 import sys
 import threading
@@ -210,8 +212,27 @@ def test_whisperx_server_aligns_and_transcribes_through_gunicorn(wx_server):
     words = body["alignments"][0]["words"]
     check_promise(words, text, audio.size / 22050)
     assert max(abs(words[i]["start"] - t) for i, t in truth.items()) < 0.15
+    before = time.time()
     r = requests.post(wx_server.url + "/transcribe", headers=HEADERS, timeout=60, json={"audio": b64})
-    assert r.status_code == 200 and isinstance(r.json()["text"], str)
+    assert r.status_code == 200 and r.json()["text"].split()  # it heard words
+    assert r.json()["duration_seconds"] == pytest.approx(audio.size / 22050, abs=1e-3)
     assert requests.post(wx_server.url + "/align", json={"audio": b64, "text": text}, timeout=10).status_code == 401
     health = requests.get(wx_server.url + "/health", timeout=10).json()
-    assert health["engine"] == "pocketsphinx" and health["last_request_at"] is not None
+    assert health["engine"] == "pocketsphinx"
+    # Stamped by the /transcribe above (the 401 does not count), to the second.
+    stamp = dt.datetime.fromisoformat(health["last_request_at"]).timestamp()
+    assert int(before) <= stamp <= time.time()
+
+
+def test_the_helper_holds_its_port_from_the_start(tmp_path):
+    """A port picked and released before gunicorn binds it can be taken by another
+    server meanwhile, which then answers wait_ready() and the test in its place.
+    The helper's port is never free."""
+    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
+                                          "ACTIVITY_DIR": str(tmp_path / "activity")}, tmp_path / "held.log")
+    try:
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", g.port))
+        g.wait_ready()
+    finally:
+        g.stop()

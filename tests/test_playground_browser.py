@@ -212,15 +212,14 @@ def test_speak_play_align_and_no_key_reaches_the_page(page, stack, tmp_path):
 
 def test_access_key_form_sets_a_cookie_and_retries(page, stack, tmp_path):
     page.goto(stack["locked"].url + "/")
+    # The form shows as soon as the proxy's 401 to tts/health comes back: no reload,
+    # no shorter wait. A page without it is not the locked proxy's: a server that took
+    # its port before gunicorn bound it (helpers.Gunicorn now hands gunicorn its socket).
     try:
-        page.wait_for_selector("#access", state="visible", timeout=20000)
-    except Exception:  # seen once in a full CI run: look again, and say what the page saw
+        page.wait_for_selector("#access", state="visible")
+    except Exception:
         seen = [f"{r.status} {r.url}" for r in page.responses] + page.console
-        page.reload()
-        try:
-            page.wait_for_selector("#access", state="visible", timeout=20000)
-        except Exception:
-            pytest.fail(f"no access form; the page saw {seen}; proxy log:\n{stack['locked'].log()[-3000:]}")
+        pytest.fail(f"no access form; the page saw {seen}; proxy log:\n{stack['locked'].log()[-3000:]}")
     page.fill("#access-key", "not-the-key")
     page.click("#access-submit")
     page.wait_for_selector("#access-error", state="visible")

@@ -1,6 +1,8 @@
 """The WhisperX compat contract, with the request shapes existing clients send."""
 import threading
 
+import pytest
+
 from .helpers import check_promise, spoken
 
 TEXT = "Hello there, and welcome to the second slide."
@@ -31,20 +33,27 @@ def test_align_single(wx):
 
 
 def test_transcribe_batch_compat_shape(wx):
-    b64, _, _ = spoken("Good morning everyone and thank you for coming today.")
+    b64, audio, _ = spoken("Good morning everyone and thank you for coming today.")
     r = wx.post("/transcribe_batch", json={"audios": [b64, b64], "language": "en"})
     body = r.get_json()
     assert r.status_code == 200 and body["success"] is True and body["count"] == 2
+    # pocketsphinx mishears eSpeak, but not all of it ("for" may come back as "four").
+    # Its live CMN carries over from the utterance before, so the two need not agree.
+    spoken_words = {"good", "morning", "everyone", "and", "thank", "you", "for", "four", "coming", "today"}
     for t in body["transcriptions"]:
-        assert isinstance(t["text"], str) and t["text"]  # pocketsphinx hears *something*
-        assert t["segments"] and all(0 <= s["start"] <= s["end"] for s in t["segments"])
+        assert len(set(t["text"].split()) & spoken_words) >= 2, t["text"]
+        assert t["segments"] and all(0 <= s["start"] <= s["end"] <= audio.size / 22050 + 1e-3 for s in t["segments"])
+        assert " ".join(s["text"] for s in t["segments"]) == t["text"]
 
 
 def test_transcribe_single_and_language_default(wx):
     b64, audio, _ = spoken("One two three four five six.")
     body = wx.post("/transcribe", json={"audio": b64}).get_json()
-    assert body["success"] is True and isinstance(body["text"], str)
-    assert body["language"] == "en" and body["duration_seconds"] > 1
+    assert body["success"] is True
+    heard = set(body["text"].split()) & {"one", "two", "three", "four", "five", "six"}
+    assert len(heard) >= 3, body["text"]  # heard as numbers, not as anything
+    assert body["language"] == "en"
+    assert body["duration_seconds"] == pytest.approx(audio.size / 22050, abs=1e-3)
 
 
 def test_whisperx_prefix(wx):
