@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from werkzeug.wsgi import ClosingIterator
+
 from .errors import wsgi_error
 
 log = logging.getLogger(__name__)
@@ -208,24 +210,3 @@ def _unused(status: list) -> bool:
     """A 404/405 answer: the request asked for nothing the server does."""
     return bool(status) and status[0][:3] in ("404", "405")
 
-
-class ClosingIterator:
-    """Calls ``on_close`` once when the server closes the response (WSGI's end of a request)."""
-
-    def __init__(self, iterable, on_close):
-        self._iterable = iterable
-        self._on_close = on_close
-        self._closed = False
-
-    def __iter__(self):
-        return iter(self._iterable)
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if hasattr(self._iterable, "close"):
-                self._iterable.close()
-        finally:
-            self._on_close()

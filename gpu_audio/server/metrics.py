@@ -14,8 +14,8 @@ import time
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
                                generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from werkzeug.wsgi import ClosingIterator
 
-from .activity import ClosingIterator
 from .engine import gpu_memory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
