@@ -41,6 +41,7 @@ class Activity:
     def __init__(self, server: str, directory: str | None):
         self.server = server
         self.in_flight = 0
+        self.began = 0  # requests ever begun: the lane sees who is on the way (lane.Load)
         self.last_request_at: float | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -61,6 +62,7 @@ class Activity:
     def begin(self) -> None:
         with self._lock:
             self.in_flight += 1
+            self.began += 1
             self._write()
 
     def end(self, used: bool = True) -> None:

@@ -6,10 +6,12 @@ a fork: the model loads inside the worker). ``--bind`` on the command line wins
 over the default bind worked out here.
 """
 import os
+import signal
 import sys
 
 from gpu_audio.config import request_threads
 from gpu_audio.server.auth import check_bind_allowed
+from gpu_audio.server.factory import server_of
 
 _DEFAULT_PORTS = (("whisperx_server", "WHISPERX_PORT", 5001), ("proxy", "PROXY_PORT", 8080),
                   ("tts", "TTS_PORT", 5000))
@@ -94,16 +96,16 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, mark this worker's servers draining (``/ready`` → 503) before
-    gunicorn stops accepting and finishes the requests in flight."""
-    import signal
-
-    from gpu_audio.server.factory import mark_draining
-
+    """On SIGTERM, mark this worker's server draining (``/ready`` → 503) before
+    gunicorn stops accepting and finishes the requests in flight. The server is
+    found through the app gunicorn loaded (``worker.wsgi``, our Flask app)."""
+    server = server_of(worker.wsgi)
+    if server is None:  # the proxy: nothing to drain
+        return
     original = worker.handle_exit
 
     def handle_exit(sig, frame):
-        mark_draining()
+        server.drain()
         original(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
@@ -112,6 +114,6 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Send what the CloudWatch publisher still holds (when it is on)."""
-    from gpu_audio.server.factory import flush_publishers
-
-    flush_publishers()
+    ours = server_of(getattr(worker, "wsgi", None))
+    if ours is not None:
+        ours.stop()

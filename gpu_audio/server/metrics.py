@@ -82,6 +82,10 @@ class Metrics:
         if error is not None:
             self.engine_errors.labels(error_kind(error)).inc()
 
+    def observe_drop(self, error: BaseException, count: int) -> None:
+        """Items dropped before their call (deadline passed, client gone)."""
+        self.engine_errors.labels(error_kind(error)).inc(count)
+
     def recent(self, since: float) -> list[tuple[float, float, int, str]]:
         with self._lock:
             return [entry for entry in self._recent if entry[0] >= since]
