@@ -6,10 +6,16 @@ import time
 import pytest
 import requests
 
-from gpu_audio.server.lane import IDLE_WAIT_LIMIT, ClientGone, DeadlinePassed, Lane, LaneConfig
+from gpu_audio.server.lane import (
+    IDLE_WAIT_LIMIT,
+    ClientGone,
+    DeadlinePassed,
+    Lane,
+    LaneConfig,
+)
 
 from .fakes import RecordingEngine
-from .helpers import Gunicorn, decode_wav, wait_until
+from .helpers import Gunicorn, wait_until
 
 
 class OutOfMemoryError(RuntimeError):
