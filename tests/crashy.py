@@ -5,7 +5,8 @@ a SIGSEGV here is a real one. What a call does is written in its text:
 ``crash`` (SIGSEGV), ``exit`` (exit status 3), ``hang`` (never answers),
 ``boom`` (a Python error), ``unsupported``, ``oom`` (out of memory when more
 than one item shares the call), ``slow`` (0.5 s). ``CRASHY_DIR``, when set, gets
-a file ``entered-<n>`` as each call starts, so a test knows a call is under way.
+a file ``entered-<n>`` as each call starts, so a test knows a call is under way,
+and ``freed-<n>`` for each ``free_memory`` call.
 """
 from __future__ import annotations
 
@@ -74,6 +75,13 @@ class CrashyTTS:
             n = int(RATE * (0.1 + 0.01 * len(item.text)))
             out.append((0.3 * np.sin(2 * np.pi * 220 * np.arange(n) / RATE)).astype(np.float32))
         return out, RATE
+
+    def free_memory(self):
+        """Recorded as ``freed-<pid>-<n>`` in ``CRASHY_DIR``: the lane's call after an
+        out-of-memory error reached the engine process."""
+        folder = os.environ.get("CRASHY_DIR")
+        if folder:
+            Path(folder, f"freed-{os.getpid()}-{time.monotonic_ns()}").write_text("")
 
 
 class CrashyASR(ASREngine):

@@ -11,7 +11,7 @@ import soundfile as sf
 import soxr
 
 from gpu_audio.audio import BLOCK_FRAMES, AudioError, _decode, audio_seconds, decode_audio
-from gpu_audio.server.lane import Lane
+from gpu_audio.server.lane import Lane, LaneConfig
 from gpu_audio.server.wire import shared_array, shared_memory_of
 
 
@@ -74,7 +74,7 @@ def test_the_lane_keeps_no_item_after_its_call():
     class Item:
         pass
 
-    lane = Lane(max_queue=10)
+    lane = Lane(LaneConfig(max_queue=10))
     items = [Item(), Item()]
     refs = [weakref.ref(item) for item in items]
     results = lane.run(items, lambda batch: [len(batch)] * len(batch), mergeable=False)
@@ -89,7 +89,7 @@ def test_the_lane_keeps_no_result_after_its_request():
     class Result:
         pass
 
-    lane = Lane(max_queue=10)
+    lane = Lane(LaneConfig(max_queue=10))
     out = lane.run([1], lambda batch: [Result()], mergeable=False)
     ref = weakref.ref(out[0])
     del out

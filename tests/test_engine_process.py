@@ -20,7 +20,8 @@ from gpu_audio.config import TTSSettings, WhisperXSettings
 from gpu_audio.server import wire
 from gpu_audio.server.engine import EngineCrashed, EngineError, EngineState, EngineUnavailable, UnsupportedRequest
 from gpu_audio.server.engine_process import EngineProcess, RemoteFailure
-from gpu_audio.server.lane import Lane
+from gpu_audio.server.lane import Lane, LaneConfig
+from tts.app import create_app
 from tts.engines.base import SynthesisItem
 
 from .helpers import ROOT, wait_until
@@ -105,7 +106,7 @@ def test_engine_errors_keep_their_kind_across_the_boundary(start_engine):
 
 def test_out_of_memory_in_the_engine_process_still_splits_the_batch(start_engine):
     engine, _, _ = start_engine()
-    lane = Lane(max_queue=10, max_batch=4)
+    lane = Lane(LaneConfig(max_queue=10, max_batch=4))
 
     def call(batch):
         audios, rate = engine.synthesize(batch)
@@ -113,6 +114,26 @@ def test_out_of_memory_in_the_engine_process_still_splits_the_batch(start_engine
 
     results = lane.run([_item(f"oom {i}") for i in range(4)], call)
     assert all(isinstance(r, np.ndarray) for r in results), results
+
+
+def test_the_app_lane_frees_memory_in_the_engine_process_after_out_of_memory(
+        make_settings, tmp_path, monkeypatch):
+    """Production's wiring: the app's lane is given the engine's free_memory; the engine
+    is an EngineProcess, so each call after an out-of-memory error crosses to the child
+    (WORK_CALLS), where the engine frees (Qwen: torch.cuda.empty_cache)."""
+    monkeypatch.setenv("CRASHY_DIR", str(tmp_path))
+    settings = make_settings(engine="crashy", max_batch=4)
+    engine = EngineProcess("tests.crashy:CrashyTTS", settings)
+    try:
+        client = create_app(settings, engine).test_client()
+        r = client.post("/generate_batch", json={"texts": [f"oom {i}" for i in range(4)]})
+        assert r.status_code == 200 and r.get_json()["count"] == 4
+        child = engine.describe()["engine_pid"]
+        freed = [path.name.split("-")[1] for path in tmp_path.glob("freed-*")]
+        assert freed == [str(child)] * 3  # 4 → 2 + 2, each of the three failures freed
+        assert child != os.getpid()
+    finally:
+        engine.close()
 
 
 def test_a_crash_loop_backs_off_and_says_so_then_recovers(start_engine):

@@ -51,11 +51,11 @@ def test_qwen_without_gpu_stack_is_an_error_not_espeak(make_settings):
 
 
 def test_ready_is_503_while_draining(make_client):
-    from gpu_audio.server.factory import mark_draining
+    from gpu_audio.server.factory import server_of
 
     c = make_client()
     assert c.get("/ready").status_code == 200
-    mark_draining()
+    server_of(c.application).drain()
     r = c.get("/ready")
     assert r.status_code == 503 and r.get_json()["status"] == "draining" and "Retry-After" in r.headers
     assert c.get("/health").status_code == 200  # still loaded, still answering

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -37,6 +38,29 @@ def test_one_worker_threads_and_no_preload():
 
     assert (conf.workers, conf.worker_class, conf.preload_app) == (1, "gthread", False)
     assert conf.threads >= 3  # two are kept back from the lane for /health
+
+
+def test_sigterm_drains_the_server_of_the_app_gunicorn_loaded(tmp_path):
+    """post_worker_init finds the Server through the app gunicorn loaded (worker.wsgi):
+    on SIGTERM it drains (/ready 503) before gunicorn finishes the requests in flight."""
+    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": KEY,
+                                          "ACTIVITY_DIR": str(tmp_path / "activity"),
+                                          "GUNICORN_THREADS": "4"}, tmp_path / "term.log")
+    g.wait_ready()
+    g.stop()
+    assert "tts: draining, 0 requests in flight" in g.log_path.read_text(errors="replace")
+
+
+def test_worker_exit_flushes_the_publisher_of_the_loaded_app(make_client):
+    from gpu_audio.server import gunicorn_conf
+    from gpu_audio.server.factory import server_of
+
+    app = make_client().application
+    stopped = []
+    server_of(app).cloudwatch = SimpleNamespace(stop=lambda flush: stopped.append(flush))
+    gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=app))
+    assert stopped == [True]  # the last partial minute is sent
+    gunicorn_conf.worker_exit(None, SimpleNamespace(wsgi=object()))  # the proxy: nothing to do
 
 
 def test_slow_readers_of_big_answers_do_not_starve_health(tmp_path):

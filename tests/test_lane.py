@@ -6,10 +6,16 @@ import time
 import pytest
 import requests
 
-from gpu_audio.server.lane import ClientGone, DeadlinePassed, Lane
+from gpu_audio.server.lane import (
+    IDLE_WAIT_LIMIT,
+    ClientGone,
+    DeadlinePassed,
+    Lane,
+    LaneConfig,
+)
 
 from .fakes import RecordingEngine
-from .helpers import Gunicorn, decode_wav, wait_until
+from .helpers import Gunicorn, wait_until
 
 
 class OutOfMemoryError(RuntimeError):
@@ -139,7 +145,7 @@ def test_single_text_oom_fails_that_request_alone(make_client):
 
 def test_fairness_a_long_batch_does_not_starve_a_short_request():
     order = []
-    lane = Lane(max_queue=1000, max_batch=4, batch_wait_ms=0)
+    lane = Lane(LaneConfig(max_queue=1000, max_batch=4, batch_wait_ms=0))
 
     def call(items):
         time.sleep(0.01)
@@ -156,7 +162,7 @@ def test_fairness_a_long_batch_does_not_starve_a_short_request():
 def test_deadline_and_gone_clients_cost_no_engine_time():
     calls = []
     now = [0.0]
-    lane = Lane(max_queue=100, max_batch=1, batch_wait_ms=0, deadline_s=10, clock=lambda: now[0])
+    lane = Lane(LaneConfig(max_queue=100, max_batch=1, batch_wait_ms=0, deadline_s=10), clock=lambda: now[0])
     gate = threading.Event()
 
     def call(items):
@@ -213,7 +219,133 @@ def test_lane_results_are_exact_under_gunicorn(tmp_path):
     try:
         texts = [f"Line number {i} " + "and more words " * i for i in range(12)]
         rs = concurrently(12, lambda i: requests.post(g.url + "/generate", json={"text": texts[i]}, timeout=60))
-        durations = [decode_wav(r.json()["audio"])[0].size for r in rs]
-        assert durations == sorted(durations)  # each got its own, longer text → longer audio
+        alone = [requests.post(g.url + "/generate", json={"text": text}, timeout=60) for text in texts]
+        assert all(r.status_code == 200 for r in rs + alone)
+        # Each got exactly the audio of its own text, as if it had been alone.
+        assert [r.json()["audio"] for r in rs] == [r.json()["audio"] for r in alone]
+        assert len({r.json()["audio"] for r in rs}) == 12
     finally:
         g.stop()
+
+
+# --- the batching policy, on a clock the test moves ------------------------------------
+
+class FakeClock:
+    """Time that moves only when the test says; counts how often the lane looks."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+class FakeLoad:
+    """The server's count of requests (lane.Load)."""
+
+    def __init__(self):
+        self.in_flight = 0
+        self.began = 0
+
+    def arrive(self, count=1):
+        self.began += count
+        self.in_flight += count
+
+
+def policy_lane(max_batch=16, gate=None):
+    clock, load, calls = FakeClock(), FakeLoad(), []
+
+    def call(items):
+        calls.append(list(items))
+        if gate is not None and items == ["blocker"]:
+            gate.wait(10)
+        return [f"done {item}" for item in items]
+    lane = Lane(LaneConfig(max_queue=100, max_batch=max_batch, batch_wait_ms=20), load=load, clock=clock)
+    return lane, clock, load, calls, call
+
+
+def start(fn):
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+def lane_looked(clock, times=3):
+    """Return once the lane has read the clock ``times`` more times: it went on waiting."""
+    seen = clock.reads
+    wait_until(lambda: clock.reads >= seen + times, interval=0.001)
+
+
+def test_a_burst_on_an_idle_lane_forms_one_call():
+    """K=8 requests arriving while the first waits (each arrival buys BATCH_WAIT_MS more)
+    share one engine call: the first does not run alone while the others arrive."""
+    lane, clock, load, calls, call = policy_lane()
+    results = {}
+
+    def client(k):
+        load.arrive()
+        results[k] = lane.run([k], call)
+    threads = [start(lambda: client(0))]
+    wait_until(lambda: lane.queue_depth == 0 and lane.callers == 1, interval=0.001)  # taken: waiting
+    lane_looked(clock)
+    clock.now = 0.015
+    threads += [start(lambda k=k: client(k)) for k in range(1, 8)]
+    wait_until(lambda: lane.queue_depth == 7, interval=0.001)
+    lane_looked(clock)
+    clock.now = 0.030  # past the first's own wait, within the last arrival's
+    lane_looked(clock)
+    assert calls == []
+    clock.now = 0.036
+    for thread in threads:
+        thread.join(5)
+    assert len(calls) == 1 and sorted(calls[0]) == list(range(8))
+    assert results == {k: [f"done {k}"] for k in range(8)}
+
+
+def test_a_lone_request_is_held_no_longer_than_the_wait():
+    lane, clock, load, calls, call = policy_lane()
+    load.arrive()
+    thread = start(lambda: lane.run(["alone"], call))
+    wait_until(lambda: lane.queue_depth == 0 and lane.callers == 1, interval=0.001)
+    clock.now = 0.019
+    lane_looked(clock)
+    assert calls == []
+    clock.now = 0.020  # BATCH_WAIT_MS: it goes
+    thread.join(5)
+    assert calls == [["alone"]]
+
+
+def test_a_request_on_its_way_holds_the_wait_up_to_its_limit():
+    """The server holds two requests (one still reading its body): the first waits for the
+    other past BATCH_WAIT_MS, but IDLE_WAIT_LIMIT times it at most."""
+    lane, clock, load, calls, call = policy_lane()
+    load.arrive(2)
+    thread = start(lambda: lane.run(["first"], call))
+    wait_until(lambda: lane.queue_depth == 0 and lane.callers == 1, interval=0.001)
+    clock.now = 0.05
+    lane_looked(clock)
+    assert calls == []
+    clock.now = 0.02 * IDLE_WAIT_LIMIT
+    thread.join(5)
+    assert calls == [["first"]]
+
+
+def test_a_backlog_goes_at_once():
+    """Requests queued while a call ran go as soon as it ends: waiting would only leave
+    the GPU idle, since the next call happens anyway."""
+    gate = threading.Event()
+    lane, clock, load, calls, call = policy_lane(gate=gate)
+    load.arrive()
+    blocker = start(lambda: lane.run(["blocker"], call))
+    wait_until(lambda: lane.queue_depth == 0 and lane.callers == 1, interval=0.001)
+    clock.now = 0.02
+    wait_until(lambda: calls == [["blocker"]], interval=0.001)
+    load.arrive()
+    queued = start(lambda: lane.run(["next"], call))
+    wait_until(lambda: lane.queue_depth == 1, interval=0.001)
+    gate.set()  # the clock stays put: only a lane that does not wait gets on
+    for thread in (blocker, queued):
+        thread.join(5)
+    assert calls == [["blocker"], ["next"]]

@@ -49,7 +49,7 @@ def register(default_port: int) -> services.Service:
 
 def create_app():
     settings = replace(ServerSettings.from_env(os.environ), engine_process=False)
-    return build_app(__name__, name=NAME, prefix=f"/{NAME}", settings=settings,
+    return build_app(__name__, service=services.service(NAME), settings=settings,
                      engine=RecordingEngine(), routes=routes)
 
 

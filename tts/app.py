@@ -9,6 +9,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
+from gpu_audio import services
 from gpu_audio.audio import b64_wav
 from gpu_audio.config import TTSSettings
 from gpu_audio.server.errors import json_body, values_for
@@ -92,5 +93,5 @@ def create_app(settings: TTSSettings | None = None, engine=None):
         return {"max_batch_size": settings.max_texts, "max_text_chars": settings.max_text_chars,
                 "sample_rate": settings.output_rate}
 
-    return build_app(__name__, name="tts", prefix="/tts", settings=settings, engine=engine,
+    return build_app(__name__, service=services.TTS, settings=settings, engine=engine,
                      routes=routes, health_extra=health_extra)

@@ -8,6 +8,7 @@ import logging
 
 from flask import Blueprint, current_app, jsonify, request
 
+from gpu_audio import services
 from gpu_audio.config import WhisperXSettings
 from gpu_audio.server.errors import bad_request, json_body, values_for
 from gpu_audio.server.factory import build_app
@@ -153,6 +154,6 @@ def create_app(settings: WhisperXSettings | None = None, engine=None):
                 "max_audio_seconds": settings.max_audio_seconds,
                 "max_request_audio_seconds": settings.max_request_audio_seconds}
 
-    return build_app(__name__, name="whisperx", prefix="/whisperx", settings=settings,
-                     engine=engine, routes=routes, health_extra=health_extra)
+    return build_app(__name__, service=services.WHISPERX, settings=settings, engine=engine,
+                     routes=routes, health_extra=health_extra)
 

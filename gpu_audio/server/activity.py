@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from werkzeug.wsgi import ClosingIterator
+
 from .errors import wsgi_error
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Activity:
     def __init__(self, server: str, directory: str | None):
         self.server = server
         self.in_flight = 0
+        self.began = 0  # requests ever begun: the lane sees who is on the way (lane.Load)
         self.last_request_at: float | None = None
         self.started_at = time.time()
         self._lock = threading.Lock()
@@ -59,6 +62,7 @@ class Activity:
     def begin(self) -> None:
         with self._lock:
             self.in_flight += 1
+            self.began += 1
             self._write()
 
     def end(self, used: bool = True) -> None:
@@ -208,24 +212,3 @@ def _unused(status: list) -> bool:
     """A 404/405 answer: the request asked for nothing the server does."""
     return bool(status) and status[0][:3] in ("404", "405")
 
-
-class ClosingIterator:
-    """Calls ``on_close`` once when the server closes the response (WSGI's end of a request)."""
-
-    def __init__(self, iterable, on_close):
-        self._iterable = iterable
-        self._on_close = on_close
-        self._closed = False
-
-    def __iter__(self):
-        return iter(self._iterable)
-
-    def close(self):
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if hasattr(self._iterable, "close"):
-                self._iterable.close()
-        finally:
-            self._on_close()

@@ -41,7 +41,8 @@ import socket
 import threading
 import time
 
-from .activity import ClosingIterator
+from werkzeug.wsgi import ClosingIterator
+
 from .ratelog import RateLog
 
 log = logging.getLogger(__name__)
@@ -244,9 +245,12 @@ class _Response(ClosingIterator):
         self._drain = drain
         self._complete = False
 
-    def __iter__(self):
-        yield from self._iterable
-        self._complete = True  # an answer cut off (client gone) is not followed by a drain
+    def __next__(self) -> bytes:
+        try:
+            return super().__next__()
+        except StopIteration:
+            self._complete = True  # an answer cut off (client gone) is not followed by a drain
+            raise
 
     def _finish(self):
         if self._complete:

@@ -6,77 +6,90 @@ activity count, Flask (JSON errors, CORS, body limit, health, the routes).
 from __future__ import annotations
 
 import logging
-import weakref
+from collections.abc import Callable
 
-from flask import Flask
+from flask import Blueprint, Flask
+from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
 from gpu_audio import __version__
+from gpu_audio.services import Service
 
+from . import cloudwatch
 from .activity import Activity, ActivityMiddleware, host_draining
 from .auth import ApiKeyMiddleware
 from .drain import DrainMiddleware, drain_bound
 from .engine import EngineState
 from .errors import register_error_handlers
 from .health import health_blueprint
-from .lane import Lane
-from .metrics import Metrics, MetricsMiddleware, error_kind
+from .lane import Lane, LaneConfig
+from .metrics import Metrics, MetricsMiddleware
 
 log = logging.getLogger(__name__)
 
 ANY_ORIGIN = "*"  # flask-cors' word for every origin: a server without keys, for local dev
 RESERVED_THREADS = 2  # request threads never given to the lane: /health, /ready, /metrics, 503s
-_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
+EXTENSION = "gpu_audio"  # app.extensions[EXTENSION] is the app's Server
 
 
-def flush_publishers() -> None:
-    """The worker is exiting: send the last partial minute to CloudWatch."""
-    for server in list(_servers):
-        if server.cloudwatch is not None:
-            server.cloudwatch.stop(flush=True)
+def lane_config(settings) -> LaneConfig:
+    """The lane's limits from the server's settings."""
+    return LaneConfig(max_queue=settings.max_queue, max_batch=settings.max_batch,
+                      batch_wait_ms=settings.batch_wait_ms, deadline_s=settings.request_deadline_s,
+                      max_requests=max(1, settings.request_threads - RESERVED_THREADS))
 
 
-def mark_draining() -> None:
-    """This process is stopping: every server in it answers /ready with 503 while
-    the requests in flight finish (called from gunicorn's SIGTERM handler)."""
-    for server in list(_servers):
-        if server.stopping:
-            continue
-        server.stopping = True
-        log.info("%s: draining, %d requests in flight", server.name, server.activity.in_flight)
+def watch(metrics: Metrics, server: "Server") -> None:
+    """Point the metrics' gauges and the build info at the server's parts."""
+    lane, activity, state = server.lane, server.activity, server.state
+    metrics.queue_depth.set_function(lambda: lane.queue_depth)
+    metrics.in_flight.set_function(lambda: activity.in_flight)
+    metrics.model_load.set_function(lambda: state.load_seconds or 0.0)
+    metrics.gpu_memory_source = getattr(server.engine, "gpu_memory", None)
+    state.on_death = lambda cause: metrics.engine_restarts.labels(cause).inc()
+    described = server.engine.describe()
+    metrics.build.info({"version": __version__, "engine": str(described.get("engine")),
+                        "model": str(described.get("model") or described.get("model_size"))})
 
 
 class Server:
-    """What a running app keeps in ``app.extensions["gpu_audio"]``."""
+    """What a running app keeps in ``app.extensions["gpu_audio"]``: its parts, and
+    what gunicorn's hooks do to it (``drain``, ``stop``). Building it starts nothing:
+    ``start`` does."""
 
-    def __init__(self, name, settings, engine, health_extra=None):
+    def __init__(self, name: str, settings, engine, health_extra: Callable[[], dict] | None = None):
         self.name = name
         self.settings = settings
         self.engine = engine
         self.state = EngineState(engine)
         self.activity = Activity(name, settings.activity_dir)
         self.metrics = Metrics(name)
-        self.lane = Lane(settings.max_queue, settings.max_batch, settings.batch_wait_ms,
-                         settings.request_deadline_s, free_memory=getattr(engine, "free_memory", None),
-                         observe_call=self.metrics.observe_engine_call,
-                         observe_drop=lambda error, count: self.metrics.engine_errors.labels(
-                             error_kind(error)).inc(count),
-                         arriving=lambda: self.activity.in_flight - self.lane.callers,
-                         max_requests=max(1, settings.request_threads - RESERVED_THREADS),
-                         in_flight=lambda: self.activity.in_flight)
-        m = self.metrics
-        m.queue_depth.set_function(lambda: self.lane.queue_depth)
-        m.in_flight.set_function(lambda: self.activity.in_flight)
-        m.model_load.set_function(lambda: self.state.load_seconds or 0.0)
-        m.gpu_memory_source = getattr(engine, "gpu_memory", None)
-        self.state.on_death = lambda cause: m.engine_restarts.labels(cause).inc()
-        described = engine.describe()
-        m.build.info({"version": __version__, "engine": str(described.get("engine")),
-                      "model": str(described.get("model") or described.get("model_size"))})
+        self.lane = Lane(lane_config(settings), load=self.activity, observer=self.metrics,
+                         free_memory=getattr(engine, "free_memory", None))
+        watch(self.metrics, self)
         self.stopping = False  # SIGTERM: this process drains and exits
-        self.cloudwatch = None  # the optional CloudWatch publisher
+        self.cloudwatch = None  # the optional CloudWatch publisher, once started
         self._health_extra = health_extra
-        _servers.add(self)
+
+    def start(self) -> None:
+        """Every thread a server runs, started here: the CloudWatch publisher (only
+        when CLOUDWATCH_METRICS=1) and the model load (in the background unless
+        LOAD_IN_BACKGROUND=0)."""
+        self.cloudwatch = cloudwatch.from_env(self.metrics, self.name)
+        self.state.start(background=self.settings.load_in_background)
+
+    def drain(self) -> None:
+        """This process is stopping (gunicorn's SIGTERM): ``/ready`` answers 503
+        while the requests in flight finish."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("%s: draining, %d requests in flight", self.name, self.activity.in_flight)
+
+    def stop(self) -> None:
+        """The worker is exiting: send the last partial minute to CloudWatch."""
+        if self.cloudwatch is not None:
+            self.cloudwatch.stop(flush=True)
 
     @property
     def draining(self) -> bool:
@@ -85,6 +98,13 @@ class Server:
 
     def health_extra(self) -> dict:
         return self._health_extra() if self._health_extra else {}
+
+
+def server_of(app) -> Server | None:
+    """The Server of an app gunicorn loaded (``worker.wsgi``); None for an app
+    that is not one of our model servers (the proxy)."""
+    server = getattr(app, "extensions", {}).get(EXTENSION)
+    return server if isinstance(server, Server) else None
 
 
 class PrefixMiddleware:
@@ -124,10 +144,10 @@ def route_matcher(app):
     return is_route
 
 
-def build_app(import_name, *, name, prefix, settings, engine, routes, health_extra=None):
-    """A configured Flask app serving ``routes`` (a Blueprint) with ``engine``."""
-    from flask_cors import CORS
-
+def build_app(import_name: str, *, service: Service, settings, engine, routes: Blueprint,
+              health_extra: Callable[[], dict] | None = None) -> Flask:
+    """A configured Flask app of ``service`` (from gpu_audio.services) serving
+    ``routes`` with ``engine``; its threads are started (``Server.start``)."""
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -139,8 +159,19 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     app.register_blueprint(health_blueprint())
     app.register_blueprint(routes)
 
-    server = Server(name, settings, engine, health_extra)
-    app.extensions["gpu_audio"] = server
+    server = Server(service.name, settings, engine, health_extra)
+    app.extensions[EXTENSION] = server
+    # gunicorn loads the Flask app itself (its hooks find the Server through it); the
+    # layers below wrap only its wsgi_app.
+    app.wsgi_app = wrap_wsgi(app, server, service.prefix)
+    server.start()
+    return app
+
+
+def wrap_wsgi(app: Flask, server: Server, prefix: str):
+    """Flask's WSGI app inside our layers, outermost last."""
+    settings = server.settings
+    origins = cors_origins(settings)
 
     def allow_origin(origin):
         return origins == ANY_ORIGIN or (origins is not None and origin in origins)
@@ -151,11 +182,4 @@ def build_app(import_name, *, name, prefix, settings, engine, routes, health_ext
     wsgi = MetricsMiddleware(wsgi, server.metrics, lambda path: path if path in known else "other")
     # Outermost: an early answer's unread body is dropped after the answer went out
     # and after metrics/activity counted the request done (drain.py).
-    app.wsgi_app = DrainMiddleware(PrefixMiddleware(wsgi, prefix), drain_bound(settings.max_body_bytes))
-    if not settings.auth_enabled:
-        log.warning("%s: NO API KEY CONFIGURED, every route is open. Set TTS_API_KEY.", name)
-    from .cloudwatch import from_env as cloudwatch_from_env
-
-    server.cloudwatch = cloudwatch_from_env(server.metrics, name)  # None unless CLOUDWATCH_METRICS=1
-    server.state.start(background=settings.load_in_background)
-    return app
+    return DrainMiddleware(PrefixMiddleware(wsgi, prefix), drain_bound(settings.max_body_bytes))

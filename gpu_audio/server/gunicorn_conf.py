@@ -6,6 +6,7 @@ a fork: the model loads inside the worker). The bind is the served app's, from
 the services table (``on_starting``); ``--bind`` on the command line wins.
 """
 import os
+import signal
 
 from gunicorn.config import Bind
 
@@ -13,6 +14,7 @@ from gpu_audio import services
 from gpu_audio.config import ServerSettings, request_threads
 from gpu_audio.server.auth import check_bind_allowed
 from proxy.settings import ProxySettings, check_proxy_bind
+from gpu_audio.server.factory import server_of
 
 workers = 1
 worker_class = "gthread"
@@ -87,16 +89,16 @@ def on_starting(server) -> None:
 
 
 def post_worker_init(worker):
-    """On SIGTERM, mark this worker's servers draining (``/ready`` → 503) before
-    gunicorn stops accepting and finishes the requests in flight."""
-    import signal
-
-    from gpu_audio.server.factory import mark_draining
-
+    """On SIGTERM, mark this worker's server draining (``/ready`` → 503) before
+    gunicorn stops accepting and finishes the requests in flight. The server is
+    found through the app gunicorn loaded (``worker.wsgi``, our Flask app)."""
+    server = server_of(worker.wsgi)
+    if server is None:  # the proxy: nothing to drain
+        return
     original = worker.handle_exit
 
     def handle_exit(sig, frame):
-        mark_draining()
+        server.drain()
         original(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
@@ -105,6 +107,6 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     """Send what the CloudWatch publisher still holds (when it is on)."""
-    from gpu_audio.server.factory import flush_publishers
-
-    flush_publishers()
+    ours = server_of(getattr(worker, "wsgi", None))
+    if ours is not None:
+        ours.stop()

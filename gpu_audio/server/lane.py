@@ -6,9 +6,15 @@
   a request that would pass either is refused at once (503 + Retry-After), before
   any work (``admit``).
 - Dynamic batching: items of concurrent requests with the same ``key`` are
-  merged into one engine call (up to ``max_batch``); it waits up to
-  ``batch_wait_ms`` for company only when other requests are on their way
-  (a lone request never waits). Each request gets exactly its own results.
+  merged into one engine call (up to ``max_batch``). A GPU call costs a fixed
+  overhead plus a little per item, so a call started while company is still
+  coming wastes a whole overhead, and one started from a backlog wastes nothing.
+  Hence: on an idle lane, the first call waits for company while it keeps
+  coming: ``batch_wait_ms`` after the latest arrival, or while requests the
+  server holds (``Load``) have not reached the lane yet, ``IDLE_WAIT_LIMIT``
+  times ``batch_wait_ms`` at most in all. A lone request on an idle server is
+  held ``batch_wait_ms`` at most. A backlog (requests queued while the last
+  call ran) goes at once. Each request gets exactly its own results.
 - Fair: requests take turns, ``max_batch`` items at a time, so a 200-text
   batch cannot starve a 1-text request from a browser.
 - Out of memory: a batch that raises an ``OutOfMemoryError`` (torch's, by
@@ -24,12 +30,60 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .engine import EngineCrashed, EngineError, UnsupportedRequest, one_result_each
 from .errors import RETRY_AFTER_DROPPED_S, RETRY_AFTER_FULL_S, RETRY_AFTER_RESTART_S, ApiError
 
 log = logging.getLogger(__name__)
+
+# An idle lane's first call waits for a burst at most this many times batch_wait_ms
+# (a lone request waits batch_wait_ms at most: nothing arrives to extend it).
+IDLE_WAIT_LIMIT = 5
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    """The lane's limits (settings: MAX_QUEUE, MAX_BATCH, BATCH_WAIT_MS,
+    REQUEST_DEADLINE_S; ``max_requests`` from GUNICORN_THREADS)."""
+
+    max_queue: int
+    max_batch: int = 16
+    batch_wait_ms: float = 20
+    deadline_s: float = 3600.0
+    max_requests: int | None = None  # None: max_queue
+
+
+class Load(Protocol):
+    """What the server (its Activity) tells the lane of the requests it holds."""
+
+    in_flight: int  # holding a server thread, from the first byte in to the last out
+    began: int  # ever begun: those not in the lane yet are on their way
+
+
+class LaneObserver(Protocol):
+    """Who hears of engine calls and dropped items (the server's Metrics)."""
+
+    def observe_engine_call(self, items: int, seconds: float, error: BaseException | None) -> None: ...
+
+    def observe_drop(self, error: BaseException, count: int) -> None: ...
+
+
+class _NoLoad:
+    """Without a server around the lane: nothing known beyond the lane itself."""
+
+    in_flight = 0
+    began = 0
+
+
+class _NoObserver:
+    def observe_engine_call(self, items: int, seconds: float, error: BaseException | None) -> None:
+        pass
+
+    def observe_drop(self, error: BaseException, count: int) -> None:
+        pass
 
 
 class DeadlinePassed(Exception):
@@ -116,30 +170,31 @@ class _Request:
 
 
 class Lane:
-    def __init__(self, max_queue: int, max_batch: int = 16, batch_wait_ms: float = 20,
-                 deadline_s: float = 3600.0, free_memory=None, clock=time.monotonic,
-                 observe_call=None, observe_drop=None, arriving=None, max_requests: int | None = None,
-                 in_flight=None):
-        self.max_queue = max_queue
-        self.max_requests = max_requests or max_queue
-        # Requests holding a server thread, this one included: the server's count (from
-        # the first byte in to the last byte out), else the ones waiting in run().
-        self.in_flight = in_flight or (lambda: self.callers + 1)
-        self.max_batch = max(1, max_batch)
-        self.batch_wait_s = batch_wait_ms / 1000
-        self.deadline_s = deadline_s
+    def __init__(self, config: LaneConfig, *, load: Load | None = None,
+                 observer: LaneObserver | None = None,
+                 free_memory: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.max_queue = config.max_queue
+        self.max_requests = config.max_requests or config.max_queue
+        self.max_batch = max(1, config.max_batch)
+        self.batch_wait_s = config.batch_wait_ms / 1000
+        self.deadline_s = config.deadline_s
+        # Requests holding a server thread (this one included): they may be on
+        # their way to the lane, and they count against max_requests.
+        self.load = load or _NoLoad()
+        self.observer = observer or _NoObserver()
         self.free_memory = free_memory or (lambda: None)
         self.clock = clock
-        self.observe_call = observe_call or (lambda items, seconds, error: None)
-        self.observe_drop = observe_drop or (lambda error, count: None)
-        # How many requests are on their way to the lane (in the server, not here
-        # yet): only then is waiting for company worth its milliseconds.
-        self.arriving = arriving or (lambda: 1)
         self.callers = 0  # requests inside run()
         self.queue_depth = 0        # items admitted, not yet handed to the engine
         self._requests: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._arrivals = 0  # requests ever queued: the batch wait sees company come
+        # Requests begun (load.began) minus arrivals when the lane last went idle; None
+        # while a backlog is served. A fresh lane is idle.
+        self._idle_base: int | None = self.load.began
 
     # -- request side --------------------------------------------------------------------
     def run(self, items: list, call, *, key=None, mergeable: bool = True, gone=None,
@@ -160,6 +215,7 @@ class Lane:
             self.callers += 1
             self.queue_depth += len(items)
             self._requests.append(request)
+            self._arrivals += 1
             self._ensure_worker()
             self._cond.notify_all()
         try:
@@ -177,7 +233,8 @@ class Lane:
             self._refuse_if_full(count)
 
     def _refuse_if_full(self, count: int) -> None:
-        busy = self.in_flight()
+        # The server's count includes this request; without one, the callers and this one.
+        busy = max(self.load.in_flight, self.callers + 1)
         if busy > self.max_requests:
             why = f"{busy - 1} requests are in progress (limit {self.max_requests})"
         elif self.queue_depth + count > self.max_queue:
@@ -228,25 +285,25 @@ class Lane:
             self._requests.remove(request)
             dropped = self._take(request, request.pending())
             log.info("dropped %d queued items: %s", len(dropped), reason)
-            self.observe_drop(reason, len(dropped))
+            self.observer.observe_drop(reason, len(dropped))
             for req, index in dropped:
                 req.settle(index, reason)
 
     def _next_batch(self) -> list:
         with self._cond:
+            if not self._requests:  # idle: whoever comes next may bring company
+                self._idle_base = self.load.began - self._arrivals
             while True:
                 self._drop_dead()
                 if self._requests:
                     break
                 self._cond.wait(timeout=1.0)
+            idle_base, self._idle_base = self._idle_base, None
             first = self._requests.popleft()
             batch = self._take(first, self.max_batch if first.mergeable else 1)
             if first.mergeable and len(batch) < self.max_batch:
-                # Wait a moment for company: concurrent requests arrive milliseconds apart.
-                until = time.monotonic() + self.batch_wait_s
-                while (len(batch) + self._compatible(first) < self.max_batch and self.arriving() > 0
-                       and time.monotonic() < until):
-                    self._cond.wait(timeout=until - time.monotonic())
+                if idle_base is not None:
+                    self._wait_for_company(first, len(batch), idle_base)
                 for other in list(self._requests):
                     if len(batch) >= self.max_batch:
                         break
@@ -258,6 +315,26 @@ class Lane:
                 self._requests.append(first)  # its turn again after the others
             return batch
 
+    def _wait_for_company(self, first: _Request, taken: int, idle_base: int) -> None:
+        """On an idle lane, hold ``first``'s call (the condition is held) while company
+        comes: until ``batch_wait_s`` passes with no one arriving, or longer (up to
+        ``IDLE_WAIT_LIMIT`` times that) while requests that began since the lane went
+        idle (``idle_base``) have not reached it yet. Times come from ``self.clock``."""
+        began = self.clock()
+        until = began + self.batch_wait_s
+        limit = began + self.batch_wait_s * IDLE_WAIT_LIMIT
+        seen = self._arrivals
+        while taken + self._compatible(first) < self.max_batch:
+            now = self.clock()
+            if self._arrivals != seen:  # someone came: the burst goes on
+                seen = self._arrivals
+                until = min(limit, now + self.batch_wait_s)
+            coming = self.load.began - self._arrivals - idle_base
+            end = limit if coming > 0 else until
+            if now >= end:
+                return
+            self._cond.wait(timeout=end - now)
+
     def _compatible(self, first) -> int:
         """Items already queued that could share ``first``'s engine call."""
         return sum(o.pending() for o in self._requests if o.mergeable and o.key == first.key)
@@ -268,7 +345,7 @@ class Lane:
         try:
             results = one_result_each(call([request.items[index] for request, index in batch]), batch)
         except Exception as exc:  # noqa: BLE001 - every failure is some item's answer
-            self.observe_call(len(batch), time.perf_counter() - began, exc)
+            self.observer.observe_engine_call(len(batch), time.perf_counter() - began, exc)
             if is_out_of_memory(exc):
                 self.free_memory()
                 if len(batch) > 1:
@@ -282,6 +359,6 @@ class Lane:
             for request, index in batch:
                 request.settle(index, exc)
             return
-        self.observe_call(len(batch), time.perf_counter() - began, None)
+        self.observer.observe_engine_call(len(batch), time.perf_counter() - began, None)
         for (request, index), result in zip(batch, results):
             request.settle(index, result)

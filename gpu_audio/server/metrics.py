@@ -14,8 +14,8 @@ import time
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
                                generate_latest)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from werkzeug.wsgi import ClosingIterator
 
-from .activity import ClosingIterator
 from .engine import gpu_memory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -81,6 +81,10 @@ class Metrics:
             self.engine_item.observe(seconds / max(items, 1))
         if error is not None:
             self.engine_errors.labels(error_kind(error)).inc()
+
+    def observe_drop(self, error: BaseException, count: int) -> None:
+        """Items dropped before their call (deadline passed, client gone)."""
+        self.engine_errors.labels(error_kind(error)).inc(count)
 
     def recent(self, since: float) -> list[tuple[float, float, int, str]]:
         with self._lock:

@@ -166,6 +166,38 @@ def test_cached_gpu_memory_is_given_back_after_every_batch_even_a_failed_one(cus
     assert freed == [1, 1]
 
 
+def test_free_memory_does_nothing_on_the_cpu(custom_voice_engine, monkeypatch):
+    """The lane calls free_memory after an out-of-memory error (through the engine
+    process, gpu_audio/server/engine_process.py WORK_CALLS); on the CPU it must not touch
+    CUDA at all (torch.cuda.empty_cache would initialise it)."""
+    import torch
+
+    touched = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: touched.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "device", lambda d: touched.append(d))
+    custom_voice_engine.free_memory()
+    custom_voice_engine.synthesize([item("One.")])
+    assert touched == []
+
+
+def test_free_memory_gives_torch_cached_blocks_back_on_cuda(qwen_checkpoints, qwen_settings):
+    """Unpatched: what torch caches after a tensor is freed is given back to the GPU
+    (another server on it may need the memory). The engine need not be loaded."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from tts.engines.qwen import QwenEngine
+
+    engine = QwenEngine(qwen_settings(qwen_checkpoints["custom_voice"], device="cuda:0"))
+    block = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda:0")
+    del block
+    cached = torch.cuda.memory_reserved(0)
+    assert cached >= 64 * 2**20  # freed by Python, still held by torch's cache
+    engine.free_memory()
+    assert torch.cuda.memory_reserved(0) <= cached - 64 * 2**20
+
+
 def test_empty_batch_is_no_call(custom_voice_engine, spy):
     calls = spy(custom_voice_engine, "generate_custom_voice")
     assert custom_voice_engine.synthesize([]) == ([], RATE)

@@ -194,13 +194,20 @@ class QwenEngine(TTSEngine):
             log.info("qwen_tts refused a request: %s", exc)
             raise UnsupportedRequest(str(exc)) from None
         finally:
-            if self._on_cuda:  # give the cached blocks of this batch back to other users
-                import torch
-
-                with torch.cuda.device(self._device_map):
-                    torch.cuda.empty_cache()
+            self.free_memory()  # give the cached blocks of this batch back to other users
         wavs = one_result_each(wavs, items, "Qwen3-TTS")  # split by seed above: zip must not cut
         return [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs], int(rate)
+
+    def free_memory(self) -> None:
+        """Give torch's cached GPU blocks back (the other server on the GPU may need
+        them): after every batch, and from the lane after an out-of-memory error,
+        through the engine process. Nothing to do on the CPU."""
+        if not self._on_cuda:
+            return
+        import torch
+
+        with torch.cuda.device(self._device_map):
+            torch.cuda.empty_cache()
 
     def _seed(self, seed: int) -> None:
         """Qwen3-TTS samples its codec tokens (top-k/top-p with temperature) from torch's
