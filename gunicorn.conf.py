@@ -1,4 +1,4 @@
-# Shared gunicorn settings; the real file is gpu_audio/server/gunicorn_conf.py so an
+# Shared gunicorn settings; the real file is gpu_audio/gunicorn_conf.py so an
 # installed package carries it too. Usage:
 #   gunicorn -c gunicorn.conf.py 'tts.app:create_app()'
-from gpu_audio.server.gunicorn_conf import *  # noqa: F401,F403
+from gpu_audio.gunicorn_conf import *  # noqa: F401,F403

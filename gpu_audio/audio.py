@@ -6,6 +6,8 @@ import binascii
 import io
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 
 class AudioError(ValueError):
@@ -15,8 +17,6 @@ class AudioError(ValueError):
 def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     if from_rate == to_rate or audio.size == 0:
         return audio.astype(np.float32, copy=False)
-    import soxr
-
     return soxr.resample(audio, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
 
 
@@ -46,8 +46,6 @@ def encode_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> byt
     Samples beyond ±1.0 are clipped to full scale and NaN becomes silence, here and
     not by libsndfile: whether it clips or wraps a float past full scale depends on
     its build and settings, and it writes NaN as a full-scale click."""
-    import soundfile as sf
-
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if out_rate is not None:
         audio = resample(audio, rate, out_rate)
@@ -86,8 +84,6 @@ class AudioBudget:
 
 
 def _open(data: bytes):
-    import soundfile as sf
-
     try:
         return sf.SoundFile(io.BytesIO(data))
     except (RuntimeError, TypeError, ValueError) as exc:
@@ -134,8 +130,6 @@ def decode_audio(data: bytes, rate: int, max_seconds: float | None = None,
 
 
 def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
-    import soxr
-
     source_rate, channels = f.samplerate, f.channels
     if source_rate <= 0 or channels <= 0:
         raise AudioError("audio has no sample rate or no channels")
@@ -193,7 +187,5 @@ def b64_wav(audio: np.ndarray, rate: int, out_rate: int | None = None) -> str:
 def decode_wav(b64: str) -> tuple[np.ndarray, int]:
     """Base64 of an audio file (a server's WAV) → (float32 samples, its rate), as read:
     no resampling, no mixing, no limit (the client reads what its servers sent)."""
-    import soundfile as sf
-
     audio, rate = sf.read(io.BytesIO(decode_base64(b64)), dtype="float32")
     return audio, rate

@@ -7,8 +7,11 @@ import os
 import sys
 
 from gpu_audio import __version__, readiness, services
+from gpu_audio import cli_host
+from gpu_audio.client.cli import register as register_client
 from gpu_audio.host import supervise
 from gpu_audio.host.serve import serve as serve_here
+from gpu_audio.host.models import download_models
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -25,8 +28,6 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
 
 def cmd_download_models(args) -> int:
-    from gpu_audio.host.models import download_models
-
     return download_models(args)
 
 
@@ -50,7 +51,7 @@ def cmd_proxy(args) -> int:
     host = args.host or os.environ.get("PROXY_HOST", "127.0.0.1")
     os.environ["PROXY_HOST"] = host  # the proxy answers to the name it binds (settings.default_hosts)
     port = args.port or int(os.environ.get("PROXY_PORT", 8080))
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.server.gunicorn_conf",
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.gunicorn_conf",
                "--bind", f"{host}:{port}", "proxy.app:create_app()"]
     print(f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
           file=sys.stderr, flush=True)
@@ -93,9 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--supervised", action="store_true",
                        help="as a supervisord program: do nothing unless PROXY=1")
     proxy.set_defaults(func=cmd_proxy)
-
-    from gpu_audio import cli_host
-    from gpu_audio.client.cli import register as register_client
 
     cli_host.register(sub)
     register_client(sub)

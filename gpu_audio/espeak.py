@@ -50,6 +50,7 @@ import logging
 import threading
 
 import numpy as np
+import espeakng_loader
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
@@ -128,8 +129,6 @@ class Espeak:
     """The process's one libespeak-ng. Get it with ``espeak()``."""
 
     def __init__(self):
-        import espeakng_loader
-
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int

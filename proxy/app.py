@@ -12,6 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+from flask_cors import CORS
+
 from flask import Blueprint, Flask, current_app, jsonify, make_response, render_template, request, send_from_directory
 
 from gpu_audio import __version__, services
@@ -178,8 +180,6 @@ def _route_label(path: str) -> str:
 
 def create_app(settings: ProxySettings | None = None):
     """App factory: upstreams and key from server_config.json and the environment."""
-    from flask_cors import CORS
-
     settings = settings or ProxySettings.from_env()
     app = Flask(__name__, static_folder=None, template_folder="templates")
     app.json.sort_keys = False

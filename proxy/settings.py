@@ -2,10 +2,14 @@
 the rest from the environment (each field names its variable, as the servers' do)."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
 from gpu_audio.config import ClientConfig, Env, default_activity_dir, env_var, load_client_config, read_env
+from gpu_audio.server.auth import public_binds
+
+log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
@@ -48,8 +52,6 @@ def default_hosts(env: Env) -> tuple[str, ...]:
 def check_proxy_bind(binds, settings: ProxySettings) -> None:
     """A proxy on a public address is an open relay to a paid GPU: refuse unless
     PROXY_ALLOW_PUBLIC=1, and say why."""
-    from gpu_audio.server.auth import public_binds
-
     exposed = public_binds(binds)
     if not exposed:
         return
@@ -58,7 +60,5 @@ def check_proxy_bind(binds, settings: ProxySettings) -> None:
     if not settings.allow_public:
         raise RuntimeError(f"refusing: {danger}. Set PROXY_ALLOW_PUBLIC=1 (and PROXY_ACCESS_KEY) "
                            "if you mean it.")
-    import logging
-
-    logging.getLogger(__name__).warning("%s%s", danger, "" if settings.access_key else
+    log.warning("%s%s", danger, "" if settings.access_key else
                                         "; PROXY_ACCESS_KEY is not set, so nothing checks who calls")

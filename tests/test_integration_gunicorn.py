@@ -34,7 +34,7 @@ def server(tmp_path_factory):
 def test_one_worker_threads_and_no_preload():
     """One worker (one model copy on the GPU), gthread (/health answers during a batch),
     no preload (CUDA does not survive a fork: the model loads in the worker)."""
-    from gpu_audio.server import gunicorn_conf as conf
+    from gpu_audio import gunicorn_conf as conf
 
     assert (conf.workers, conf.worker_class, conf.preload_app) == (1, "gthread", False)
     assert conf.threads >= 3  # two are kept back from the lane for /health
@@ -52,7 +52,7 @@ def test_sigterm_drains_the_server_of_the_app_gunicorn_loaded(tmp_path):
 
 
 def test_worker_exit_flushes_the_publisher_of_the_loaded_app(make_client):
-    from gpu_audio.server import gunicorn_conf
+    from gpu_audio import gunicorn_conf
     from gpu_audio.server.factory import server_of
 
     app = make_client().application

@@ -32,7 +32,7 @@ def test_supervisord_parses_the_config(tmp_path):
         assert config.directory == str(ROOT) and config.startsecs == 5 and config.startretries == 5
         assert config.stopasgroup and config.killasgroup and config.autorestart
         assert config.stdout_logfile_maxbytes == 0
-        from gpu_audio.server.gunicorn_conf import SUPERVISORD_STOPWAITSECS, graceful_timeout
+        from gpu_audio.gunicorn_conf import SUPERVISORD_STOPWAITSECS, graceful_timeout
 
         assert config.stopwaitsecs == SUPERVISORD_STOPWAITSECS > graceful_timeout  # gunicorn decides
     assert programs["autostop"].directory == programs["proxy"].directory == str(ROOT)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from gpu_audio.espeak import espeak
+
 IPA_TO_CMU = {
     "aɪ": "AY", "aʊ": "AW", "eɪ": "EY", "oʊ": "OW", "ɔɪ": "OY", "tʃ": "CH", "dʒ": "JH",
     "ɚ": "ER", "ɝ": "ER", "ɜ": "ER", "æ": "AE", "ɑ": "AA", "ɒ": "AA", "ɔ": "AO", "ɛ": "EH",
@@ -44,6 +46,4 @@ def ipa_to_cmu(ipa: str) -> list[str]:
 
 def pronounce(word: str) -> list[str]:
     """CMU phones for ``word`` from eSpeak NG's en-us rules ([] if none)."""
-    from gpu_audio.espeak import espeak
-
     return ipa_to_cmu(espeak().phonemes(word, "en-us"))

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from .captions import cues_from_words, render
 from .api import Alignment, Word
@@ -60,8 +61,6 @@ class Manifest:
 
 def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None) -> list[Path]:
     """One WAV per line (``NNN-slug-hash.wav``), reusing what the manifest knows."""
-    import soundfile as sf
-
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
     paths: list[Path | None] = [None] * len(lines)
@@ -94,8 +93,6 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
 def narrate(client, lines: list[str], out_dir: Path, settings: dict, *, gap: float = 0.4,
             width: int = 42, progress=None, align_language: str = "en") -> dict:
     """Everything ``gpu-audio narrate`` writes; returns a summary (failed lines listed)."""
-    import soundfile as sf
-
     paths = synthesize_lines(client, lines, out_dir, settings, progress)
     loaded = [sf.read(p, dtype="float32") for p in paths]
     rate = loaded[0][1]

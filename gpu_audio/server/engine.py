@@ -67,29 +67,6 @@ def gpu_memory():
     return None
 
 
-def resolve_engine(table: dict, name: str, variable: str):
-    """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
-    return load_class(_target(table, name, variable))
-
-
-def _target(table: dict, name: str, variable: str) -> str:
-    target = table.get((name or "").strip().lower())
-    if target is None:
-        raise ConfigError(f"{variable} must be one of {', '.join(sorted(table))}, not {name!r}")
-    return target
-
-
-def build_engine(table: dict, settings, variable: str):
-    """The engine ``settings.engine`` names, built (not loaded): in an engine process
-    of its own when ``settings.engine_process`` (the default under gunicorn)."""
-    engine = resolve_engine(table, settings.engine, variable)(settings)
-    if not getattr(settings, "engine_process", False):
-        return engine
-    from .engine_process import EngineProcess
-
-    return EngineProcess(_target(table, settings.engine, variable), settings, local=engine)
-
-
 class EngineState:
     """Wraps an engine with its load status: "loading", "ok" or "error"."""
 

@@ -30,6 +30,8 @@ from collections import deque
 from multiprocessing.connection import Connection
 
 from . import wire
+from gpu_audio.config import ConfigError
+
 from .engine import EngineCrashed, EngineError, EngineUnavailable, UnsupportedRequest, load_class
 
 log = logging.getLogger(__name__)
@@ -347,6 +349,27 @@ class EngineProcess:
         _, kind, message, type_name = reply
         error = _ERRORS.get(kind)
         return error(message) if error else RemoteFailure(f"{type_name}: {message}")
+
+
+def resolve_engine(table: dict, name: str, variable: str):
+    """The engine class for ``name`` from ``{"name": "module:Class"}``, imported now."""
+    return load_class(_target(table, name, variable))
+
+
+def _target(table: dict, name: str, variable: str) -> str:
+    target = table.get((name or "").strip().lower())
+    if target is None:
+        raise ConfigError(f"{variable} must be one of {', '.join(sorted(table))}, not {name!r}")
+    return target
+
+
+def build_engine(table: dict, settings, variable: str):
+    """The engine ``settings.engine`` names, built (not loaded): in an engine process
+    of its own when ``settings.engine_process`` (the default under gunicorn)."""
+    engine = resolve_engine(table, settings.engine, variable)(settings)
+    if not getattr(settings, "engine_process", False):
+        return engine
+    return EngineProcess(_target(table, settings.engine, variable), settings, local=engine)
 
 
 @atexit.register

@@ -8,7 +8,7 @@ import json
 import logging
 import re
 
-from flask import jsonify
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ def json_body(max_values: int | None = None):
     """The request body as JSON whatever its Content-Type; 400 if it is not JSON, or if
     it holds more than ``max_values`` values: parsed, each costs ~50-100 bytes of Python
     objects for 2-3 bytes of body, so a body of ``{}`` would grow the server 30x."""
-    from flask import current_app, request
-
     data = request.get_data(cache=True)
     if not data.strip():
         raise bad_request("The request body is empty: send a JSON object.")

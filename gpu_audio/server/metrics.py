@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from werkzeug.wsgi import ClosingIterator
 
 from .engine import gpu_memory
+from .lane import is_out_of_memory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 ITEM_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -102,8 +103,6 @@ class Metrics:
 
 
 def error_kind(error: BaseException) -> str:
-    from .lane import is_out_of_memory
-
     if is_out_of_memory(error):
         return "out_of_memory"
     name = type(error).__name__

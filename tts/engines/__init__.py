@@ -1,5 +1,8 @@
 """TTS engines. Each module imports its heavy library lazily, inside ``load``."""
 
+from gpu_audio import services
+from gpu_audio.server.engine_process import build_engine
+
 ENGINES = {
     "qwen": "tts.engines.qwen:QwenEngine",
     "espeak": "tts.engines.espeak:EspeakEngine",
@@ -9,6 +12,4 @@ ENGINES = {
 def make_engine(settings):
     """Build (not load) the engine named by ``settings.engine`` (in its own process
     unless ENGINE_PROCESS=0)."""
-    from gpu_audio.server.engine import build_engine
-
-    return build_engine(ENGINES, settings, "TTS_ENGINE")
+    return build_engine(ENGINES, settings, services.TTS.engine_variable)

@@ -12,6 +12,7 @@ from gunicorn.config import Bind
 
 from gpu_audio import services
 from gpu_audio.config import ServerSettings, request_threads
+from gpu_audio.host.supervise import STOPWAITSECS
 from gpu_audio.server.auth import check_bind_allowed
 from proxy.settings import ProxySettings, check_proxy_bind
 from gpu_audio.server.factory import server_of
@@ -31,7 +32,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 # longer than the longest request we allow (REQUEST_DEADLINE_S, 1 h) and shorter
 # than supervisord's stopwaitsecs (3720), so a stop drains instead of cutting.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "3660"))
-SUPERVISORD_STOPWAITSECS = 3720  # host/supervise.py; on_starting checks the order
+# supervisord's stopwaitsecs (host/supervise.py); on_starting checks the order.
+SUPERVISORD_STOPWAITSECS = STOPWAITSECS
 # Longer than a cloud load balancer's idle timeout (60 s), so it closes first.
 keepalive = 75
 limit_request_line = 8190
