@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test test-fast test-gpu bench clean
+.PHONY: serve test lint test-fast test-gpu bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ serve: $(VENV)/.installed
 # gpu-libs tier (real qwen-tts/whisperx code on tiny offline models, own venv).
 test: test-fast test-gpu
 
-test-fast: $(VENV)/.installed $(CHROMIUM)
+# ruff (lint and format) and mypy, configured in pyproject.toml, on the product code.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test-fast: lint $(VENV)/.installed $(CHROMIUM)
 	CHROMIUM_PATH=$(CHROMIUM) $(PY) -m pytest -q
 
 $(CHROMIUM):

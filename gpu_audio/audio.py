@@ -1,4 +1,5 @@
 """Audio in and out: decode any input to mono float32 at a rate; encode WAV PCM16."""
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,8 @@ def frame_energy_db(audio: np.ndarray, rate: int, frame_s: float = 0.01) -> np.n
     frames = np.asarray(audio[: n * hop], dtype=np.float32).reshape(n, hop)
     power = np.empty(n, np.float64)
     for start in range(0, n, 6000):  # a minute of frames at a time: no float64 copy of 3 hours
-        block = frames[start:start + 6000].astype(np.float64)
-        power[start:start + 6000] = np.einsum("ij,ij->i", block, block) / hop
+        block = frames[start : start + 6000].astype(np.float64)
+        power[start : start + 6000] = np.einsum("ij,ij->i", block, block) / hop
     rms = np.sqrt(power) + 1e-9
     return 20 * np.log10(rms / rms.max())
 
@@ -93,8 +94,7 @@ def _open(data: bytes):
 def _undecodable(exc: Exception) -> AudioError:
     """libsndfile's own words only: its str() quotes the BytesIO object and its address."""
     why = getattr(exc, "error_string", "").strip().rstrip(".")
-    return AudioError(f"audio cannot be decoded{f' ({why})' if why else ''}; "
-                      "send WAV, FLAC, OGG or MP3")
+    return AudioError(f"audio cannot be decoded{f' ({why})' if why else ''}; send WAV, FLAC, OGG or MP3")
 
 
 def _too_long(seconds: float, max_seconds: float) -> AudioError:
@@ -110,8 +110,7 @@ def audio_seconds(data: bytes, max_seconds: float | None = None) -> float:
     return seconds
 
 
-def decode_audio(data: bytes, rate: int, max_seconds: float | None = None,
-                 allocate=np.empty) -> np.ndarray:
+def decode_audio(data: bytes, rate: int, max_seconds: float | None = None, allocate=np.empty) -> np.ndarray:
     """Any file soundfile reads (WAV, FLAC, OGG, MP3) → mono float32 at ``rate``.
 
     Decoded a block at a time, mixed to mono and resampled as it goes, into one
@@ -140,8 +139,11 @@ def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
     cap = None if limit is None else int(limit * ratio) + 64  # the most the output may hold
     size = int(max(f.frames, 0) * ratio) + 64
     out = allocate((size if cap is None else min(size, cap),), np.float32)
-    stream = None if source_rate == rate else soxr.ResampleStream(source_rate, rate, 1,
-                                                                  dtype="float32", quality="HQ")
+    stream = (
+        None
+        if source_rate == rate
+        else soxr.ResampleStream(source_rate, rate, 1, dtype="float32", quality="HQ")
+    )
     block = np.empty((BLOCK_FRAMES, channels), np.float32)
     seen = filled = 0
     while True:
@@ -151,8 +153,9 @@ def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
         if count:
             seen += count
             if limit is not None and seen > limit:
-                raise AudioError(f"audio is longer than its header says and than the limit of "
-                                 f"{max_seconds:.0f} s")
+                raise AudioError(
+                    f"audio is longer than its header says and than the limit of {max_seconds:.0f} s"
+                )
             mono = frames[:, 0] if channels == 1 else frames.mean(axis=1, dtype=np.float32)
             if not np.isfinite(mono).all():  # a float WAV can carry NaN / Inf: no model copes
                 raise AudioError("audio contains NaN or infinite samples")
@@ -163,7 +166,7 @@ def _decode(f, rate: int, max_seconds: float | None, allocate) -> np.ndarray:
         chunk = mono if stream is None else stream.resample_chunk(np.ascontiguousarray(mono), last=last)
         if filled + chunk.size > out.size:
             out = _grown(out, filled, filled + chunk.size, cap, allocate)
-        out[filled:filled + chunk.size] = chunk
+        out[filled : filled + chunk.size] = chunk
         filled += chunk.size
         if last:
             return out[:filled]

@@ -10,6 +10,7 @@ costs ~130 ms (``python -X importtime -c "import boto3"``), which every server
 process and every CLI command would pay without ever talking to AWS.
 ``botocore.exceptions`` (~9 ms) is imported here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,26 +64,33 @@ def aws_error(exc: Exception, action: str, instance_id: str | None = None) -> Aw
     call with its service (``ec2:StartInstances``, ``cloudwatch:PutMetricAlarm``)."""
     target = f" on {instance_id}" if instance_id else ""
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return AwsError("no AWS credentials found: run `aws configure`, or set aws.profile in "
-                        "server_config.json (or AWS_PROFILE)")
+        return AwsError(
+            "no AWS credentials found: run `aws configure`, or set aws.profile in "
+            "server_config.json (or AWS_PROFILE)"
+        )
     if isinstance(exc, bx.ProfileNotFound):
         return AwsError(f"{exc}: fix aws.profile in server_config.json or ~/.aws/config")
     if isinstance(exc, bx.NoRegionError):
         return AwsError("no AWS region: set aws.region in server_config.json (or AWS_REGION)")
     if isinstance(exc, bx.EndpointConnectionError):
-        return AwsError(f"cannot reach the AWS API ({exc.kwargs.get('endpoint_url')}): check the "
-                        "network and aws.region")
+        return AwsError(
+            f"cannot reach the AWS API ({exc.kwargs.get('endpoint_url')}): check the network and aws.region"
+        )
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error", {})
         code, message = error.get("Code", "Unknown"), error.get("Message", "")
         if code in ACCESS_DENIED or code.startswith("AccessDenied"):
-            return AwsError(f"access denied for {action}{target}: add it to the IAM policy of "
-                            "these credentials (see the README's IAM policy)")
+            return AwsError(
+                f"access denied for {action}{target}: add it to the IAM policy of "
+                "these credentials (see the README's IAM policy)"
+            )
         if code in THROTTLED:
             return AwsError(f"AWS is throttling {action} requests: retry in a minute")
         if code.startswith("InvalidInstanceID"):
-            return AwsError(f"instance {instance_id} does not exist in this region: check "
-                            "aws.instance_id and aws.region in server_config.json")
+            return AwsError(
+                f"instance {instance_id} does not exist in this region: check "
+                "aws.instance_id and aws.region in server_config.json"
+            )
         return AwsError(f"AWS refused {action}{target}: {code}: {message}")
     if isinstance(exc, bx.BotoCoreError):
         return AwsError(f"AWS call {action} failed: {exc}")
@@ -126,11 +134,17 @@ def imds(path: str, timeout: float = 1.0) -> str | None:
         return None
     base = os.environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT", IMDS_DEFAULT).rstrip("/")
     try:
-        token = requests.put(f"{base}/latest/api/token", timeout=timeout,
-                             headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+        token = requests.put(
+            f"{base}/latest/api/token",
+            timeout=timeout,
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+        )
         token.raise_for_status()
-        r = requests.get(f"{base}/latest/meta-data/{path}", timeout=timeout,
-                         headers={"X-aws-ec2-metadata-token": token.text})
+        r = requests.get(
+            f"{base}/latest/meta-data/{path}",
+            timeout=timeout,
+            headers={"X-aws-ec2-metadata-token": token.text},
+        )
         r.raise_for_status()
         return r.text.strip() or None
     except requests.RequestException:

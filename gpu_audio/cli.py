@@ -1,4 +1,5 @@
 """``gpu-audio``: the command line entry point (also ``python -m gpu_audio``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,12 +7,11 @@ import logging
 import os
 import sys
 
-from gpu_audio import __version__, readiness, services
-from gpu_audio import cli_host
+from gpu_audio import __version__, cli_host, readiness, services
 from gpu_audio.client.cli import register as register_client
 from gpu_audio.host import supervise
-from gpu_audio.host.serve import serve as serve_here
 from gpu_audio.host.models import download_models
+from gpu_audio.host.serve import serve as serve_here
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -51,10 +51,21 @@ def cmd_proxy(args) -> int:
     host = args.host or os.environ.get("PROXY_HOST", "127.0.0.1")
     os.environ["PROXY_HOST"] = host  # the proxy answers to the name it binds (settings.default_hosts)
     port = args.port or int(os.environ.get("PROXY_PORT", 8080))
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:gpu_audio.gunicorn_conf",
-               "--bind", f"{host}:{port}", "proxy.app:create_app()"]
-    print(f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
-          file=sys.stderr, flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:gpu_audio.gunicorn_conf",
+        "--bind",
+        f"{host}:{port}",
+        "proxy.app:create_app()",
+    ]
+    print(
+        f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
+        file=sys.stderr,
+        flush=True,
+    )
     os.execvp(command[0], command)
     return 0
 
@@ -65,23 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run every server under supervisord, in the foreground")
-    serve.add_argument("--engine", choices=["gpu", "embedded"],
-                       help="gpu = Qwen3-TTS + WhisperX, embedded = eSpeak NG + pocketsphinx "
-                            "(default: gpu if the GPU stack is installed; TTS_ENGINE and "
-                            "WHISPERX_ENGINE win)")
+    serve.add_argument(
+        "--engine",
+        choices=["gpu", "embedded"],
+        help="gpu = Qwen3-TTS + WhisperX, embedded = eSpeak NG + pocketsphinx "
+        "(default: gpu if the GPU stack is installed; TTS_ENGINE and "
+        "WHISPERX_ENGINE win)",
+    )
     serve.add_argument("--host", help="bind address (default BIND_HOST or 127.0.0.1)")
     serve.set_defaults(func=cmd_serve)
 
-    run = sub.add_parser("supervise", help="supervisord in the foreground with every server, the "
-                                           "watchdog and the proxy (the Docker image's command)")
+    run = sub.add_parser(
+        "supervise",
+        help="supervisord in the foreground with every server, the "
+        "watchdog and the proxy (the Docker image's command)",
+    )
     run.add_argument("--print", action="store_true", help="print the configuration, start nothing")
     run.set_defaults(func=cmd_supervise)
 
-    download = sub.add_parser("download-models",
-                              help="fetch the configured models into MODELS_DIR (once)")
+    download = sub.add_parser("download-models", help="fetch the configured models into MODELS_DIR (once)")
     download.add_argument("--models-dir", help="default MODELS_DIR")
-    download.add_argument("--only", choices=["tts", "whisper", "align"], action="append",
-                          help="fetch only these (repeatable)")
+    download.add_argument(
+        "--only", choices=["tts", "whisper", "align"], action="append", help="fetch only these (repeatable)"
+    )
     download.set_defaults(func=cmd_download_models)
 
     health = sub.add_parser("healthcheck", help="exit 0 when every local server is ready")
@@ -91,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = sub.add_parser("proxy", help="run the browser auth proxy (and its playground page)")
     proxy.add_argument("--host", help="bind address (default PROXY_HOST or 127.0.0.1)")
     proxy.add_argument("--port", type=int, help="port (default PROXY_PORT or 8080)")
-    proxy.add_argument("--supervised", action="store_true",
-                       help="as a supervisord program: do nothing unless PROXY=1")
+    proxy.add_argument(
+        "--supervised", action="store_true", help="as a supervisord program: do nothing unless PROXY=1"
+    )
     proxy.set_defaults(func=cmd_proxy)
 
     cli_host.register(sub)

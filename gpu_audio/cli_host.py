@@ -1,6 +1,7 @@
 """The host commands of ``gpu-audio``: start-gpu, stop-gpu, gpu-status, autostop and
 cloudwatch-setup. Argument parsing and terminal output only: the work is done by the
 verbs of gpu_audio/host, which return typed values."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ from gpu_audio.host.ec2 import EXIT_CONFIG, HostError
 log = logging.getLogger(__name__)
 
 
-def _config(args: argparse.Namespace, error: type[HostError] = HostError,
-            accept_whisper_url: bool = True) -> ClientConfig:
+def _config(
+    args: argparse.Namespace, error: type[HostError] = HostError, accept_whisper_url: bool = True
+) -> ClientConfig:
     try:
         return load_client_config(getattr(args, "config", None), accept_whisper_url=accept_whisper_url)
     except ConfigError as exc:
@@ -37,8 +39,9 @@ def _fail(exc: HostError) -> int:
 def start_gpu(args: argparse.Namespace) -> int:
     line = ProgressLine()
     try:
-        result = lifecycle.ensure_gpu_ready(_config(args), wait=args.wait,
-                                            timeout=args.timeout, progress=line)
+        result = lifecycle.ensure_gpu_ready(
+            _config(args), wait=args.wait, timeout=args.timeout, progress=line
+        )
     except HostError as exc:
         line.done()
         return _fail(exc)
@@ -76,13 +79,17 @@ def gpu_status(args: argparse.Namespace) -> int:
         print(json.dumps(shown, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
         return 0
     if info:
-        print(f"instance  {info.instance_id} ({info.instance_type or '?'})  {info.state}  {info.address or '-'}")
+        print(
+            f"instance  {info.instance_id} ({info.instance_type or '?'})  {info.state}  {info.address or '-'}"
+        )
     for name, health in s["servers"].items():
         detail = health.get("engine") or health.get("error") or ""
         print(f"{name:<9} {health.get('status', '?'):<12} {detail}  {s['urls'][name]}")
-    print(f"in flight {s['in_flight']}   idle {_ago(s.get('idle_seconds'))}   "
-          f"uptime {_ago(s.get('uptime_seconds'))}"
-          + (f"   cost so far ~${s['cost_so_far']:.2f} at ${s['hourly_price']}/h" if "cost_so_far" in s else ""))
+    print(
+        f"in flight {s['in_flight']}   idle {_ago(s.get('idle_seconds'))}   "
+        f"uptime {_ago(s.get('uptime_seconds'))}"
+        + (f"   cost so far ~${s['cost_so_far']:.2f} at ${s['hourly_price']}/h" if "cost_so_far" in s else "")
+    )
     return 0
 
 
@@ -98,10 +105,15 @@ def autostop(args: argparse.Namespace) -> int:
         instance_id = args.instance_id or aws.imds("instance-id") or os.environ.get("AUTOSTOP_INSTANCE_ID")
         # One check (--once) has no start of its own to give grace from: the host's boot counts.
         watchdog = watchdog_for(
-            config, instance_id, idle_minutes=args.idle_minutes or config.aws.idle_minutes,
-            activity_dir=args.activity_dir or os.environ.get("ACTIVITY_DIR") or default_activity_dir(os.environ),
+            config,
+            instance_id,
+            idle_minutes=args.idle_minutes or config.aws.idle_minutes,
+            activity_dir=args.activity_dir
+            or os.environ.get("ACTIVITY_DIR")
+            or default_activity_dir(os.environ),
             heartbeat=args.heartbeat or os.environ.get("AUTOSTOP_HEARTBEAT") == "1",
-            boot_time=boot_time_now() if args.once else None)
+            boot_time=boot_time_now() if args.once else None,
+        )
     except HostError as exc:
         return _fail(exc)
     if args.once:
@@ -116,12 +128,20 @@ def cloudwatch_setup(args: argparse.Namespace, cloudwatch: object = None) -> int
     try:
         config = _config(args, cw_setup.SetupConfigError, accept_whisper_url=False).aws
         region = cloudwatch.meta.region_name if cloudwatch is not None else None
-        plan = cw_setup.plan(config, instance_id=args.instance_id, sns_topic=args.sns_topic,
-                             hourly_price=args.hourly_price, heartbeat=not args.no_heartbeat_alarm,
-                             region=region, placeholder_ok=args.dry_run)
+        plan = cw_setup.plan(
+            config,
+            instance_id=args.instance_id,
+            sns_topic=args.sns_topic,
+            hourly_price=args.hourly_price,
+            heartbeat=not args.no_heartbeat_alarm,
+            region=region,
+            placeholder_ok=args.dry_run,
+        )
         if plan.placeholder:
-            print(f"gpu-audio: no instance id; the dry run shows {plan.instance_id} in its place",
-                  file=sys.stderr)
+            print(
+                f"gpu-audio: no instance id; the dry run shows {plan.instance_id} in its place",
+                file=sys.stderr,
+            )
         if args.dry_run:
             print(json.dumps(plan.as_json(), indent=2))
             return 0
@@ -131,12 +151,16 @@ def cloudwatch_setup(args: argparse.Namespace, cloudwatch: object = None) -> int
     for applied in result.applied:
         print(f"{applied.change:<9} {applied.kind:<9} {applied.name}")
     if plan.heartbeat:
-        print(f"note: {cw_setup.PREFIX}-{plan.instance_id}-no-heartbeat is in alarm whenever the host "
-              "runs without the watchdog's heartbeat: run the image with -e AUTOSTOP_HEARTBEAT=1 "
-              "(instance role: cloudwatch:PutMetricData), or re-run with --no-heartbeat-alarm")
+        print(
+            f"note: {cw_setup.PREFIX}-{plan.instance_id}-no-heartbeat is in alarm whenever the host "
+            "runs without the watchdog's heartbeat: run the image with -e AUTOSTOP_HEARTBEAT=1 "
+            "(instance role: cloudwatch:PutMetricData), or re-run with --no-heartbeat-alarm"
+        )
     if not plan.sns_topic:
-        print("note: no --sns-topic given: the alarms have no actions (they only change state "
-              "in the CloudWatch console)")
+        print(
+            "note: no --sns-topic given: the alarms have no actions (they only change state "
+            "in the CloudWatch console)"
+        )
     print(f"dashboard: {result.dashboard_url}")
     return 0
 
@@ -145,23 +169,34 @@ def cloudwatch_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", help="server_config.json (default GPU_AUDIO_CONFIG, ./, ~/.config/gpu-audio/)")
     p.add_argument("--instance-id", help="default aws.instance_id")
     p.add_argument("--sns-topic", metavar="ARN", help="SNS topic the alarms notify (default: no actions)")
-    p.add_argument("--hourly-price", type=float, help="USD per hour for the cost estimate "
-                                                      "(default aws.hourly_price)")
+    p.add_argument(
+        "--hourly-price", type=float, help="USD per hour for the cost estimate (default aws.hourly_price)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the JSON of everything, create nothing")
-    p.add_argument("--no-heartbeat-alarm", action="store_true",
-                   help="skip the no-heartbeat alarm (for hosts without AUTOSTOP_HEARTBEAT=1)")
+    p.add_argument(
+        "--no-heartbeat-alarm",
+        action="store_true",
+        help="skip the no-heartbeat alarm (for hosts without AUTOSTOP_HEARTBEAT=1)",
+    )
     return p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add start-gpu, stop-gpu, gpu-status and autostop to the ``gpu-audio`` parser."""
+
     def common(p):
-        p.add_argument("--config", help="server_config.json (default GPU_AUDIO_CONFIG, ./, ~/.config/gpu-audio/)")
+        p.add_argument(
+            "--config", help="server_config.json (default GPU_AUDIO_CONFIG, ./, ~/.config/gpu-audio/)"
+        )
         return p
 
     p = common(sub.add_parser("start-gpu", help="start the GPU host and wait until both servers are ready"))
-    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
-                   help="wait for both servers' /ready (default)")
+    p.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for both servers' /ready (default)",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
     p.set_defaults(func=start_gpu)
 
@@ -179,15 +214,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=30.0, help="seconds between checks (default 30)")
     p.add_argument("--activity-dir", help="default ACTIVITY_DIR")
     p.add_argument("--heartbeat", action="store_true", help="put InFlight/IdleSeconds to CloudWatch")
-    p.add_argument("--once", action="store_true", help="one check, print the outcome (grace counted from the host's boot)")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="one check, print the outcome (grace counted from the host's boot)",
+    )
     p.add_argument("--force", action="store_true", help="run even without AUTOSTOP=1")
     p.set_defaults(func=autostop)
 
 
 def register_cloudwatch(sub: argparse._SubParsersAction) -> None:
     """Add ``cloudwatch-setup`` to the ``gpu-audio`` subcommands."""
-    p = sub.add_parser("cloudwatch-setup",
-                       help="create the CloudWatch alarms and dashboard for the GPU host")
+    p = sub.add_parser("cloudwatch-setup", help="create the CloudWatch alarms and dashboard for the GPU host")
     cloudwatch_arguments(p).set_defaults(func=cloudwatch_setup)
 
 

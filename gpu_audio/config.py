@@ -5,6 +5,7 @@ field's metadata (``env_var``) names its environment variable, and ``read_env``
 picks the parsing from the field's type. Keys are hashed as soon as they are read:
 a settings object can be logged or printed without leaking one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,9 @@ def parse_bool(env: Env, name: str, default: bool | None = None) -> bool | None:
     raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
 
 
-def parse_int(env: Env, name: str, default: int | None = None, minimum: int = 0,
-              maximum: int | None = None) -> int | None:
+def parse_int(
+    env: Env, name: str, default: int | None = None, minimum: int = 0, maximum: int | None = None
+) -> int | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -57,8 +59,7 @@ def parse_int(env: Env, name: str, default: int | None = None, minimum: int = 0,
     return value
 
 
-def parse_float(env: Env, name: str, default: float | None = None,
-                minimum: float = 0.0) -> float | None:
+def parse_float(env: Env, name: str, default: float | None = None, minimum: float = 0.0) -> float | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -107,8 +108,14 @@ class EnvVar:
     unset: Any = None  # a value, or an Unset callable
 
 
-def env_var(name: str, *, minimum: float | None = None, maximum: int | None = None,
-            read: Reader | None = None, unset: Any = None) -> dict[str, EnvVar]:
+def env_var(
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: int | None = None,
+    read: Reader | None = None,
+    unset: Any = None,
+) -> dict[str, EnvVar]:
     """A field's metadata: ``field(default=1000, metadata=env_var("MAX_QUEUE", minimum=1))``."""
     return {ENV_METADATA: EnvVar(name, minimum, maximum, read, unset)}
 
@@ -156,8 +163,13 @@ def _read_list(env: Env, spec: EnvVar) -> tuple[str, ...] | None:
     return parse_list(env, spec.name) or None
 
 
-READERS: dict[type, Reader] = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str,
-                               tuple: _read_list}
+READERS: dict[type, Reader] = {
+    bool: _read_bool,
+    int: _read_int,
+    float: _read_float,
+    str: _read_str,
+    tuple: _read_list,
+}
 
 
 def _reader(annotation: Any) -> Reader:
@@ -174,8 +186,9 @@ def _reader(annotation: Any) -> Reader:
         raise TypeError(f"no reader for a field of type {annotation!r}: give env_var a read=") from None
 
 
-def _read_field(f: dataclasses.Field, spec: EnvVar, annotation: Any, env: Env,
-                values: Mapping[str, Any]) -> Any:
+def _read_field(
+    f: dataclasses.Field, spec: EnvVar, annotation: Any, env: Env, values: Mapping[str, Any]
+) -> Any:
     value = (spec.read or _reader(annotation))(env, spec)
     if value is not None:
         return value
@@ -274,17 +287,20 @@ class ServerSettings:
 
     Copy one with ``dataclasses.replace``."""
 
-    api_key_hashes: tuple[bytes, ...] = field(default=(), repr=False,
-                                              metadata=env_var("TTS_API_KEY", read=_read_api_keys))
+    api_key_hashes: tuple[bytes, ...] = field(
+        default=(), repr=False, metadata=env_var("TTS_API_KEY", read=_read_api_keys)
+    )
     allow_no_auth: bool = field(default=False, metadata=env_var("ALLOW_NO_AUTH"))
     cors_origins: tuple[str, ...] = field(default=(), metadata=env_var("CORS_ORIGINS"))
-    max_body_bytes: int = field(default=256 * 2**20,
-                                metadata=env_var("MAX_BODY_MB", minimum=1, read=_read_mebibytes))
+    max_body_bytes: int = field(
+        default=256 * 2**20, metadata=env_var("MAX_BODY_MB", minimum=1, read=_read_mebibytes)
+    )
     engine: str = ""
     models_dir: str | None = field(default=None, metadata=env_var("MODELS_DIR"))
-    activity_dir: str = field(default_factory=lambda: default_activity_dir(os.environ),
-                              metadata=env_var("ACTIVITY_DIR",
-                                               unset=lambda env, values: default_activity_dir(env)))
+    activity_dir: str = field(
+        default_factory=lambda: default_activity_dir(os.environ),
+        metadata=env_var("ACTIVITY_DIR", unset=lambda env, values: default_activity_dir(env)),
+    )
     load_in_background: bool = True
     max_queue: int = field(default=1000, metadata=env_var("MAX_QUEUE", minimum=1))
     max_batch: int = field(default=16, metadata=env_var("MAX_BATCH", minimum=1))
@@ -311,8 +327,10 @@ class ServerSettings:
         set above MAX_QUEUE is refused (a default one follows MAX_QUEUE)."""
         variable = next(spec.name for f, spec in env_fields(type(self)) if f.name == field_name)
         if getattr(self, field_name) > self.max_queue:
-            raise ConfigError(f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
-                              f"{self.max_queue}: a request that large could never be let in")
+            raise ConfigError(
+                f"{variable}={getattr(self, field_name)} is more than MAX_QUEUE="
+                f"{self.max_queue}: a request that large could never be let in"
+            )
         return self
 
 
@@ -327,9 +345,12 @@ class TTSSettings(ServerSettings):
     device: str = field(default="cuda", metadata=env_var("TTS_DEVICE"))
     dtype: str = field(default="bfloat16", metadata=env_var("TTS_DTYPE"))
     attn_implementation: str = field(default="sdpa", metadata=env_var("TTS_ATTN_IMPLEMENTATION"))
-    max_new_tokens: int | None = field(default=None,
-                                       metadata=env_var("TTS_MAX_NEW_TOKENS", read=_read_zero_is_none))
-    max_texts: int = field(default=BATCH_LIMIT, metadata=env_var("MAX_TEXTS", minimum=1, unset=_batch_default))
+    max_new_tokens: int | None = field(
+        default=None, metadata=env_var("TTS_MAX_NEW_TOKENS", read=_read_zero_is_none)
+    )
+    max_texts: int = field(
+        default=BATCH_LIMIT, metadata=env_var("MAX_TEXTS", minimum=1, unset=_batch_default)
+    )
     max_text_chars: int = field(default=5000, metadata=env_var("MAX_TEXT_CHARS", minimum=1))
     clean_text: bool = field(default=True, metadata=env_var("TTS_CLEAN_TEXT"))
     output_rate: int = 24000
@@ -353,15 +374,19 @@ class WhisperXSettings(ServerSettings):
     vad_method: str = field(default="pyannote", metadata=env_var("WHISPERX_VAD_METHOD"))
     align_model: str | None = field(default=None, metadata=env_var("WHISPERX_ALIGN_MODEL"))
     align_cache_size: int = field(default=3, metadata=env_var("WHISPERX_ALIGN_CACHE", minimum=1))
-    max_align_seconds: float = field(default=300.0,
-                                     metadata=env_var("WHISPERX_MAX_ALIGN_SECONDS", minimum=1.0))
+    max_align_seconds: float = field(
+        default=300.0, metadata=env_var("WHISPERX_MAX_ALIGN_SECONDS", minimum=1.0)
+    )
     nltk_data: str | None = field(default=None, metadata=env_var("NLTK_DATA"))
     language: str = field(default="en", metadata=env_var("WHISPERX_LANGUAGE"))
-    max_items: int = field(default=BATCH_LIMIT, metadata=env_var("MAX_ITEMS", minimum=1, unset=_batch_default))
+    max_items: int = field(
+        default=BATCH_LIMIT, metadata=env_var("MAX_ITEMS", minimum=1, unset=_batch_default)
+    )
     max_audio_seconds: float = field(default=3 * 3600.0, metadata=env_var("MAX_AUDIO_SECONDS", minimum=1.0))
     # Decoded seconds per request, all items.
-    max_request_audio_seconds: float = field(default=3 * 3600.0,
-                                             metadata=env_var("MAX_REQUEST_AUDIO_SECONDS", minimum=1.0))
+    max_request_audio_seconds: float = field(
+        default=3 * 3600.0, metadata=env_var("MAX_REQUEST_AUDIO_SECONDS", minimum=1.0)
+    )
     max_align_text_chars: int = field(default=200_000, metadata=env_var("MAX_ALIGN_TEXT_CHARS", minimum=1))
 
     @classmethod
@@ -404,15 +429,19 @@ def _config_path(path: str | os.PathLike | None, env: Env) -> Path | None:
         return Path(path)
     if env.get("GPU_AUDIO_CONFIG"):
         return Path(env["GPU_AUDIO_CONFIG"])
-    for candidate in (Path.cwd() / "server_config.json", Path.cwd() / "tts" / "server_config.json",
-                      Path.home() / ".config" / "gpu-audio" / "server_config.json"):
+    for candidate in (
+        Path.cwd() / "server_config.json",
+        Path.cwd() / "tts" / "server_config.json",
+        Path.home() / ".config" / "gpu-audio" / "server_config.json",
+    ):
         if candidate.is_file():
             return candidate
     return None
 
 
-def load_client_config(path: str | os.PathLike | None = None, env: Env | None = None, *,
-                       accept_whisper_url: bool = False) -> ClientConfig:
+def load_client_config(
+    path: str | os.PathLike | None = None, env: Env | None = None, *, accept_whisper_url: bool = False
+) -> ClientConfig:
     """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ./tts/, ~/.config/gpu-audio/),
     then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
     GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
@@ -444,18 +473,28 @@ def load_client_config(path: str | os.PathLike | None = None, env: Env | None = 
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
     return ClientConfig(
         server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or defaults.server_url).rstrip("/"),
-        whisper_url=(env.get("TTS_WHISPER_URL") or (accept_whisper_url and env.get("WHISPER_URL"))
-                     or data.get("whisper_url") or defaults.whisper_url).rstrip("/"),
+        whisper_url=(
+            env.get("TTS_WHISPER_URL")
+            or (accept_whisper_url and env.get("WHISPER_URL"))
+            or data.get("whisper_url")
+            or defaults.whisper_url
+        ).rstrip("/"),
         api_key=key.split(",")[0].strip() if key else None,
         aws=AwsConfig(
-            region=env.get("GPU_AWS_REGION") or aws.get("region") or env.get("AWS_REGION")
+            region=env.get("GPU_AWS_REGION")
+            or aws.get("region")
+            or env.get("AWS_REGION")
             or env.get("AWS_DEFAULT_REGION"),
             instance_id=env.get("GPU_INSTANCE_ID") or aws.get("instance_id"),
             profile=env.get("GPU_AWS_PROFILE") or aws.get("profile"),
-            idle_minutes=number("idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"),
-                                defaults.aws.idle_minutes),
-            hourly_price=number("hourly_price", env.get("GPU_HOURLY_PRICE") or aws.get("hourly_price"),
-                                defaults.aws.hourly_price),
+            idle_minutes=number(
+                "idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"), defaults.aws.idle_minutes
+            ),
+            hourly_price=number(
+                "hourly_price",
+                env.get("GPU_HOURLY_PRICE") or aws.get("hourly_price"),
+                defaults.aws.hourly_price,
+            ),
             resolve_host=aws.get("resolve_host"),
         ),
         path=str(found) if found else None,

@@ -43,14 +43,15 @@ symbol table; the wheel's library is not stripped), and the random generator is
 seeded with ``RAND_SEED``: the output is what a freshly started process makes for the
 same request, whatever came before and in whichever process.
 """
+
 from __future__ import annotations
 
 import ctypes
 import logging
 import threading
 
-import numpy as np
 import espeakng_loader
+import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
@@ -70,13 +71,27 @@ RAND_SEED = 1  # what `espeak-ng --deterministic` uses
 # the next (see the module docstring); file None: a global symbol. Function-local
 # statics appear as ``name.NNNN`` in the symbol table; every such copy is reset.
 CARRIED_STATE = (
-    ("wavegen.c", "Flutter_ix"), ("wavegen.c", "cycle_count"), ("wavegen.c", "agc"),
-    ("wavegen.c", "h_switch_sign"), ("wavegen.c", "amplitude2"), ("wavegen.c", "maxh"),
-    ("wavegen.c", "maxh2"), ("wavegen.c", "rbreath"), (None, "echo_buf"),
-    ("klatt.c", "time_count"), ("klatt.c", "kt_globals"), ("klatt.c", "kt_frame"),
-    ("klatt.c", "nlast"), ("klatt.c", "noise"), ("klatt.c", "voice"), ("klatt.c", "vlast"),
-    ("klatt.c", "glotlast"), ("klatt.c", "vwave"), ("klatt.c", "skew"),
-    ("klatt.c", "sample_count"), ("klatt.c", "prev_fr"),
+    ("wavegen.c", "Flutter_ix"),
+    ("wavegen.c", "cycle_count"),
+    ("wavegen.c", "agc"),
+    ("wavegen.c", "h_switch_sign"),
+    ("wavegen.c", "amplitude2"),
+    ("wavegen.c", "maxh"),
+    ("wavegen.c", "maxh2"),
+    ("wavegen.c", "rbreath"),
+    (None, "echo_buf"),
+    ("klatt.c", "time_count"),
+    ("klatt.c", "kt_globals"),
+    ("klatt.c", "kt_frame"),
+    ("klatt.c", "nlast"),
+    ("klatt.c", "noise"),
+    ("klatt.c", "voice"),
+    ("klatt.c", "vlast"),
+    ("klatt.c", "glotlast"),
+    ("klatt.c", "vwave"),
+    ("klatt.c", "skew"),
+    ("klatt.c", "sample_count"),
+    ("klatt.c", "prev_fr"),
 )
 
 log = logging.getLogger(__name__)
@@ -100,7 +115,8 @@ class _Event(ctypes.Structure):
 
 
 _CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
 
 _instance = None
 
@@ -137,14 +153,20 @@ class Espeak:
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_void_p,
+        ]
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.restype = ctypes.c_int
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                     espeakng_loader.get_data_path().encode(), 0)
+        rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
         if rate <= 0:
             raise EspeakError("eSpeak NG failed to initialise")
         self.lib = lib
@@ -166,17 +188,25 @@ class Espeak:
         except (OSError, ValueError, ELFError):
             symbols = {}
         anchor = symbols.get((None, "espeak_Synth"))
-        self.missing_state = [name for source, name in CARRIED_STATE
-                              if not anchor or (source, name) not in symbols]
+        self.missing_state = [
+            name for source, name in CARRIED_STATE if not anchor or (source, name) not in symbols
+        ]
         if self.missing_state:
-            log.warning("eSpeak NG: cannot reset %s between utterances (%s); the same request "
-                        "may give slightly different audio", ", ".join(self.missing_state),
-                        "not in its symbol table" if anchor else "no symbol table")
+            log.warning(
+                "eSpeak NG: cannot reset %s between utterances (%s); the same request "
+                "may give slightly different audio",
+                ", ".join(self.missing_state),
+                "not in its symbol table" if anchor else "no symbol table",
+            )
         if not anchor:
             return []
         base = ctypes.cast(self.lib.espeak_Synth, ctypes.c_void_p).value - anchor[0][0]
-        return [(base + offset, ctypes.string_at(base + offset, size))
-                for key in CARRIED_STATE for offset, size in symbols.get(key, ()) if size]
+        return [
+            (base + offset, ctypes.string_at(base + offset, size))
+            for key in CARRIED_STATE
+            for offset, size in symbols.get(key, ())
+            if size
+        ]
 
     def reset_state(self) -> None:
         """Put the signal generators where a fresh library has them (module docstring)."""

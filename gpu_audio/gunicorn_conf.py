@@ -5,6 +5,7 @@ One worker process per server (one copy of the model in GPU memory), gthread so
 a fork: the model loads inside the worker). The bind is the served app's, from
 the services table (``on_starting``); ``--bind`` on the command line wins.
 """
+
 import os
 import signal
 
@@ -14,8 +15,8 @@ from gpu_audio import services
 from gpu_audio.config import ServerSettings, request_threads
 from gpu_audio.host.supervise import STOPWAITSECS
 from gpu_audio.server.auth import check_bind_allowed
-from proxy.settings import ProxySettings, check_proxy_bind
 from gpu_audio.server.factory import server_of
+from proxy.settings import ProxySettings, check_proxy_bind
 
 workers = 1
 worker_class = "gthread"
@@ -87,7 +88,10 @@ def on_starting(server) -> None:
         server.log.warning(
             "stop order broken: REQUEST_DEADLINE_S %.0f < GUNICORN_GRACEFUL_TIMEOUT %d < "
             "supervisord stopwaitsecs %d does not hold, so a stop may cut requests in flight",
-            settings.request_deadline_s, graceful, SUPERVISORD_STOPWAITSECS)
+            settings.request_deadline_s,
+            graceful,
+            SUPERVISORD_STOPWAITSECS,
+        )
 
 
 def post_worker_init(worker):

@@ -5,6 +5,7 @@ stop) and the Python client all ask the same two questions of the same servers; 
 ask them here, so "ready", "loading", "unreachable" and "cannot serve" mean one thing.
 Client and host both use it, so it lives at the top of the package.
 """
+
 from __future__ import annotations
 
 import time
@@ -65,19 +66,26 @@ def probe(url: str, *, timeout: Timeout = 5.0, session: requests.Session | None 
     return Status(str(answer.get("status") or "loading"), answer.get("error"))
 
 
-def check(urls: Mapping[str, str], *, timeout: Timeout = 5.0,
-          session: requests.Session | None = None) -> dict[str, Status]:
+def check(
+    urls: Mapping[str, str], *, timeout: Timeout = 5.0, session: requests.Session | None = None
+) -> dict[str, Status]:
     """One pass over every server: name → Status of those not ready (empty: all are)."""
     statuses = {name: probe(url, timeout=timeout, session=session) for name, url in urls.items()}
     return {name: status for name, status in statuses.items() if not status.ready}
 
 
-def wait_ready(urls: Mapping[str, str], *, timeout: float, poll: float = 3.0,
-               request_timeout: Timeout = 5.0,
-               progress: Callable[[dict[str, Status], float], None] | None = None,
-               keep_waiting: Callable[[], bool] = lambda: True,
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-               session: requests.Session | None = None) -> dict[str, Status]:
+def wait_ready(
+    urls: Mapping[str, str],
+    *,
+    timeout: float,
+    poll: float = 3.0,
+    request_timeout: Timeout = 5.0,
+    progress: Callable[[dict[str, Status], float], None] | None = None,
+    keep_waiting: Callable[[], bool] = lambda: True,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    session: requests.Session | None = None,
+) -> dict[str, Status]:
     """Poll until every server is ready. Returns those still not ready (empty: all
     are): at the deadline, when ``keep_waiting()`` turns false, or at once when one
     has failed (waiting cannot help it). ``progress(pending, elapsed)`` after each pass."""
@@ -86,7 +94,11 @@ def wait_ready(urls: Mapping[str, str], *, timeout: float, poll: float = 3.0,
         pending = check(urls, timeout=request_timeout, session=session)
         if progress is not None:
             progress(pending, clock() - began)
-        if (not pending or any(status.failed for status in pending.values())
-                or clock() - began >= timeout or not keep_waiting()):
+        if (
+            not pending
+            or any(status.failed for status in pending.values())
+            or clock() - began >= timeout
+            or not keep_waiting()
+        ):
             return pending
         sleep(poll)

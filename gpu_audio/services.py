@@ -44,7 +44,9 @@ class Service(App):
 
     title: str = ""  # how people read its name ("WhisperX")
     url_field: str = ""  # its URL's field in server_config.json / ClientConfig
-    prefix: str = ""  # path prefix: "/tts/generate" reaches "/generate" (the wire contract; README, "Calling it")
+    prefix: str = (
+        ""  # path prefix: "/tts/generate" reaches "/generate" (the wire contract; README, "Calling it")
+    )
     engine_variable: str = ""  # TTS_ENGINE, WHISPERX_ENGINE
     # The engine per profile: "gpu" (the real models) and "embedded" (CPU, no download).
     engines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

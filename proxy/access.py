@@ -5,6 +5,7 @@ The cookie carries a token signed with a secret derived from ``PROXY_ACCESS_KEY`
 key logs everyone out. Wrong guesses, by ``POST /access`` or by ``X-Proxy-Key``,
 lock the client's address out for longer and longer (429 + ``Retry-After``).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 
 ACCESS_COOKIE = "gpu_audio_proxy"
 SALT = "gpu-audio-proxy-access"
-FREE_FAILURES = 5        # wrong guesses allowed before the waiting starts
-MAX_LOCK_S = 300.0       # the longest one address waits between guesses
-TRACKED = 10_000         # addresses remembered (oldest forgotten first)
+FREE_FAILURES = 5  # wrong guesses allowed before the waiting starts
+MAX_LOCK_S = 300.0  # the longest one address waits between guesses
+TRACKED = 10_000  # addresses remembered (oldest forgotten first)
 REALM = {"WWW-Authenticate": 'Cookie realm="proxy"'}
 
 blueprint = Blueprint("proxy_access", __name__)
@@ -49,7 +50,9 @@ class Guesses:
     def failed(self, address: str) -> None:
         with self._lock:
             failures = self._seen.pop(address, (0, 0.0))[0] + 1
-            lock_s = 0.0 if failures <= FREE_FAILURES else min(MAX_LOCK_S, 2.0 ** (failures - FREE_FAILURES - 1))
+            lock_s = (
+                0.0 if failures <= FREE_FAILURES else min(MAX_LOCK_S, 2.0 ** (failures - FREE_FAILURES - 1))
+            )
             self._seen[address] = (failures, self._clock() + lock_s)
             while len(self._seen) > TRACKED:
                 self._seen.popitem(last=False)
@@ -83,8 +86,11 @@ class AccessKey:
     def refuse_if_locked(self) -> None:
         wait = self.guesses.wait_s(request.remote_addr or "")
         if wait:
-            raise ApiError(429, f"Too many wrong access keys from this address; retry in {wait} s.",
-                           {"Retry-After": str(wait)})
+            raise ApiError(
+                429,
+                f"Too many wrong access keys from this address; retry in {wait} s.",
+                {"Retry-After": str(wait)},
+            )
 
     def check_key(self, given: str) -> bool:
         """One guess at the key, counted against the client's address."""
@@ -127,6 +133,13 @@ def access():
     if not keys.check_key(_given_key()):
         raise ApiError(401, "That access key is not valid.", REALM)
     response = jsonify({"success": True, "expires_in_s": keys.max_age})
-    response.set_cookie(ACCESS_COOKIE, keys.token(), httponly=True, samesite="Strict",
-                        secure=request.is_secure, max_age=keys.max_age, path="/")
+    response.set_cookie(
+        ACCESS_COOKIE,
+        keys.token(),
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+        max_age=keys.max_age,
+        path="/",
+    )
     return response

@@ -5,6 +5,7 @@ or ``gpu-audio proxy``. Each service of the table (gpu_audio.services) is relaye
 under its prefix (``/tts/...``, ``/whisperx/...``); ``/server_config.json`` points
 a browser app here, without a key.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -12,9 +13,17 @@ import logging
 import os
 from pathlib import Path
 
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    jsonify,
+    make_response,
+    render_template,
+    request,
+    send_from_directory,
+)
 from flask_cors import CORS
-
-from flask import Blueprint, Flask, current_app, jsonify, make_response, render_template, request, send_from_directory
 
 from gpu_audio import __version__, services
 from gpu_audio.config import ClientConfig, max_body_bytes
@@ -64,8 +73,11 @@ class Proxy:
     def _host_up(self, up: HostUp) -> None:
         urls = {**self.urls, **up.urls}
         if urls != self.urls:
-            log.info("GPU host %s is running; upstreams now %s", self.settings.client.aws.instance_id,
-                     ", ".join(f"{name} {url}" for name, url in up.urls.items()))
+            log.info(
+                "GPU host %s is running; upstreams now %s",
+                self.settings.client.aws.instance_id,
+                ", ".join(f"{name} {url}" for name, url in up.urls.items()),
+            )
             self.urls = urls
         else:
             log.info("GPU host %s is running", self.settings.client.aws.instance_id)
@@ -81,8 +93,11 @@ def _relay(name: str, path: str):
         return make_response("", 204, {"Allow": ", ".join(METHODS)})  # flask-cors adds its headers
     path = guard.upstream_path(path)
     if "metrics" in path.split("/"):  # also /tts/tts/metrics: the server strips its own prefix
-        raise ApiError(404, f"The {name} server's /metrics is not served through the proxy; "
-                            "scrape the server itself with its API key.")
+        raise ApiError(
+            404,
+            f"The {name} server's /metrics is not served through the proxy; "
+            "scrape the server itself with its API key.",
+        )
     try:
         return forward(proxy.upstreams, proxy.upstream(name), path, proxy.settings, name)
     except ClientLeft:
@@ -91,13 +106,22 @@ def _relay(name: str, path: str):
         starter = proxy.starter
         asked = f"{request.remote_addr} asked for {request.method} {request.path}"
         if starter.start_once(asked) and not starter.host_long_up():
-            raise ApiError(503, "The GPU host is starting; retry in a minute or two.",
-                           {"Retry-After": str(START_RETRY_AFTER_S)}) from None
-        question = ("the GPU host is running: is the server up (gpu-audio health)?" if starter.host_long_up()
-                    else "is the GPU host running (gpu-audio start-gpu)?")
+            raise ApiError(
+                503,
+                "The GPU host is starting; retry in a minute or two.",
+                {"Retry-After": str(START_RETRY_AFTER_S)},
+            ) from None
+        question = (
+            "the GPU host is running: is the server up (gpu-audio health)?"
+            if starter.host_long_up()
+            else "is the GPU host running (gpu-audio start-gpu)?"
+        )
         if exc.timed_out:
-            raise ApiError(504, f"The {name} server did not accept the connection in "
-                                f"{proxy.settings.connect_timeout:.0f} s; {question}") from None
+            raise ApiError(
+                504,
+                f"The {name} server did not accept the connection in "
+                f"{proxy.settings.connect_timeout:.0f} s; {question}",
+            ) from None
         raise ApiError(502, f"The {name} server cannot be reached; {question}") from None
 
 
@@ -110,10 +134,12 @@ def add_relay_routes(app: Flask) -> None:
     """``<prefix>`` and ``<prefix>/<path>`` of each service in the table, read now."""
     for service in services.SERVICES:
         endpoint = f"relay_{service.name}"
-        app.add_url_rule(service.prefix, endpoint, relay, methods=METHODS,
-                         defaults={"name": service.name, "path": ""})
-        app.add_url_rule(f"{service.prefix}/<path:path>", endpoint, relay, methods=METHODS,
-                         defaults={"name": service.name})
+        app.add_url_rule(
+            service.prefix, endpoint, relay, methods=METHODS, defaults={"name": service.name, "path": ""}
+        )
+        app.add_url_rule(
+            f"{service.prefix}/<path:path>", endpoint, relay, methods=METHODS, defaults={"name": service.name}
+        )
 
 
 @routes.route(guard.COMPAT_TTS_ROUTE, methods=["POST", "OPTIONS"])
@@ -145,8 +171,14 @@ def static_file(name):
 
 @routes.get("/health")
 def health():
-    return jsonify({"status": "ok", "service": "proxy", "version": __version__,
-                    "access_check": bool(_proxy().settings.access_key)})
+    return jsonify(
+        {
+            "status": "ok",
+            "service": "proxy",
+            "version": __version__,
+            "access_check": bool(_proxy().settings.access_key),
+        }
+    )
 
 
 @routes.get("/ready")
@@ -174,8 +206,12 @@ def _route_label(path: str) -> str:
     for service in services.SERVICES:
         if path == service.prefix or path.startswith(service.prefix + "/"):
             return service.prefix
-    return path if path in ("/", "/health", "/ready", "/metrics", "/access", "/server_config.json",
-                            guard.COMPAT_TTS_ROUTE) else "other"
+    return (
+        path
+        if path
+        in ("/", "/health", "/ready", "/metrics", "/access", "/server_config.json", guard.COMPAT_TTS_ROUTE)
+        else "other"
+    )
 
 
 def create_app(settings: ProxySettings | None = None):
@@ -186,9 +222,15 @@ def create_app(settings: ProxySettings | None = None):
     register_error_handlers(app)
     # X-API-Key / Authorization are allowed in (existing browser apps send them) and then
     # dropped: the proxy's own key replaces them (forward.CLIENT_ONLY).
-    CORS(app, origins=list(settings.cors_origins), supports_credentials=True, always_send=False,
-         allow_headers=["Content-Type", "X-Proxy-Key", "X-API-Key", "Authorization"],
-         expose_headers=["Retry-After"], max_age=600)
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        supports_credentials=True,
+        always_send=False,
+        allow_headers=["Content-Type", "X-Proxy-Key", "X-API-Key", "Authorization"],
+        expose_headers=["Retry-After"],
+        max_age=600,
+    )
     app.before_request(guard.check_host)
     app.before_request(guard.check_origin)
     app.before_request(guard.check_access)
@@ -199,11 +241,17 @@ def create_app(settings: ProxySettings | None = None):
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
     # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
     # dropped after the answer went out, so the client reads it (drain.py).
-    app.wsgi_app = DrainMiddleware(MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label),
-                                   drain_bound(max_body_bytes(os.environ)))
+    app.wsgi_app = DrainMiddleware(
+        MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label), drain_bound(max_body_bytes(os.environ))
+    )
     if not settings.client.api_key:
-        log.warning("proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
-                    "requests unless they run without keys")
+        log.warning(
+            "proxy: no API key configured (api_key / TTS_API_KEY): the servers will refuse "
+            "requests unless they run without keys"
+        )
     log.info("proxy: answers to the host names %s (PROXY_ALLOWED_HOSTS)", ", ".join(settings.allowed_hosts))
-    log.info("proxy: %s", ", ".join(f"{services.service(name).prefix} -> {url}" for name, url in proxy.urls.items()))
+    log.info(
+        "proxy: %s",
+        ", ".join(f"{services.service(name).prefix} -> {url}" for name, url in proxy.urls.items()),
+    )
     return app

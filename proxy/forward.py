@@ -4,6 +4,7 @@ Bodies are never held whole: the request body is read from the WSGI input as
 the upstream reads it, and the response is relayed chunk by chunk, still
 encoded (Content-Encoding and Content-Length stay true).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,13 +30,31 @@ SAFE_PATH = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and '/': left as they are
 SAFE_QUERY = SAFE_PATH + "?%"  # and in the query, '?' and the client's own escapes
 WATCH_S = 0.5  # how often a waiting relay looks whether its client is still there
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailer", "trailers", "transfer-encoding", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
 # Never passed upstream: our own key is added instead; cookies belong to the proxy.
 # Origin too: CORS is the proxy's business, the servers behind it must not answer it.
 # Forwarding headers are the proxy's to say (a client could claim any address).
-CLIENT_ONLY = {"host", "x-api-key", "authorization", "cookie", "x-proxy-key", "content-length",
-               "origin", "forwarded", "x-real-ip"}
+CLIENT_ONLY = {
+    "host",
+    "x-api-key",
+    "authorization",
+    "cookie",
+    "x-proxy-key",
+    "content-length",
+    "origin",
+    "forwarded",
+    "x-real-ip",
+}
 # Never passed back: a cookie set by a server would be kept by the browser for the
 # proxy's origin (and the proxy never forwards client cookies anyway).
 UPSTREAM_ONLY = {"www-authenticate", "set-cookie", "set-cookie2"}
@@ -48,8 +67,11 @@ def _hop_by_hop(headers) -> set[str]:
 
 def upstream_headers(api_key: str | None) -> dict:
     drop = _hop_by_hop(request.headers) | CLIENT_ONLY
-    headers = {k: v for k, v in request.headers.items()
-               if k.lower() not in drop and not k.lower().startswith("x-forwarded-")}
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in drop and not k.lower().startswith("x-forwarded-")
+    }
     headers["X-Forwarded-For"] = request.remote_addr or ""
     headers["X-Forwarded-Proto"] = request.scheme
     headers["X-Forwarded-Host"] = request.host
@@ -78,6 +100,7 @@ def _body() -> tuple[Iterator[bytes] | None, int | None]:
 # down once the client's socket reads as closed. A connection whose answer was relayed
 # to its end goes back to a small pool for the next relay to the same server.
 
+
 class Upstreams:
     """Idle keep-alive connections to the servers, by (scheme, host, port)."""
 
@@ -103,8 +126,9 @@ class Upstreams:
                 conn.close()
         scheme, host, port = key
         if scheme == "https":
-            conn: HTTPConnection = HTTPSConnection(host, port, timeout=connect_timeout,
-                                                   ca_certs=requests.certs.where())
+            conn: HTTPConnection = HTTPSConnection(
+                host, port, timeout=connect_timeout, ca_certs=requests.certs.where()
+            )
         else:
             conn = HTTPConnection(host, port, timeout=connect_timeout)
         conn.connect()
@@ -167,8 +191,9 @@ def _send(conn: HTTPConnection, target: str, headers: dict) -> HTTPResponse:
     if length is not None:
         headers["Content-Length"] = str(length)
     try:
-        conn.request(request.method, target, body=body, headers=headers, preload_content=False,
-                     decode_content=False)
+        conn.request(
+            request.method, target, body=body, headers=headers, preload_content=False, decode_content=False
+        )
     except (BrokenPipeError, ConnectionResetError):
         pass
     return conn.getresponse()
@@ -184,8 +209,12 @@ def _target(base: Url, path: str) -> str:
 def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str) -> Response:
     base = parse_url(base_url)
     watched = _Watched()
-    threading.Thread(target=_watch, args=(watched, client_gone_check(request.environ), path, name),
-                     daemon=True, name="client-gone").start()
+    threading.Thread(
+        target=_watch,
+        args=(watched, client_gone_check(request.environ), path, name),
+        daemon=True,
+        name="client-gone",
+    ).start()
     conn = None
     try:
         conn = upstreams.connect(base, settings.connect_timeout)
@@ -203,7 +232,9 @@ def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str)
         if isinstance(exc, ConnectTimeoutError):  # a stopped instance's address drops packets
             raise Unreachable(name, timed_out=True) from None
         if isinstance(exc, (TimeoutError, ReadTimeoutError)):
-            raise ApiError(504, f"The {name} server did not answer in {settings.read_timeout:.0f} s.") from None
+            raise ApiError(
+                504, f"The {name} server did not answer in {settings.read_timeout:.0f} s."
+            ) from None
         raise Unreachable(name) from None  # it took the connection, then dropped it
     finally:
         with watched.lock:
@@ -212,11 +243,17 @@ def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str)
         upstream.close()
         conn.close()
         log.error("the %s server refused the proxy's API key", name)
-        raise ApiError(502, f"The {name} server refused the proxy's API key: fix api_key in the "
-                            "proxy's server_config.json (or TTS_API_KEY).")
+        raise ApiError(
+            502,
+            f"The {name} server refused the proxy's API key: fix api_key in the "
+            "proxy's server_config.json (or TTS_API_KEY).",
+        )
     drop = _hop_by_hop(upstream.headers) | UPSTREAM_ONLY
-    headers = [(k, v) for k, v in upstream.headers.items()
-               if k.lower() not in drop and not k.lower().startswith("access-control-")]
+    headers = [
+        (k, v)
+        for k, v in upstream.headers.items()
+        if k.lower() not in drop and not k.lower().startswith("access-control-")
+    ]
 
     def relay():
         read = False
@@ -233,8 +270,9 @@ def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str)
                 upstream.close()
                 conn.close()
 
-    return Response(stream_with_context(relay()), status=upstream.status, headers=headers,
-                    direct_passthrough=True)
+    return Response(
+        stream_with_context(relay()), status=upstream.status, headers=headers, direct_passthrough=True
+    )
 
 
 class Unreachable(Exception):

@@ -5,6 +5,7 @@ from this page or an allowed origin, not a cross-site no-cors load (an ``<img>``
 on any site), and with the access key where one is set, is relayed, can start
 the host, or counts as activity on the servers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,11 @@ OPEN_PATHS = ("/", "/health", "/ready", "/access", "/metrics")
 COMPAT_TTS_ROUTE = "/api/tts-generate"  # the old browser apps' name for /tts/generate_batch
 ENCODED_TRAVERSAL = re.compile(r"%(2f|2e|5c)", re.IGNORECASE)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
-                                "object-src 'none'; base-uri 'none'; form-action 'self'; "
-                                "frame-ancestors 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -66,8 +69,13 @@ def check_host():
     allowed = {host_name(h) for h in _settings().allowed_hosts}
     if "*" in allowed or host_name(request.host) in allowed:
         return None
-    log.warning("refused %s %s from %s: Host %r is not one of this proxy's names",
-                request.method, request.path, request.remote_addr, request.host[:100])
+    log.warning(
+        "refused %s %s from %s: Host %r is not one of this proxy's names",
+        request.method,
+        request.path,
+        request.remote_addr,
+        request.host[:100],
+    )
     raise ApiError(400, "This proxy does not answer to that host name; add it to PROXY_ALLOWED_HOSTS.")
 
 
@@ -84,8 +92,11 @@ def check_origin():
     site = request.headers.get("Sec-Fetch-Site", "")
     mode = request.headers.get("Sec-Fetch-Mode", "")
     if guarded and site in ("cross-site", "same-site") and mode != "cors":
-        raise ApiError(403, "Another site's page cannot use this proxy (Sec-Fetch-Site); "
-                            "call it with fetch from an origin in CORS_ORIGINS.")
+        raise ApiError(
+            403,
+            "Another site's page cannot use this proxy (Sec-Fetch-Site); "
+            "call it with fetch from an origin in CORS_ORIGINS.",
+        )
     return None
 
 
@@ -109,8 +120,11 @@ def upstream_path(path: str) -> str:
     ``..`` or ``.`` segments, backslashes, or encoded ``/``, ``.``, ``\\`` in the raw URL."""
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
     raw_path = raw.split("?", 1)[0]
-    if ENCODED_TRAVERSAL.search(raw_path) or "\\" in path \
-            or any(part in (".", "..") for part in path.split("/")):
+    if (
+        ENCODED_TRAVERSAL.search(raw_path)
+        or "\\" in path
+        or any(part in (".", "..") for part in path.split("/"))
+    ):
         raise ApiError(400, "The path may not contain '.' or '..' segments or an encoded '/', '.' or '\\'.")
     return path
 

@@ -1,5 +1,6 @@
 """Proxy settings: upstreams and key from server_config.json (as the CLI reads it),
 the rest from the environment (each field names its variable, as the servers' do)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,14 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("", "0.0.0.0", "::", "[::]")
-LOCAL_DEV_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173", "http://localhost:3000",
-                     "http://127.0.0.1:3000", "http://localhost:8080", "http://127.0.0.1:8080")
+LOCAL_DEV_ORIGINS = (
+    "http://localhost:5173",
+    "http://127.0.0.1:5173",
+    "http://localhost:3000",
+    "http://127.0.0.1:3000",
+    "http://localhost:8080",
+    "http://127.0.0.1:8080",
+)
 
 
 @dataclass(frozen=True)
@@ -32,7 +39,9 @@ class ProxySettings:
     # The names a request's Host may carry: anything else is a DNS-rebinding page.
     # Unset: the loopback names and the bound address (default_hosts).
     allowed_hosts: tuple[str, ...] = field(
-        default=LOOPBACK_NAMES, metadata=env_var("PROXY_ALLOWED_HOSTS", unset=lambda env, values: default_hosts(env)))
+        default=LOOPBACK_NAMES,
+        metadata=env_var("PROXY_ALLOWED_HOSTS", unset=lambda env, values: default_hosts(env)),
+    )
     # How long a POST /access cookie lasts.
     session_hours: float = field(default=12.0, metadata=env_var("PROXY_SESSION_HOURS", minimum=0.01))
 
@@ -55,10 +64,16 @@ def check_proxy_bind(binds, settings: ProxySettings) -> None:
     exposed = public_binds(binds)
     if not exposed:
         return
-    danger = (f"binding the proxy on {', '.join(exposed)} makes it an open relay to the GPU servers: "
-              "anyone who can reach it spends GPU time with the proxy's API key")
+    danger = (
+        f"binding the proxy on {', '.join(exposed)} makes it an open relay to the GPU servers: "
+        "anyone who can reach it spends GPU time with the proxy's API key"
+    )
     if not settings.allow_public:
-        raise RuntimeError(f"refusing: {danger}. Set PROXY_ALLOW_PUBLIC=1 (and PROXY_ACCESS_KEY) "
-                           "if you mean it.")
-    log.warning("%s%s", danger, "" if settings.access_key else
-                                        "; PROXY_ACCESS_KEY is not set, so nothing checks who calls")
+        raise RuntimeError(
+            f"refusing: {danger}. Set PROXY_ALLOW_PUBLIC=1 (and PROXY_ACCESS_KEY) if you mean it."
+        )
+    log.warning(
+        "%s%s",
+        danger,
+        "" if settings.access_key else "; PROXY_ACCESS_KEY is not set, so nothing checks who calls",
+    )

@@ -5,6 +5,7 @@ while a start may still explain the silence, once per ``RECHECK_S`` after it. On
 requests that passed every check (guard.py) get here. The one call into
 gpu_audio.host is ``look_at_ec2``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,13 @@ def look_at_ec2(client: ClientConfig) -> HostUp:
 class Starter:
     """The latch around ``look``; ``on_up`` hears of each successful look."""
 
-    def __init__(self, client: ClientConfig, enabled: bool, on_up: Callable[[HostUp], None],
-                 look: Callable[[ClientConfig], HostUp] = look_at_ec2):
+    def __init__(
+        self,
+        client: ClientConfig,
+        enabled: bool,
+        on_up: Callable[[HostUp], None],
+        look: Callable[[ClientConfig], HostUp] = look_at_ec2,
+    ):
         self.client = client
         self.enabled = bool(enabled and client.aws.instance_id)
         self.on_up = on_up

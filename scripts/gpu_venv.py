@@ -6,6 +6,7 @@ change of the gpu extra (or a fresh machine) builds a new one. The light
 default and test requirements are synced into it on every run (seconds), so
 changing them never costs a rebuild.
 """
+
 import hashlib
 import os
 import shutil
@@ -27,8 +28,15 @@ def requirements():
 
 
 def pip(venv, *args):
-    command = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-               "--disable-pip-version-check", *args]
+    command = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        *args,
+    ]
     subprocess.run(command, check=True, stdout=sys.stderr)
 
 
@@ -51,8 +59,11 @@ def main():
     if not marker.exists():
         free_gb = shutil.disk_usage(cache).free / 2**30
         if free_gb < NEED_FREE_GB:
-            print(f"gpu tier: only {free_gb:.1f} GB free in {cache}; it needs ~{NEED_FREE_GB} GB "
-                  "(set GPU_AUDIO_CACHE to a larger disk)", file=sys.stderr)
+            print(
+                f"gpu tier: only {free_gb:.1f} GB free in {cache}; it needs ~{NEED_FREE_GB} GB "
+                "(set GPU_AUDIO_CACHE to a larger disk)",
+                file=sys.stderr,
+            )
             return 2
         shutil.rmtree(venv, ignore_errors=True)
         print(f"gpu tier: building {venv} (~8 GB, a few minutes, once)", file=sys.stderr)

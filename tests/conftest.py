@@ -2,11 +2,16 @@ import os
 
 # No test may reach AWS or the EC2 metadata address (169.254.169.254): fake
 # credentials, metadata off (tests that need IMDS serve it on loopback themselves).
-os.environ.update({
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
-})
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+    }
+)
 os.environ.pop("AWS_PROFILE", None)
 
 import pytest
@@ -29,20 +34,22 @@ def _no_server_outlives_the_session():
 @pytest.fixture
 def make_settings(tmp_path):
     def make(**changes):
-        base = dict(engine="espeak", load_in_background=False,
-                    activity_dir=str(tmp_path / "activity"))
+        base = dict(engine="espeak", load_in_background=False, activity_dir=str(tmp_path / "activity"))
         base.update(changes)
         return TTSSettings(**base)
+
     return make
 
 
 @pytest.fixture
 def make_client(make_settings):
     """A test client of the real TTS app with the given engine and settings."""
+
     def make(engine=None, **changes):
         settings = make_settings(**changes)
         app = create_app(settings, engine or EspeakEngine(settings))
         return app.test_client()
+
     return make
 
 
@@ -68,11 +75,11 @@ def make_wx_client(tmp_path):
     from whisperx_server.app import create_app as create_wx_app
 
     def make(engine=None, **changes):
-        base = dict(engine="pocketsphinx", load_in_background=False,
-                    activity_dir=str(tmp_path / "activity"))
+        base = dict(engine="pocketsphinx", load_in_background=False, activity_dir=str(tmp_path / "activity"))
         base.update(changes)
         settings = WhisperXSettings(**base)
         return create_wx_app(settings, engine).test_client()
+
     return make
 
 

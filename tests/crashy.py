@@ -8,6 +8,7 @@ than one item shares the call), ``slow`` (0.5 s). ``CRASHY_DIR``, when set, gets
 a file ``entered-<n>`` as each call starts, so a test knows a call is under way,
 and ``freed-<n>`` for each ``free_memory`` call.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,9 +64,16 @@ class CrashyTTS:
         self.loads += 1
 
     def describe(self):
-        return {"engine": self.name, "model": "tone", "device": "cpu", "gpu_name": None,
-                "speaker": "Aiden", "language": "English", "supports_instruct": True,
-                "pid": os.getpid()}
+        return {
+            "engine": self.name,
+            "model": "tone",
+            "device": "cpu",
+            "gpu_name": None,
+            "speaker": "Aiden",
+            "language": "English",
+            "supports_instruct": True,
+            "pid": os.getpid(),
+        }
 
     def synthesize(self, items):
         for item in items:

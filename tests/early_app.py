@@ -4,6 +4,7 @@ exists, so a test can talk to a server that is still loading, then to a ready on
 
 Started as ``gunicorn -c gunicorn.conf.py 'tests.early_app:create_app()'``.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Test doubles (used only by tests): an engine that records what reached it."""
+
 from __future__ import annotations
 
 import threading
@@ -36,8 +37,15 @@ class RecordingEngine(TTSEngine):
         return Capabilities(instruct=True, voice_clone=False)
 
     def describe(self):
-        return {"engine": self.name, "model": "tone", "device": "cpu", "gpu_name": None,
-                "speaker": "Aiden", "language": "English", **self.capabilities().health()}
+        return {
+            "engine": self.name,
+            "model": "tone",
+            "device": "cpu",
+            "gpu_name": None,
+            "speaker": "Aiden",
+            "language": "English",
+            **self.capabilities().health(),
+        }
 
     def synthesize(self, items):
         self.calls.append(list(items))

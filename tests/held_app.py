@@ -6,6 +6,7 @@ Started as ``gunicorn -c gunicorn.conf.py 'tests.held_app:create_app()'`` with
 ``HELD_DIR`` set: a call writes ``HELD_DIR/entered`` as it starts and returns once
 ``HELD_DIR/release`` exists.
 """
+
 from __future__ import annotations
 
 import os

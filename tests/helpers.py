@@ -1,4 +1,5 @@
 """Shared test helpers: WAV decoding, free ports, a real gunicorn on loopback."""
+
 from __future__ import annotations
 
 import base64
@@ -43,7 +44,7 @@ class Gunicorn:
     Every instance is also stopped at the end of the session (conftest), so a
     fixture that fails half-way leaves nothing running."""
 
-    started: list["Gunicorn"] = []
+    started: list[Gunicorn] = []
 
     def __init__(self, app: str, env: dict, log_path: Path):
         # The listening socket is made here and handed to gunicorn (fd://): a port
@@ -59,10 +60,22 @@ class Gunicorn:
         full_env = {**os.environ, **env}
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-                 "--bind", f"fd://{listener.fileno()}", app],
-                cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),))
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "gunicorn.conf.py"),
+                    "--bind",
+                    f"fd://{listener.fileno()}",
+                    app,
+                ],
+                cwd=ROOT,
+                env=full_env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
+            )
         finally:
             listener.close()  # gunicorn holds it now; once it exits, the port refuses
         Gunicorn.started.append(self)
@@ -117,8 +130,9 @@ def embedded_servers(tmp: Path, key: str):
     ready; stopped at the end."""
     common = {"TTS_API_KEY": key, "ACTIVITY_DIR": str(tmp / "activity")}
     tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
-    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
-                  tmp / "wx.log")
+    wx = Gunicorn(
+        "whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log"
+    )
     try:
         yield tts.wait_ready(), wx.wait_ready()
     finally:

@@ -1,4 +1,5 @@
 """In-flight count and last-finished time, in /health and readable by other processes."""
+
 import datetime as dt
 import json
 import subprocess
@@ -17,7 +18,9 @@ def test_in_flight_and_last_request_at(make_client, tmp_path):
     c = make_client(engine)
     assert c.get("/health").get_json()["last_request_at"] is None
     result = {}
-    t = threading.Thread(target=lambda: result.update(r=c.post("/generate", json={"text": "Hi."}, buffered=True)))
+    t = threading.Thread(
+        target=lambda: result.update(r=c.post("/generate", json={"text": "Hi."}, buffered=True))
+    )
     t.start()
     try:
         assert engine.entered.wait(5)
@@ -25,10 +28,17 @@ def test_in_flight_and_last_request_at(make_client, tmp_path):
         assert health["in_flight"] == 1
         # Another process sees the same record.
         out = subprocess.run(
-            [sys.executable, "-c",
-             "import json,sys; from gpu_audio.server.activity import read_activity;"
-             "print(json.dumps(read_activity(sys.argv[1])))", str(tmp_path / "activity")],
-            capture_output=True, text=True, check=True)
+            [
+                sys.executable,
+                "-c",
+                "import json,sys; from gpu_audio.server.activity import read_activity;"
+                "print(json.dumps(read_activity(sys.argv[1])))",
+                str(tmp_path / "activity"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         records = json.loads(out.stdout)
         assert [r["in_flight"] for r in records] == [1] and records[0]["server"] == "tts"
     finally:
@@ -64,7 +74,8 @@ def test_dead_process_records_count_only_for_their_last_request(tmp_path):
     (tmp_path / "garbage.json").write_text("{not json")
     assert read_activity(str(tmp_path)) == []
     (tmp_path / "whisperx-999998.json").write_text(
-        json.dumps({"pid": 999998, "in_flight": 2, "last_request_at": 123.0}))
+        json.dumps({"pid": 999998, "in_flight": 2, "last_request_at": 123.0})
+    )
     (record,) = read_activity(str(tmp_path))
     assert record["in_flight"] == 0 and record["last_request_at"] == 123.0 and record["gone"]
 

@@ -1,6 +1,7 @@
 """Only authenticated model requests refresh a server's idle timer (issue 13):
 a 401, 404, 405, /health, /ready or /metrics from a page left open must never
 keep a paid GPU host awake."""
+
 import time
 
 from gpu_audio.config import hash_key
@@ -38,6 +39,13 @@ def test_a_bad_body_from_a_keyed_client_is_still_use(make_client, tmp_path):
     """A 400 on a model route is someone using the server: it counts."""
     c = make_client(api_key_hashes=(hash_key(KEY),))
     before = time.time()
-    assert c.post("/generate", data="{", headers={"X-API-Key": KEY,
-                                                 "Content-Type": "application/json"}, buffered=True).status_code == 400
+    assert (
+        c.post(
+            "/generate",
+            data="{",
+            headers={"X-API-Key": KEY, "Content-Type": "application/json"},
+            buffered=True,
+        ).status_code
+        == 400
+    )
     assert before <= _last(tmp_path)[0] <= time.time()

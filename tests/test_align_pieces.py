@@ -1,6 +1,7 @@
 """Cutting long alignments at pauses (whisperx_server/pieces.py), on real eSpeak
 speech: eSpeak's word events say where each token starts, so a cut can be checked
 to fall between two words, in the pause, never inside one."""
+
 import numpy as np
 import pytest
 import soxr
@@ -82,8 +83,10 @@ def test_a_sloppy_transcript_still_gives_cuts_only_between_matching_words(talk):
 def test_nothing_heard_means_nowhere_to_cut(talk):
     tokens, audio, _, _ = talk
     assert cut_points(tokens, [], audio, RATE) == []
-    unrelated = [{"start": 0.0, "end": 5.0, "text": "completely different words"},
-                 {"start": 5.0, "end": 9.0, "text": "nothing in common"}]
+    unrelated = [
+        {"start": 0.0, "end": 5.0, "text": "completely different words"},
+        {"start": 5.0, "end": 9.0, "text": "nothing in common"},
+    ]
     assert cut_points(tokens, unrelated, audio, RATE) == []
 
 
@@ -92,8 +95,10 @@ def test_languages_without_spaces_match_by_character():
     audio = np.ones(600, np.float32)
     audio[290:310] = 0.0  # a pause at 3 s
     tokens = ["こんにちは、", "世界。", "今日は", "晴れです。"]
-    segments = [{"start": 0.0, "end": 2.8, "text": "こんにちは世界"},
-                {"start": 3.2, "end": 6.0, "text": "今日は晴れです"}]
+    segments = [
+        {"start": 0.0, "end": 2.8, "text": "こんにちは世界"},
+        {"start": 3.2, "end": 6.0, "text": "今日は晴れです"},
+    ]
     (cut,) = cut_points(tokens, segments, audio, rate, spaced=False)
     assert cut[1] == 2 and 2.9 <= cut[0] <= 3.1
     assert cut_points(tokens, segments, audio, rate, spaced=True) == []  # no word in common
@@ -105,7 +110,10 @@ def test_punctuation_of_its_own_does_not_hide_a_cut():
     audio = np.ones(600, np.float32)
     audio[290:310] = 0.0
     units = list("今日は晴れ。明日は雨。")
-    segments = [{"start": 0.0, "end": 2.8, "text": "今日は晴れ"}, {"start": 3.2, "end": 6.0, "text": "明日は雨"}]
+    segments = [
+        {"start": 0.0, "end": 2.8, "text": "今日は晴れ"},
+        {"start": 3.2, "end": 6.0, "text": "明日は雨"},
+    ]
     (cut,) = cut_points(units, segments, audio, rate, spaced=False)
     assert cut[1] == units.index("明") and 2.9 <= cut[0] <= 3.1
 
@@ -149,4 +157,6 @@ def test_plan_on_the_spoken_talk_keeps_every_token_once(talk):
     covers(pieces, tokens, duration)
     assert len(pieces) >= 3 and all(p.end - p.start <= 8.0 for p in pieces)
     for piece in pieces:  # each piece's words were spoken inside it
-        assert all(piece.start <= starts[i] < piece.end for i in range(piece.first, piece.stop) if i in starts)
+        assert all(
+            piece.start <= starts[i] < piece.end for i in range(piece.first, piece.stop) if i in starts
+        )

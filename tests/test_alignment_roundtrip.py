@@ -1,19 +1,20 @@
 """Real round trip, no mocks: eSpeak NG speaks, pocketsphinx aligns, and eSpeak's
 own WORD events are the ground truth for every token's start."""
+
 import numpy as np
 
 from .helpers import check_promise, spoken
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
-    "In 2026, we shipped 3 new servers to 12 customers.",        # digits
-    "Hello, World! This is NASA calling from Houston.",           # punctuation, capitals
-    "Qwen speaks the narration while pocketsphinx aligns it.",    # words absent from the dictionary
-    "Please open slide 42 & read the notes aloud.",               # a symbol
+    "In 2026, we shipped 3 new servers to 12 customers.",  # digits
+    "Hello, World! This is NASA calling from Houston.",  # punctuation, capitals
+    "Qwen speaks the narration while pocketsphinx aligns it.",  # words absent from the dictionary
+    "Please open slide 42 & read the notes aloud.",  # a symbol
     "Captions follow every word; markers follow the captions.",
     "Dr. Smith arrived at 9 o'clock, exactly on time.",
     "The GPU host stops itself when it has been idle for fifteen minutes.",
-    "Zürich, Köln and São Paulo — three cities, one narrator.",    # accents, a dash token
+    "Zürich, Köln and São Paulo — three cities, one narrator.",  # accents, a dash token
 ]
 
 
@@ -32,8 +33,10 @@ def test_alignment_matches_espeak_word_events(wx):
         for index, start in truth.items():
             errors.append(abs(words[index]["start"] - start))
     errors = np.array(errors)
-    print(f"\nalignment vs eSpeak: {errors.size} words, mean {errors.mean() * 1000:.1f} ms, "
-          f"max {errors.max() * 1000:.1f} ms")
+    print(
+        f"\nalignment vs eSpeak: {errors.size} words, mean {errors.mean() * 1000:.1f} ms, "
+        f"max {errors.max() * 1000:.1f} ms"
+    )
     assert errors.size >= 70
     assert errors.mean() <= 0.050
     assert errors.max() <= 0.150

@@ -1,4 +1,5 @@
 """Audio encoding/decoding and the compat text cleaning."""
+
 import io
 
 import numpy as np
@@ -10,16 +11,19 @@ from gpu_audio.client.api import wav_base64
 from tts.textclean import clean_text, normalise
 
 
-@pytest.mark.parametrize("raw,clean", [
-    ("Speaker 0: Hello there. Amazing.", "Hello there."),
-    ("Speaker 12:Second line Amazing.", "Second line"),
-    ("  Speaker 3 :  Spaced.  Amazing.  ", "Spaced."),
-    ("Amazing.", "Amazing."),
-    ("That was Amazing. Really.", "That was Amazing. Really."),
-    ("Speakers 0: not a prefix", "Speakers 0: not a prefix"),
-    ("No change here.", "No change here."),
-    ("Mid Speaker 1: text", "Mid Speaker 1: text"),
-])
+@pytest.mark.parametrize(
+    "raw,clean",
+    [
+        ("Speaker 0: Hello there. Amazing.", "Hello there."),
+        ("Speaker 12:Second line Amazing.", "Second line"),
+        ("  Speaker 3 :  Spaced.  Amazing.  ", "Spaced."),
+        ("Amazing.", "Amazing."),
+        ("That was Amazing. Really.", "That was Amazing. Really."),
+        ("Speakers 0: not a prefix", "Speakers 0: not a prefix"),
+        ("No change here.", "No change here."),
+        ("Mid Speaker 1: text", "Mid Speaker 1: text"),
+    ],
+)
 def test_clean_text(raw, clean):
     assert clean_text(raw) == clean
 

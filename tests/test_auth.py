@@ -1,4 +1,5 @@
 """API-key guard: every model route answers 401 without a valid key."""
+
 import logging
 
 import pytest
@@ -7,11 +8,13 @@ from gpu_audio.config import ConfigError, ServerSettings, hash_key, read_api_key
 from gpu_audio.server.auth import check_bind_allowed
 
 KEY, OLD_KEY = "k-3f9a1c7e0b5d4e2a9c8b7f6e5d4c3b2a", "k-old-0123456789abcdef"
-GUARDED = [("post", "/generate", {"text": "Hi."}),
-           ("post", "/generate_batch", {"texts": ["Hi."]}),
-           ("post", "/tts/generate", {"text": "Hi."}),
-           ("post", "/tts/generate_batch", {"texts": ["Hi."]}),
-           ("get", "/nope", None)]
+GUARDED = [
+    ("post", "/generate", {"text": "Hi."}),
+    ("post", "/generate_batch", {"texts": ["Hi."]}),
+    ("post", "/tts/generate", {"text": "Hi."}),
+    ("post", "/tts/generate_batch", {"texts": ["Hi."]}),
+    ("get", "/nope", None),
+]
 
 
 @pytest.fixture
@@ -22,8 +25,13 @@ def keyed(make_client):
 @pytest.mark.parametrize("method,path,body", GUARDED)
 def test_guarded_routes_need_a_valid_key(keyed, method, path, body):
     call = getattr(keyed, method)
-    for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
-                    {"Authorization": f"Basic {KEY}"}, {"X-API-Key": ""}):
+    for headers in (
+        {},
+        {"X-API-Key": "wrong"},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {KEY}"},
+        {"X-API-Key": ""},
+    ):
         r = call(path, json=body, headers=headers)
         assert r.status_code == 401, headers
         assert r.get_json()["success"] is False and r.get_json()["error"]
@@ -31,8 +39,9 @@ def test_guarded_routes_need_a_valid_key(keyed, method, path, body):
         assert KEY not in r.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"},
-                                     {"authorization": f"bearer {KEY}"}])
+@pytest.mark.parametrize(
+    "headers", [{"X-API-Key": KEY}, {"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"}]
+)
 def test_both_header_forms_accepted(keyed, headers):
     r = keyed.post("/generate_batch", json={"texts": ["Hi."]}, headers=headers)
     assert r.status_code == 200 and r.get_json()["success"] is True
@@ -55,8 +64,10 @@ def test_health_ready_and_preflight_open(keyed):
     assert keyed.get("/ready").status_code == 200
     assert keyed.get("/tts/health").status_code == 200
     assert keyed.post("/health").status_code == 401  # only GET is open
-    r = keyed.options("/generate_batch", headers={
-        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
+    r = keyed.options(
+        "/generate_batch",
+        headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+    )
     assert r.status_code != 401
 
 
@@ -86,7 +97,9 @@ def test_settings_repr_hides_keys():
 
 
 def test_non_ascii_key_is_a_clean_401(keyed):
-    r = keyed.post("/generate", json={"text": "Hi."}, headers={"X-API-Key": "kéy☃".encode().decode("latin-1")})
+    r = keyed.post(
+        "/generate", json={"text": "Hi."}, headers={"X-API-Key": "kéy☃".encode().decode("latin-1")}
+    )
     assert r.status_code == 401
 
 
@@ -112,13 +125,19 @@ def test_cors_any_origin_only_without_auth(make_client):
 
 def test_cors_configured_origins(make_client):
     c = make_client(api_key_hashes=(hash_key(KEY),), cors_origins=("http://localhost:5173",))
-    r = c.options("/generate_batch", headers={"Origin": "http://localhost:5173",
-                                               "Access-Control-Request-Method": "POST",
-                                               "Access-Control-Request-Headers": "x-api-key"})
+    r = c.options(
+        "/generate_batch",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key",
+        },
+    )
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     assert "x-api-key" in r.headers["Access-Control-Allow-Headers"].lower()
     r = c.post("/generate", json={"text": "Hi."}, headers={"Origin": "http://localhost:5173"})
     assert r.status_code == 401 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
-    r = c.options("/generate_batch", headers={"Origin": "http://evil.test",
-                                               "Access-Control-Request-Method": "POST"})
+    r = c.options(
+        "/generate_batch", headers={"Origin": "http://evil.test", "Access-Control-Request-Method": "POST"}
+    )
     assert "Access-Control-Allow-Origin" not in r.headers

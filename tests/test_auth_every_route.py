@@ -10,6 +10,7 @@ proxy/guard.py document: on the servers ``GET``/``HEAD`` of ``/health`` and
 (prefix, API key, activity, metrics, drain): a 401 is the guard's, and a prefixed
 path answering 401 (not 404) went through the prefix layer.
 """
+
 from __future__ import annotations
 
 import re
@@ -97,8 +98,11 @@ def test_the_servers_open_only_what_is_documented(tmp_path):
 @pytest.fixture
 def proxy(tmp_path):
     """A proxy with an access key and an API key whose upstreams cannot be reached."""
-    settings = ProxySettings(client=ClientConfig(UNREACHABLE, UNREACHABLE, KEY), access_key=ACCESS,
-                             activity_dir=str(tmp_path / "activity"))
+    settings = ProxySettings(
+        client=ClientConfig(UNREACHABLE, UNREACHABLE, KEY),
+        access_key=ACCESS,
+        activity_dir=str(tmp_path / "activity"),
+    )
     return create_proxy(settings)
 
 
@@ -107,15 +111,21 @@ def test_every_proxy_route_needs_the_access_key(proxy):
     walked = 0
     for method, path in calls(proxy):
         if method == "OPTIONS":
-            r = client.open(path, method="OPTIONS", headers={
-                "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
+            r = client.open(
+                path,
+                method="OPTIONS",
+                headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+            )
             assert r.status_code in (200, 204) and r.get_data() == b"", (path, r.status_code)
             # Without the preflight's header an OPTIONS is a request like any other.
             if path not in PROXY_OPEN_PATHS and not path.startswith("/static/"):
                 assert_refused(client, "OPTIONS", path, "Cookie")
             continue
-        if method in ("GET", "HEAD") and path != "/metrics" and (
-                path in PROXY_OPEN_PATHS or path.startswith("/static/")):
+        if (
+            method in ("GET", "HEAD")
+            and path != "/metrics"
+            and (path in PROXY_OPEN_PATHS or path.startswith("/static/"))
+        ):
             assert client.open(path, method=method).status_code != 401, (method, path)
         elif (method, path) == ("POST", "/access"):
             assert client.post(path, json={"key": "wrong"}).status_code == 401  # the door checks the key

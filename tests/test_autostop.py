@@ -1,5 +1,6 @@
 """The idle watchdog: a pure decision with an injected clock, and the drain-then-stop
 sequence against the real server's activity records."""
+
 import json
 import logging
 import os
@@ -8,8 +9,16 @@ import threading
 import pytest
 
 from gpu_audio.aws import imds
-from gpu_audio.host.autostop import (Backstop, Cause, Decision, Outcome, Watchdog, decide, heartbeat_data,
-                                     lambda_decision)
+from gpu_audio.host.autostop import (
+    Backstop,
+    Cause,
+    Decision,
+    Outcome,
+    Watchdog,
+    decide,
+    heartbeat_data,
+    lambda_decision,
+)
 from gpu_audio.server.activity import drain_flag
 
 from .fakes import RecordingEngine
@@ -22,16 +31,34 @@ def rec(in_flight=0, last=None):
     return {"server": "tts", "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last}
 
 
-@pytest.mark.parametrize("records,now,cause,reason", [
-    ([], BOOT + 5 * MIN, Cause.BOOT_GRACE, "booted"),
-    ([], BOOT + 15 * MIN, Cause.IDLE, "no request since boot"),
-    ([rec(last=BOOT + 20 * MIN)], BOOT + 30 * MIN, Cause.RECENT_REQUEST, "last request finished 600 s ago"),
-    ([rec(last=BOOT + 20 * MIN)], BOOT + 35 * MIN, Cause.IDLE, "last request 900 s ago"),
-    ([rec(in_flight=1, last=BOOT)], BOOT + 600 * MIN, Cause.IN_FLIGHT, "1 request(s) in flight"),
-    ([rec(last=BOOT + MIN), rec(in_flight=2)], BOOT + 99 * MIN, Cause.IN_FLIGHT, "2 request(s) in flight"),
-    ([rec(last=BOOT + 50 * MIN), rec(last=BOOT + 10 * MIN)], BOOT + 60 * MIN, Cause.RECENT_REQUEST, "600 s ago"),
-    ([rec(in_flight=-3)], BOOT + 60 * MIN, Cause.IDLE, "idle"),        # a corrupt count is not work
-])
+@pytest.mark.parametrize(
+    "records,now,cause,reason",
+    [
+        ([], BOOT + 5 * MIN, Cause.BOOT_GRACE, "booted"),
+        ([], BOOT + 15 * MIN, Cause.IDLE, "no request since boot"),
+        (
+            [rec(last=BOOT + 20 * MIN)],
+            BOOT + 30 * MIN,
+            Cause.RECENT_REQUEST,
+            "last request finished 600 s ago",
+        ),
+        ([rec(last=BOOT + 20 * MIN)], BOOT + 35 * MIN, Cause.IDLE, "last request 900 s ago"),
+        ([rec(in_flight=1, last=BOOT)], BOOT + 600 * MIN, Cause.IN_FLIGHT, "1 request(s) in flight"),
+        (
+            [rec(last=BOOT + MIN), rec(in_flight=2)],
+            BOOT + 99 * MIN,
+            Cause.IN_FLIGHT,
+            "2 request(s) in flight",
+        ),
+        (
+            [rec(last=BOOT + 50 * MIN), rec(last=BOOT + 10 * MIN)],
+            BOOT + 60 * MIN,
+            Cause.RECENT_REQUEST,
+            "600 s ago",
+        ),
+        ([rec(in_flight=-3)], BOOT + 60 * MIN, Cause.IDLE, "idle"),  # a corrupt count is not work
+    ],
+)
 def test_decide(records, now, cause, reason):
     d = decide(records, BOOT, now, 15)
     assert d.cause is cause and d.busy is (cause is not Cause.IDLE) and reason in d.reason
@@ -62,8 +89,15 @@ class World:
         self.now = BOOT
         self.stops = 0
         self.during_settle = None
-        self.dog = Watchdog(str(self.dir), idle, self.stop, boot_time=BOOT, clock=lambda: self.now,
-                            sleep=self.sleep, settle_seconds=2)
+        self.dog = Watchdog(
+            str(self.dir),
+            idle,
+            self.stop,
+            boot_time=BOOT,
+            clock=lambda: self.now,
+            sleep=self.sleep,
+            settle_seconds=2,
+        )
 
     def stop(self):
         self.stops += 1
@@ -74,16 +108,17 @@ class World:
         self.now += seconds
 
     def write(self, name, in_flight=0, last=None):
-        (self.dir / f"{name}.json").write_text(json.dumps(
-            {"server": name, "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last}))
+        (self.dir / f"{name}.json").write_text(
+            json.dumps({"server": name, "pid": os.getpid(), "in_flight": in_flight, "last_request_at": last})
+        )
 
 
 def test_never_stops_while_a_long_request_spans_the_deadline(tmp_path):
     w = World(tmp_path)
     w.write("tts", last=BOOT + 1 * MIN)
     w.now = BOOT + 10 * MIN
-    w.write("whisperx", in_flight=1)   # a 30-minute alignment starts
-    for _ in range(60):                # checks every 30 s for 30 minutes, far past the deadline
+    w.write("whisperx", in_flight=1)  # a 30-minute alignment starts
+    for _ in range(60):  # checks every 30 s for 30 minutes, far past the deadline
         assert w.dog.check() is Outcome.BUSY
         w.now += 30
     w.write("whisperx", in_flight=0, last=w.now)  # it finishes
@@ -130,6 +165,7 @@ def test_failed_stop_lets_the_servers_work_again(tmp_path):
 
     def broken():
         raise RuntimeError("AccessDenied")
+
     w.dog.stop_instance = broken
     assert w.dog.check() is Outcome.CANCELLED
     assert not drain_flag(str(w.dir)).exists()
@@ -155,8 +191,13 @@ def test_drain_on_the_real_server_refuses_work_and_that_cancels_the_stop(make_cl
         seen["ready"] = c.get("/ready")
         seen["generate"] = c.post("/generate", json={"text": "Hi."}, buffered=True)
 
-    dog = Watchdog(str(tmp_path / "activity"), 15, lambda: seen.setdefault("stopped", True),
-                   boot_time=time.time() - 60 * MIN, sleep=during_settle)
+    dog = Watchdog(
+        str(tmp_path / "activity"),
+        15,
+        lambda: seen.setdefault("stopped", True),
+        boot_time=time.time() - 60 * MIN,
+        sleep=during_settle,
+    )
     assert dog.check() is Outcome.CANCELLED
     assert seen["ready"].status_code == 503 and seen["ready"].get_json()["status"] == "draining"
     r = seen["generate"]
@@ -171,8 +212,14 @@ def test_drain_then_stop_when_nothing_arrives(make_client, tmp_path):
 
     now = _time.time() + 30 * MIN
     stopped = threading.Event()
-    dog = Watchdog(str(tmp_path / "activity"), 15, stopped.set, boot_time=now - 60 * MIN,
-                   clock=lambda: now, sleep=lambda s: None)
+    dog = Watchdog(
+        str(tmp_path / "activity"),
+        15,
+        stopped.set,
+        boot_time=now - 60 * MIN,
+        clock=lambda: now,
+        sleep=lambda s: None,
+    )
     assert dog.check() is Outcome.STOPPED and stopped.is_set()
     assert c.post("/generate", json={"text": "Hi."}).status_code == 503
 
@@ -215,7 +262,10 @@ def test_imds_v2_on_loopback(monkeypatch):
             return Response("tok")
         if request.headers.get("X-aws-ec2-metadata-token") != "tok":
             return Response("no token", status=401)
-        values = {"/latest/meta-data/instance-id": "i-0abc", "/latest/meta-data/placement/region": "eu-west-1"}
+        values = {
+            "/latest/meta-data/instance-id": "i-0abc",
+            "/latest/meta-data/placement/region": "eu-west-1",
+        }
         return Response(values.get(request.path, ""), status=200 if request.path in values else 404)
 
     server = make_server("127.0.0.1", 0, fake_imds)
@@ -246,12 +296,33 @@ def test_autostop_command_is_off_unless_asked(tmp_path):
     from .helpers import ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "AUTOSTOP"}
-    off = subprocess.run([sys.executable, "-m", "gpu_audio", "autostop"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    off = subprocess.run(
+        [sys.executable, "-m", "gpu_audio", "autostop"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert off.returncode == 0 and "autostop is off" in off.stderr
-    on = subprocess.run([sys.executable, "-m", "gpu_audio", "autostop", "--once", "--idle-minutes", "0.001",
-                         "--activity-dir", str(tmp_path)], cwd=ROOT, env={**env, "AUTOSTOP": "1"},
-                        capture_output=True, text=True, timeout=60)
+    on = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpu_audio",
+            "autostop",
+            "--once",
+            "--idle-minutes",
+            "0.001",
+            "--activity-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env={**env, "AUTOSTOP": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert on.returncode == 0 and on.stdout.strip() == "idle"
     assert "not an EC2 instance" in on.stderr
 
@@ -318,18 +389,28 @@ def test_watchdog_for_stops_through_ec2_and_beats_to_cloudwatch(tmp_path):
     from gpu_audio.config import AwsConfig, ClientConfig
     from gpu_audio.host.autostop import watchdog_for
 
-    assert watchdog_for(ClientConfig(), None, activity_dir=str(tmp_path), idle_minutes=15).stop_instance is None
+    assert (
+        watchdog_for(ClientConfig(), None, activity_dir=str(tmp_path), idle_minutes=15).stop_instance is None
+    )
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="us-east-1")
         image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         config = ClientConfig(aws=AwsConfig(region="us-east-1", profile=None))
-        dog = watchdog_for(config, iid, activity_dir=str(tmp_path), idle_minutes=15, heartbeat=True,
-                           boot_time=time.time() - 3600)
+        dog = watchdog_for(
+            config,
+            iid,
+            activity_dir=str(tmp_path),
+            idle_minutes=15,
+            heartbeat=True,
+            boot_time=time.time() - 3600,
+        )
         dog.sleep = lambda seconds: None
         assert dog.check() is Outcome.STOPPED
         state = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
         assert state in ("stopping", "stopped")
         cw = boto3.client("cloudwatch", region_name="us-east-1")
         assert {m["MetricName"] for m in cw.list_metrics(Namespace=METRICS_NAMESPACE)["Metrics"]} == {
-            "InFlight", "IdleSeconds"}
+            "InFlight",
+            "IdleSeconds",
+        }

@@ -1,4 +1,5 @@
 """Bad audio is a clear 400 (single routes) or that item's error (batches); never a 500."""
+
 import base64
 import io
 
@@ -37,8 +38,9 @@ def bad_cases(speech):
         "zero samples": _b64(_file(np.zeros(0, np.float32), 16000)),
         "one sample": _b64(_file(np.zeros(1, np.float32), 16000)),
         "NaN samples": _b64(_file(np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")),
-        "an infinite sample": _b64(_file(np.where(np.arange(16000) == 5, np.inf, 0.1).astype(np.float32),
-                                         16000, subtype="FLOAT")),
+        "an infinite sample": _b64(
+            _file(np.where(np.arange(16000) == 5, np.inf, 0.1).astype(np.float32), 16000, subtype="FLOAT")
+        ),
         "empty string": "",
         "not a string": 12345,
         "missing": None,
@@ -88,9 +90,15 @@ def test_good_formats_decode_and_align(wx, speech):
 def test_mixed_batch_keeps_order_and_aligns_the_good(wx, speech):
     bad = bad_cases(speech)
     good = _b64(_file(speech, 22050))
-    items = [{"audio": good, "text": TEXT}, {"audio": bad["truncated header"], "text": TEXT},
-             {"audio": good, "text": ""}, "not an object", {"text": TEXT},
-             {"audio": good, "text": TEXT}, {"audio": good, "text": 7}]
+    items = [
+        {"audio": good, "text": TEXT},
+        {"audio": bad["truncated header"], "text": TEXT},
+        {"audio": good, "text": ""},
+        "not an object",
+        {"text": TEXT},
+        {"audio": good, "text": TEXT},
+        {"audio": good, "text": 7},
+    ]
     body = wx.post("/align_batch", json={"items": items, "language": "en"}).get_json()
     assert body["count"] == len(items) and body["success"] is True
     errors = [a.get("error") for a in body["alignments"]]
@@ -108,12 +116,15 @@ def test_mixed_batch_keeps_order_and_aligns_the_good(wx, speech):
     assert all(t["text"] == "" for t in body["transcriptions"] if "error" in t)
 
 
-@pytest.mark.parametrize("body,expected", [
-    ({"items": "nope"}, "'items' must be a list"),
-    ({"items": []}, "'items' is empty"),
-    ({}, "'items' is required"),
-    ({"items": [{}], "language": 5}, "'language' must be a string"),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ({"items": "nope"}, "'items' must be a list"),
+        ({"items": []}, "'items' is empty"),
+        ({}, "'items' is required"),
+        ({"items": [{}], "language": 5}, "'language' must be a string"),
+    ],
+)
 def test_bad_batch_shapes(wx, body, expected):
     r = wx.post("/align_batch", json=body)
     assert r.status_code == 400 and expected in r.get_json()["error"]

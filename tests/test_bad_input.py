@@ -1,4 +1,5 @@
 """Bad input gets a JSON 4xx naming the problem, and the server keeps answering."""
+
 import base64
 
 import numpy as np
@@ -29,7 +30,11 @@ BAD = [
     ("/generate", '{"texts": ["a"]}', "'text' is required"),
     ("/generate", '{"text": null}', "'text' must be a string"),
     ("/generate", "null", "JSON object"),
-    ("/generate_batch", '{"texts": ' + "[" * 50000 + "]" * 50000 + "}", "JSON"),  # too deep or too many values: 400 either way
+    (
+        "/generate_batch",
+        '{"texts": ' + "[" * 50000 + "]" * 50000 + "}",
+        "JSON",
+    ),  # too deep or too many values: 400 either way
 ]
 
 
@@ -97,10 +102,19 @@ def test_body_over_limit_is_413_json(make_client):
     assert c.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("text", [
-    "Emoji 🎉🚀 and a snowman ☃", "中文 mixed with English", "e\u0301 combining accent",
-    "zero\u200bwidth\u200djoiners", "right-to-left \u202e override", "nul\u0000byte and \u0007bell",
-    "\ufeffBOM at start", "tab\tand\nnewline"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Emoji 🎉🚀 and a snowman ☃",
+        "中文 mixed with English",
+        "e\u0301 combining accent",
+        "zero\u200bwidth\u200djoiners",
+        "right-to-left \u202e override",
+        "nul\u0000byte and \u0007bell",
+        "\ufeffBOM at start",
+        "tab\tand\nnewline",
+    ],
+)
 def test_unicode_oddities_still_speak(client, text):
     r = client.post("/generate_batch", json={"texts": [text]})
     assert r.status_code == 200, r.get_json()

@@ -1,4 +1,5 @@
 """The gpu-audio entry point and `gpu-audio serve` end to end."""
+
 import os
 import signal
 import subprocess
@@ -23,7 +24,9 @@ def test_serve_picks_embedded_engines_without_gpu_stack(monkeypatch):
     engines, notice = serve.pick_engines(None, {})
     assert engines == {"tts": "espeak", "whisperx": "pocketsphinx"} and "embedded" in notice
     assert serve.pick_engines(None, {"TTS_ENGINE": "qwen", "WHISPERX_ENGINE": "whisperx"}) == (
-        {"tts": "qwen", "whisperx": "whisperx"}, None)
+        {"tts": "qwen", "whisperx": "whisperx"},
+        None,
+    )
     assert serve.pick_engines("gpu", {})[0] == {"tts": "qwen", "whisperx": "whisperx"}
     monkeypatch.setattr(serve, "gpu_stack_installed", lambda: True)
     assert serve.pick_engines(None, {}) == ({"tts": "qwen", "whisperx": "whisperx"}, None)
@@ -31,8 +34,13 @@ def test_serve_picks_embedded_engines_without_gpu_stack(monkeypatch):
 
 
 def test_supervise_prints_the_rendered_configuration():
-    out = subprocess.run([sys.executable, "-m", "gpu_audio", "supervise", "--print"], cwd=ROOT,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpu_audio", "supervise", "--print"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "[supervisord]" in out.stdout and "[program:autostop]" in out.stdout
     for app in ("tts.app:create_app()", "whisperx_server.app:create_app()"):
         assert f'command=gunicorn -c gunicorn.conf.py "{app}"' in out.stdout
@@ -40,13 +48,15 @@ def test_supervise_prints_the_rendered_configuration():
 
 
 def test_importing_the_apps_loads_nothing_heavy():
-    code = ("import sys, tts.app, whisperx_server.app, tts.engines.qwen, tts.engines.espeak,"
-            " whisperx_server.engines.pocketsphinx, gpu_audio.cli, gpu_audio.host.serve;"
-            "import importlib.util;"
-            "wx = importlib.util.find_spec('whisperx_server.engines.whisperx');"
-            "wx and __import__('whisperx_server.engines.whisperx');"
-            "heavy = [m for m in ('torch', 'qwen_tts', 'whisperx', 'pocketsphinx', 'nltk') if m in sys.modules];"
-            "print(heavy)")
+    code = (
+        "import sys, tts.app, whisperx_server.app, tts.engines.qwen, tts.engines.espeak,"
+        " whisperx_server.engines.pocketsphinx, gpu_audio.cli, gpu_audio.host.serve;"
+        "import importlib.util;"
+        "wx = importlib.util.find_spec('whisperx_server.engines.whisperx');"
+        "wx and __import__('whisperx_server.engines.whisperx');"
+        "heavy = [m for m in ('torch', 'qwen_tts', 'whisperx', 'pocketsphinx', 'nltk') if m in sys.modules];"
+        "print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -55,10 +65,23 @@ def test_importing_the_apps_loads_nothing_heavy():
 def test_gpu_audio_serve_end_to_end(tmp_path):
     ports = {"TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
     marker = f"ACTIVITY_DIR={tmp_path}"
-    env = {**os.environ, **ports, "TTS_ENGINE": "", "WHISPERX_ENGINE": "", "TTS_API_KEY": "",
-           "ACTIVITY_DIR": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_audio", "serve", "--engine", "embedded"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        **ports,
+        "TTS_ENGINE": "",
+        "WHISPERX_ENGINE": "",
+        "TTS_API_KEY": "",
+        "ACTIVITY_DIR": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_audio", "serve", "--engine", "embedded"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()

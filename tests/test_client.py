@@ -1,4 +1,5 @@
 """The Python client: retries, errors, config discovery."""
+
 import base64
 import inspect
 import json
@@ -33,6 +34,7 @@ class Stub:
                 time.sleep(headers)
                 status, headers = 200, {}
             return Response(json.dumps(body), status=status, headers=headers, content_type="application/json")
+
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -48,6 +50,7 @@ def stub():
     def make(script):
         made.append(Stub(script))
         return made[-1]
+
     yield make
     for s in made:
         s.close()
@@ -59,8 +62,13 @@ def client_for(url, **kw):
 
 
 def test_503_with_retry_after_is_retried_then_succeeds(stub):
-    s = stub([(503, {"Retry-After": "7"}, {"error": "loading"}), (503, {"Retry-After": "3"}, {"error": "busy"}),
-              (200, {}, {"transcriptions": [{"text": "hi"}], "count": 1, "success": True})])
+    s = stub(
+        [
+            (503, {"Retry-After": "7"}, {"error": "loading"}),
+            (503, {"Retry-After": "3"}, {"error": "busy"}),
+            (200, {}, {"transcriptions": [{"text": "hi"}], "count": 1, "success": True}),
+        ]
+    )
     client, sleeps = client_for(s.url)
     (t,) = client.transcribe_batch([b"RIFF"])
     assert t.text == "hi" and s.hits == 3 and sleeps == [7.0, 3.0]
@@ -110,6 +118,7 @@ def test_a_url_without_scheme_or_a_page_that_is_not_json_is_one_sentence(stub, t
     @Request.application
     def html(request):
         return Response("<html>a login page</html>", content_type="text/html")
+
     s.server.app = html
     client, _ = client_for(s.url)
     with pytest.raises(ClientError, match="not JSON: is tts in server_config.json the gpu-audio server"):
@@ -143,7 +152,9 @@ def test_large_jobs_are_split_into_server_sized_batches(stub):
     buf = io.BytesIO()
     sf.write(buf, np.zeros(240, np.float32), 24000, format="WAV")
     wav = base64.b64encode(buf.getvalue()).decode()
-    s = stub([(200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 2})])
+    s = stub(
+        [(200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 4}), (200, {}, {"audios": [wav] * 2})]
+    )
     client, _ = client_for(s.url, batch_size=4)
     progress = []
     audios = client.generate_batch([f"t{i}" for i in range(10)], progress=lambda d, t: progress.append(d))
@@ -155,6 +166,7 @@ def test_config_discovery_order_and_overrides(tmp_path, monkeypatch):
     def write(path, url):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"server_url": url, "whisper_url": url + "/wx", "api_key": "file-key"}))
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for var in ("GPU_AUDIO_CONFIG", "TTS_SERVER_URL", "TTS_WHISPER_URL", "WHISPER_URL", "TTS_API_KEY"):
@@ -198,6 +210,7 @@ def test_whisper_url_of_the_users_scripts(tmp_path):
 
 # -- 502/504 from a proxy or load balancer in front, against a real loopback server ---------
 
+
 class Scripted:
     """A WSGI app answering ``status`` (with ``body``, ``content_type``) ``times`` times,
     then 200 with a TTS batch; counts the requests that reached it."""
@@ -211,13 +224,19 @@ class Scripted:
         self.hits += 1
         if self.hits <= self.times:
             return Response(self.body, status=self.status, content_type=self.content_type)
-        return Response(json.dumps({"success": True, "count": 1, "audios": [WAV_B64], "sample_rate": 24000,
-                                    "durations": [0.1]}), content_type="application/json")
+        return Response(
+            json.dumps(
+                {"success": True, "count": 1, "audios": [WAV_B64], "sample_rate": 24000, "durations": [0.1]}
+            ),
+            content_type="application/json",
+        )
 
 
 WAV_B64 = base64.b64encode(encode_wav(np.full(2400, 0.1, np.float32), 24000)).decode()
-GATEWAY = {502: json.dumps({"success": False, "error": "The tts server cannot be reached"}).encode(),
-           504: b"<html><body><h1>504 Gateway Time-out</h1></body></html>"}  # a load balancer's page
+GATEWAY = {
+    502: json.dumps({"success": False, "error": "The tts server cannot be reached"}).encode(),
+    504: b"<html><body><h1>504 Gateway Time-out</h1></body></html>",
+}  # a load balancer's page
 
 
 @pytest.mark.parametrize("status", [502, 504])

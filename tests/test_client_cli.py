@@ -1,5 +1,6 @@
 """`gpu-audio tts / transcribe / align / narrate / health` end to end against real
 servers (embedded engines) on loopback."""
+
 import json
 import os
 import re
@@ -20,9 +21,14 @@ def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     common = {"TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp / "activity")}
     tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
-    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log")
-    short = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx",
-                                                          "MAX_AUDIO_SECONDS": "3"}, tmp / "short.log")
+    wx = Gunicorn(
+        "whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log"
+    )
+    short = Gunicorn(
+        "whisperx_server.app:create_app()",
+        {**common, "WHISPERX_ENGINE": "pocketsphinx", "MAX_AUDIO_SECONDS": "3"},
+        tmp / "short.log",
+    )
     for g in (tts, wx, short):
         g.wait_ready()
     try:
@@ -37,10 +43,22 @@ def run(tmp_path, servers, *args, whisper=None, env=None):
     config = tmp_path / "server_config.json"
     whisper_url = whisper if isinstance(whisper, str) else (whisper or wx).url
     config.write_text(json.dumps({"server_url": tts.url, "whisper_url": whisper_url, "api_key": KEY}))
-    env = {**{k: v for k, v in os.environ.items()
-              if k not in ("TTS_API_KEY", "TTS_SERVER_URL", "TTS_WHISPER_URL", "WHISPER_URL")}, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gpu_audio", *args, "--config", str(config)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("TTS_API_KEY", "TTS_SERVER_URL", "TTS_WHISPER_URL", "WHISPER_URL")
+        },
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_audio", *args, "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def parse_srt(text):
@@ -69,19 +87,31 @@ def _secs(stamp):
 
 
 def test_tts_writes_one_wav_per_line_and_caches(tmp_path, servers):
-    out = run(tmp_path, servers, "tts", "Hello there.", "A second, longer line of narration.",
-              "--out-dir", "voice", "--json")
+    out = run(
+        tmp_path,
+        servers,
+        "tts",
+        "Hello there.",
+        "A second, longer line of narration.",
+        "--out-dir",
+        "voice",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["count"] == 2 and summary["audio_seconds"] > 1
     files = sorted((tmp_path / "voice").glob("*.wav"))
-    assert [re.sub(r"-[0-9a-f]{8}\.wav$", "", f.name) for f in files] == ["001-hello-there",
-                                                                         "002-a-second-longer-line-of"]
+    assert [re.sub(r"-[0-9a-f]{8}\.wav$", "", f.name) for f in files] == [
+        "001-hello-there",
+        "002-a-second-longer-line-of",
+    ]
     for f in files:
         audio, rate = sf.read(f, dtype="float32")
         assert rate == 24000 and rms(audio) > 0.01
     stamps = [f.stat().st_mtime_ns for f in files]
-    again = run(tmp_path, servers, "tts", "Hello there.", "A changed second line.", "--out-dir", "voice", "-v")
+    again = run(
+        tmp_path, servers, "tts", "Hello there.", "A changed second line.", "--out-dir", "voice", "-v"
+    )
     assert again.returncode == 0
     assert files[0].stat().st_mtime_ns == stamps[0]  # unchanged line: reused, not regenerated
     assert list((tmp_path / "voice").glob("002-a-changed-second-line-*.wav"))
@@ -91,6 +121,7 @@ def test_tts_writes_one_wav_per_line_and_caches(tmp_path, servers):
 def test_voice_settings_are_part_of_the_cache_key_and_never_overwrite(tmp_path, servers):
     """The same line with and without an instruct are two files; going back and forth
     reuses each, never the other's audio."""
+
     def files(*extra):
         out = run(tmp_path, servers, "tts", "Hello there.", "--out-dir", "v", "--json", *extra)
         assert out.returncode == 0, out.stderr
@@ -135,8 +166,11 @@ def test_align_formats(tmp_path, servers):
     as_json = run(tmp_path, servers, "align", wav, "--text", text, "--format", "srt", "--json").stdout
     assert [w["word"] for w in json.loads(as_json)["words"]] == text.split()  # --json wins
     (tmp_path / "t.txt").write_text(text)
-    cues = parse_vtt(run(tmp_path, servers, "align", wav, "--text-file", "t.txt", "--format", "vtt",
-                         "--width", "20").stdout)
+    cues = parse_vtt(
+        run(
+            tmp_path, servers, "align", wav, "--text-file", "t.txt", "--format", "vtt", "--width", "20"
+        ).stdout
+    )
     assert " ".join(c[2] for c in cues).split() == text.split()
     assert all(0 <= s <= e <= sf.info(wav).duration + 0.01 for s, e, _ in cues)
 
@@ -150,8 +184,19 @@ Qwen narrates; pocketsphinx aligns every word.
 
 def test_narrate_end_to_end(tmp_path, servers):
     (tmp_path / "script.txt").write_text(SCRIPT)
-    out = run(tmp_path, servers, "narrate", "script.txt", "--out-dir", "narration", "--gap", "0.5",
-              "--width", "30", "--json")
+    out = run(
+        tmp_path,
+        servers,
+        "narrate",
+        "script.txt",
+        "--out-dir",
+        "narration",
+        "--gap",
+        "0.5",
+        "--width",
+        "30",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     folder = tmp_path / "narration"
@@ -174,13 +219,19 @@ def test_narrate_end_to_end(tmp_path, servers):
         cues = parse((folder / f"narration.{fmt}").read_text())
         assert all(0 <= s <= e <= total + 1e-3 for s, e, _ in cues)
         assert " ".join(c[2] for c in cues).split() == " ".join(lines).split()
-        assert all(len(row) <= 30 for c in (folder / f"narration.{fmt}").read_text().splitlines()
-                   for row in [c] if not re.match(r"^\d|WEBVTT", c))
+        assert all(
+            len(row) <= 30
+            for c in (folder / f"narration.{fmt}").read_text().splitlines()
+            for row in [c]
+            if not re.match(r"^\d|WEBVTT", c)
+        )
 
 
 def test_narrate_reports_a_failed_line_and_finishes_the_rest(tmp_path, servers):
-    (tmp_path / "script.txt").write_text("Short one.\n" + "This line is far too long for the aligner "
-                                         "that only takes three seconds of audio per item.\nAnother short.\n")
+    (tmp_path / "script.txt").write_text(
+        "Short one.\n" + "This line is far too long for the aligner "
+        "that only takes three seconds of audio per item.\nAnother short.\n"
+    )
     out = run(tmp_path, servers, "narrate", "script.txt", "--out-dir", "n", whisper=servers[2])
     assert out.returncode == 1
     assert "line 2 not aligned" in out.stderr and "limit is 3 s" in out.stderr
@@ -211,6 +262,12 @@ def test_whisper_url_the_users_scripts_set_is_read(tmp_path, servers):
     dead = "http://127.0.0.1:9"
     out = run(tmp_path, servers, "health", "--json", whisper=dead, env={"WHISPER_URL": wx.url})
     assert out.returncode == 0 and json.loads(out.stdout)["whisperx"]["engine"] == "pocketsphinx"
-    out = run(tmp_path, servers, "health", "--json", whisper=wx,
-              env={"WHISPER_URL": wx.url, "TTS_WHISPER_URL": dead})
+    out = run(
+        tmp_path,
+        servers,
+        "health",
+        "--json",
+        whisper=wx,
+        env={"WHISPER_URL": wx.url, "TTS_WHISPER_URL": dead},
+    )
     assert json.loads(out.stdout)["whisperx"]["status"] == "unreachable"

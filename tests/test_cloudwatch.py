@@ -3,6 +3,7 @@
 moto stands in for CloudWatch (it stores data, alarms and dashboards; it never
 evaluates an alarm), a botocore Stubber or a raising client for its failures.
 Requests go through the real TTS app (eSpeak NG engine)."""
+
 import datetime as dt
 import json
 import logging
@@ -30,9 +31,15 @@ from .helpers import ROOT, free_port, wait_until
 
 IID = "i-0123456789abcdef0"
 BASE_NAMES = {"Requests", "Errors", "LatencyP50", "LatencyP99", "EngineSeconds", "InFlight"}
-UNITS = {"Requests": "Count", "Errors": "Count", "LatencyP50": "Milliseconds",
-         "LatencyP99": "Milliseconds", "EngineSeconds": "Seconds", "InFlight": "Count",
-         "GpuMemoryPercent": "Percent"}
+UNITS = {
+    "Requests": "Count",
+    "Errors": "Count",
+    "LatencyP50": "Milliseconds",
+    "LatencyP99": "Milliseconds",
+    "EngineSeconds": "Seconds",
+    "InFlight": "Count",
+    "GpuMemoryPercent": "Percent",
+}
 DIMS = [{"Name": "InstanceId", "Value": IID}, {"Name": "Server", "Value": "tts"}]
 
 
@@ -43,8 +50,9 @@ def cw():
 
 
 def tts_app(tmp_path, engine=None, background=False):
-    settings = TTSSettings(engine="espeak", load_in_background=background,
-                           activity_dir=str(tmp_path / "activity"))
+    settings = TTSSettings(
+        engine="espeak", load_in_background=background, activity_dir=str(tmp_path / "activity")
+    )
     app = create_app(settings, engine or EspeakEngine(settings))
     return app, app.test_client(), app.extensions["gpu_audio"].metrics
 
@@ -57,11 +65,16 @@ def post(client, json_body, path="/generate") -> int:
 
 
 def stats(cw, name, stat="Sum"):
-    now = dt.datetime.now(dt.timezone.utc)
-    points = cw.get_metric_statistics(Namespace="GpuAudio", MetricName=name, Dimensions=DIMS,
-                                      StartTime=now - dt.timedelta(minutes=10),
-                                      EndTime=now + dt.timedelta(minutes=10),
-                                      Period=60, Statistics=[stat])["Datapoints"]
+    now = dt.datetime.now(dt.UTC)
+    points = cw.get_metric_statistics(
+        Namespace="GpuAudio",
+        MetricName=name,
+        Dimensions=DIMS,
+        StartTime=now - dt.timedelta(minutes=10),
+        EndTime=now + dt.timedelta(minutes=10),
+        Period=60,
+        Statistics=[stat],
+    )["Datapoints"]
     return points
 
 
@@ -76,6 +89,7 @@ def test_percentile_nearest_rank():
 
 
 # -- the publisher ------------------------------------------------------------------------
+
 
 def test_requests_through_the_real_app_land_in_cloudwatch(tmp_path, cw):
     _, client, metrics = tts_app(tmp_path)
@@ -179,8 +193,9 @@ def test_failures_are_counted_never_raised_and_requests_still_work(tmp_path, cw,
     errors = metrics.registry.get_sample_value("gpu_audio_cloudwatch_errors_total")
     assert errors == refusing.calls >= 5
     assert b"gpu_audio_cloudwatch_errors_total" in client.get("/metrics").data
-    warnings = [r for r in caplog.records
-                if r.levelno >= logging.WARNING and r.name == "gpu_audio.server.cloudwatch"]
+    warnings = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "gpu_audio.server.cloudwatch"
+    ]
     assert len(warnings) == 1 and "AccessDenied" in warnings[0].getMessage()
     assert warnings[0].exc_info is None and "\n" not in warnings[0].getMessage()
 
@@ -232,6 +247,7 @@ def test_the_thread_publishes_by_itself(tmp_path, cw):
 
 # -- from_env -----------------------------------------------------------------------------
 
+
 def test_from_env_off_by_default(tmp_path):
     _, _, metrics = tts_app(tmp_path)
     assert from_env(metrics, "tts", env={}) is None
@@ -248,8 +264,16 @@ def test_from_env_without_an_instance_id_says_so_and_stays_off(tmp_path, caplog)
 
 def test_from_env_on_with_an_instance_id(tmp_path, cw):
     _, _, metrics = tts_app(tmp_path)
-    publisher = from_env(metrics, "tts", env={"CLOUDWATCH_METRICS": "1", "CLOUDWATCH_INSTANCE_ID": IID,
-                                              "AWS_REGION": "us-east-1", "CLOUDWATCH_INTERVAL": "15"})
+    publisher = from_env(
+        metrics,
+        "tts",
+        env={
+            "CLOUDWATCH_METRICS": "1",
+            "CLOUDWATCH_INSTANCE_ID": IID,
+            "AWS_REGION": "us-east-1",
+            "CLOUDWATCH_INTERVAL": "15",
+        },
+    )
     try:
         assert isinstance(publisher, CloudWatchPublisher) and publisher._thread.is_alive()
         assert publisher.instance_id == IID and publisher.interval == 15
@@ -288,8 +312,14 @@ def test_from_env_reads_instance_and_region_from_imds(tmp_path, monkeypatch):
 # -- cloudwatch-setup ---------------------------------------------------------------------
 
 P = f"gpu-audio-{IID}"  # every name carries the instance: two hosts never share an alarm
-ALARMS = {f"{P}-gpu-memory-high-tts", f"{P}-gpu-memory-high-whisperx",
-          f"{P}-error-rate-tts", f"{P}-error-rate-whisperx", f"{P}-unreachable", f"{P}-no-heartbeat"}
+ALARMS = {
+    f"{P}-gpu-memory-high-tts",
+    f"{P}-gpu-memory-high-whisperx",
+    f"{P}-error-rate-tts",
+    f"{P}-error-rate-whisperx",
+    f"{P}-unreachable",
+    f"{P}-no-heartbeat",
+}
 
 
 @pytest.fixture
@@ -306,8 +336,11 @@ def run_setup(capsys, *argv):
 
 
 def outcomes(out):
-    return {line.split()[2]: line.split()[0] for line in out.splitlines()
-            if line.split() and line.split()[0] in ("created", "updated", "unchanged", "deleted")}
+    return {
+        line.split()[2]: line.split()[0]
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("created", "updated", "unchanged", "deleted")
+    }
 
 
 def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsys):
@@ -319,36 +352,62 @@ def test_setup_creates_alarms_and_dashboard_then_is_idempotent(cw, config, capsy
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
     assert set(alarms) == ALARMS
     gpu = alarms[f"{P}-gpu-memory-high-tts"]
-    assert (gpu["Namespace"], gpu["MetricName"], gpu["Statistic"], gpu["Threshold"], gpu["Period"],
-            gpu["EvaluationPeriods"]) == ("GpuAudio", "GpuMemoryPercent", "Maximum", 90.0, 300, 2)
+    assert (
+        gpu["Namespace"],
+        gpu["MetricName"],
+        gpu["Statistic"],
+        gpu["Threshold"],
+        gpu["Period"],
+        gpu["EvaluationPeriods"],
+    ) == ("GpuAudio", "GpuMemoryPercent", "Maximum", 90.0, 300, 2)
     assert {"Name": "Server", "Value": "tts"} in gpu["Dimensions"]
     rate = alarms[f"{P}-error-rate-whisperx"]
     [expression] = [m for m in rate["Metrics"] if m.get("Expression")]
     assert "requests >= 10" in expression["Expression"] and rate["Threshold"] == 5.0
-    stats_used = {m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Metric"]["Dimensions"]
-                  for m in rate["Metrics"] if "MetricStat" in m}
+    stats_used = {
+        m["MetricStat"]["Metric"]["MetricName"]: m["MetricStat"]["Metric"]["Dimensions"]
+        for m in rate["Metrics"]
+        if "MetricStat" in m
+    }
     assert set(stats_used) == {"Requests", "Errors"}
     assert {"Name": "Server", "Value": "whisperx"} in stats_used["Errors"]
     down = alarms[f"{P}-unreachable"]
-    assert (down["Namespace"], down["MetricName"], down["Period"], down["EvaluationPeriods"],
-            down["ComparisonOperator"]) == ("AWS/EC2", "StatusCheckFailed", 60, 2,
-                                            "GreaterThanOrEqualToThreshold")
+    assert (
+        down["Namespace"],
+        down["MetricName"],
+        down["Period"],
+        down["EvaluationPeriods"],
+        down["ComparisonOperator"],
+    ) == ("AWS/EC2", "StatusCheckFailed", 60, 2, "GreaterThanOrEqualToThreshold")
     beat = alarms[f"{P}-no-heartbeat"]
     assert beat["TreatMissingData"] == "notBreaching" and beat["EvaluationPeriods"] == 2
-    sources = {(m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
-               for m in beat["Metrics"] if "MetricStat" in m}
+    sources = {
+        (m["MetricStat"]["Metric"]["Namespace"], m["MetricStat"]["Metric"]["MetricName"])
+        for m in beat["Metrics"]
+        if "MetricStat" in m
+    }
     assert sources == {("AWS/EC2", "CPUUtilization"), ("GpuAudio", "IdleSeconds")}
     assert all(a["AlarmActions"] == [] for a in alarms.values())
 
     body = json.loads(cw.get_dashboard(DashboardName=P)["DashboardBody"])
     titles = " | ".join(w["properties"].get("title", "") for w in body["widgets"])
-    for word in ("Requests", "Errors", "p50 / p99", "Engine seconds", "In flight", "GPU memory",
-                 "Idle seconds", "Cost"):
+    for word in (
+        "Requests",
+        "Errors",
+        "p50 / p99",
+        "Engine seconds",
+        "In flight",
+        "GPU memory",
+        "Idle seconds",
+        "Cost",
+    ):
         assert word in titles
     assert "estimate" in json.dumps(body) and "0.53" in json.dumps(body)
     (month,) = [w["properties"] for w in body["widgets"] if "30 days" in w["properties"].get("title", "")]
     assert month["start"] == "-P30D" and month["view"] == "singleValue"
-    assert any("RUNNING_SUM" in m[0].get("expression", "") for m in month["metrics"] if isinstance(m[0], dict))
+    assert any(
+        "RUNNING_SUM" in m[0].get("expression", "") for m in month["metrics"] if isinstance(m[0], dict)
+    )
     assert "AUTOSTOP_HEARTBEAT=1" in out  # the no-heartbeat alarm says what it needs
 
     code, out, _ = run_setup(capsys, "--config", config)
@@ -390,8 +449,9 @@ def test_no_heartbeat_alarm_can_be_left_out_and_is_removed_if_there(cw, config, 
 
 
 def test_dry_run_prints_everything_and_writes_nothing(cw, config, capsys):
-    code, out, _ = run_setup(capsys, "--config", config, "--dry-run", "--sns-topic",
-                             "arn:aws:sns:us-east-1:123456789012:t")
+    code, out, _ = run_setup(
+        capsys, "--config", config, "--dry-run", "--sns-topic", "arn:aws:sns:us-east-1:123456789012:t"
+    )
     assert code == 0
     plan = json.loads(out)
     assert {a["AlarmName"] for a in plan["alarms"]} == ALARMS
@@ -417,15 +477,20 @@ def test_setup_refuses_without_instance_id_or_with_a_bad_topic(tmp_path, config,
     assert code == 2 and "SNS topic ARN" in err
 
 
-@pytest.mark.parametrize("code,expected", [
-    ("AccessDenied", "access denied for cloudwatch:DescribeAlarms"),
-    ("Throttling", "throttling cloudwatch:DescribeAlarms"),
-])
+@pytest.mark.parametrize(
+    "code,expected",
+    [
+        ("AccessDenied", "access denied for cloudwatch:DescribeAlarms"),
+        ("Throttling", "throttling cloudwatch:DescribeAlarms"),
+    ],
+)
 def test_aws_errors_are_one_sentence_exit_3(config, capsys, code, expected):
     client = boto3.client("cloudwatch", region_name="us-east-1")
     stub = Stubber(client)
     stub.add_client_error("describe_alarms", code, "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
+    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+        ["--config", config]
+    )
     with stub:
         status = cli_host.cloudwatch_setup(args, client)
     _, err = capsys.readouterr()
@@ -436,7 +501,9 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
     stub = Stubber(cw)
     stub.add_response("describe_alarms", {"MetricAlarms": []})
     stub.add_client_error("put_metric_alarm", "AccessDenied", "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(["--config", config])
+    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+        ["--config", config]
+    )
     with stub:
         status = cli_host.cloudwatch_setup(args, cw)
     _, err = capsys.readouterr()
@@ -474,9 +541,22 @@ def test_cli_against_a_moto_server(tmp_path, config):
     server.start()
     try:
         env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        run = lambda *a: subprocess.run([sys.executable, "-m", "gpu_audio", "cloudwatch-setup",  # noqa: E731
-                                         "--config", config, *a], cwd=ROOT, env=env,
-                                        capture_output=True, text=True, timeout=60)
+        run = lambda *a: subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gpu_audio",
+                "cloudwatch-setup",  # noqa: E731
+                "--config",
+                config,
+                *a,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         first = run()
         assert first.returncode == 0, first.stderr
         assert len([l for l in first.stdout.splitlines() if l.startswith("created")]) == 7
@@ -494,7 +574,9 @@ def test_alarms_and_dashboard_follow_the_services_table(monkeypatch):
 
     from gpu_audio import aws, services
 
-    monkeypatch.setattr(services, "SERVICES", (*services.SERVICES, dataclasses.replace(services.TTS, name="third")))
+    monkeypatch.setattr(
+        services, "SERVICES", (*services.SERVICES, dataclasses.replace(services.TTS, name="third"))
+    )
     names = {a["AlarmName"] for a in setup.alarms(IID)}
     assert {f"{P}-gpu-memory-high-third", f"{P}-error-rate-third"} < names
     body = json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
@@ -512,8 +594,10 @@ def test_setup_returns_what_it_did(cw):
     assert plan.instance_id == IID and not plan.placeholder and len(plan.alarms) == 5
     result = setup.setup(plan, config, cw)
     assert result.region == "us-east-1" and result.dashboard_url.endswith(f"#dashboards/dashboard/{P}")
-    assert {(a.change, a.kind) for a in result.applied} == {(setup.Change.CREATED, "alarm"),
-                                                            (setup.Change.CREATED, "dashboard")}
+    assert {(a.change, a.kind) for a in result.applied} == {
+        (setup.Change.CREATED, "alarm"),
+        (setup.Change.CREATED, "dashboard"),
+    }
     again = setup.setup(plan, config, cw)
     assert {a.change for a in again.applied} == {setup.Change.UNCHANGED}
     assert setup.plan(AwsConfig(), placeholder_ok=True).placeholder

@@ -1,5 +1,6 @@
 """Decoding in pieces: same samples as a one-shot decode, a length limit a header cannot
 dodge, no object reprs in errors, and the lane forgetting finished items."""
+
 import gc
 import io
 import threading
@@ -41,6 +42,7 @@ def test_decodes_into_the_given_allocator():
 
 class _LyingFile:
     """A decoder whose header says 1 s and which then keeps giving frames."""
+
     samplerate, channels, frames = 16000, 1, 16000
 
     def read(self, frames, dtype, always_2d, out):
@@ -122,5 +124,6 @@ def test_the_request_budget_is_checked_on_the_headers_first(make_wx_client, shar
     wx = make_wx_client(shared_sphinx, max_request_audio_seconds=5.0)
     r = wx.post("/transcribe_batch", json={"audios": [_b64_flac(3), _b64_flac(3)]})
     assert r.status_code == 400
-    assert r.get_json()["error"] == ("The request's audio is 6 s in all; the limit is 5 s per "
-                                     "request (MAX_REQUEST_AUDIO_SECONDS).")
+    assert r.get_json()["error"] == (
+        "The request's audio is 6 s in all; the limit is 5 s per request (MAX_REQUEST_AUDIO_SECONDS)."
+    )

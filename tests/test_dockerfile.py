@@ -1,4 +1,5 @@
 """What can be checked of the image without a Docker engine."""
+
 import os
 import re
 import shlex
@@ -32,8 +33,12 @@ def test_dockerignore_keeps_what_is_copied():
 
 
 def test_image_commands_exist_in_the_package():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "gpu_audio", *a], cwd=ROOT,  # noqa: E731
-                                    capture_output=True, text=True)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "gpu_audio", *a],
+        cwd=ROOT,  # noqa: E731
+        capture_output=True,
+        text=True,
+    )
     assert "gpu-audio download-models" in DOCKERFILE
     assert '["gpu-audio", "healthcheck"]' in DOCKERFILE
     for command in ("download-models", "healthcheck", "supervise"):
@@ -55,8 +60,13 @@ def test_base_image_matches_the_torch_cuda_build():
 
 def test_healthcheck_fails_when_nothing_listens():
     env = {**os.environ, "TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
-    out = subprocess.run([sys.executable, "-m", "gpu_audio", "healthcheck", "--timeout", "1"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gpu_audio", "healthcheck", "--timeout", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and "not ready" in out.stdout
 
 
@@ -70,7 +80,11 @@ def test_the_user_step_holds_for_the_default_and_the_prebaked_models_dir(tmp_pat
         (root / "app").mkdir(parents=True)  # WORKDIR
         command = re.sub(r"useradd [^&]*&& ", "", step).replace("chown -R app", "ls -d")
         command = re.sub(r"(?<![\w$])/(data|app|opt)\b", lambda m: f"{root}/{m.group(1)}", command)
-        done = subprocess.run(["bash", "-euc", command], env={**os.environ, "MODELS_DIR": f"{root}{models}"},
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["bash", "-euc", command],
+            env={**os.environ, "MODELS_DIR": f"{root}{models}"},
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, (models, command, done.stderr)
         assert (root / models.strip("/")).is_dir() and (root / "data").is_dir()

@@ -1,5 +1,6 @@
 """`gpu-audio download-models`: skips what is complete, one clear sentence when the
 hub cannot be reached (it never can be here: we point it at a closed loopback port)."""
+
 import hashlib
 import json
 import os
@@ -18,13 +19,25 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def run(tmp_path, hub=None, **env):
-    full = {**os.environ, "HF_ENDPOINT": hub or f"http://127.0.0.1:{free_port()}", "HF_HUB_ETAG_TIMEOUT": "2",
-            "HF_HUB_DOWNLOAD_TIMEOUT": "2", "MODELS_DIR": str(tmp_path / "models"),
-            "HF_HUB_DISABLE_TELEMETRY": "1", **env}
+    full = {
+        **os.environ,
+        "HF_ENDPOINT": hub or f"http://127.0.0.1:{free_port()}",
+        "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+        "MODELS_DIR": str(tmp_path / "models"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        **env,
+    }
     full.pop("HF_HUB_OFFLINE", None)
     full.pop("TRANSFORMERS_OFFLINE", None)  # hub < 1.0 reads it as offline too
-    return subprocess.run([sys.executable, "-m", "gpu_audio", "download-models"], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gpu_audio", "download-models"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def prefill(models_dir, repo):
@@ -49,8 +62,13 @@ def test_unreachable_hub_is_one_clear_sentence(tmp_path):
 def test_present_models_are_skipped_without_the_hub(tmp_path):
     prefill(tmp_path / "models", REPO)
     prefill(tmp_path / "models", "Systran/faster-whisper-tiny")
-    out = run(tmp_path, TTS_ENGINE="qwen", TTS_MODEL=REPO, WHISPERX_ENGINE="whisperx",
-              WHISPERX_MODEL="Systran/faster-whisper-tiny")
+    out = run(
+        tmp_path,
+        TTS_ENGINE="qwen",
+        TTS_MODEL=REPO,
+        WHISPERX_ENGINE="whisperx",
+        WHISPERX_MODEL="Systran/faster-whisper-tiny",
+    )
     lines = out.stderr
     assert "[1/3] tts: Qwen/Qwen3-TTS-Tiny-Test: already present, skipped (hub not reachable" in lines
     assert "[2/3] whisper: Systran/faster-whisper-tiny: already present, skipped" in lines
@@ -86,16 +104,31 @@ class FakeHub:
         def app(request):
             path = request.path
             if path.startswith(f"/api/models/{repo}/tree/"):
-                return Response(json.dumps([{"type": "file", "path": f, "size": len(b),
-                                             "oid": hashlib.sha1(b).hexdigest()} for f, b in files.items()]),
-                                content_type="application/json")
+                return Response(
+                    json.dumps(
+                        [
+                            {"type": "file", "path": f, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                            for f, b in files.items()
+                        ]
+                    ),
+                    content_type="application/json",
+                )
             if path.startswith(f"/api/models/{repo}"):
-                return Response(json.dumps({"id": repo, "modelId": repo, "sha": sha, "private": False,
-                                            "siblings": [{"rfilename": f} for f in files]}),
-                                content_type="application/json")
+                return Response(
+                    json.dumps(
+                        {
+                            "id": repo,
+                            "modelId": repo,
+                            "sha": sha,
+                            "private": False,
+                            "siblings": [{"rfilename": f} for f in files],
+                        }
+                    ),
+                    content_type="application/json",
+                )
             prefix = f"/{repo}/resolve/"
             if path.startswith(prefix):
-                name = path[len(prefix):].split("/", 1)[1]
+                name = path[len(prefix) :].split("/", 1)[1]
                 if name not in files:
                     return Response("", status=404, headers={"X-Error-Code": "EntryNotFound"})
                 body = files[name]
@@ -104,9 +137,11 @@ class FakeHub:
                     if name in self.broken:
                         return Response(iter([body[:1000]]), headers={"Content-Length": str(len(body))})
                 # a HEAD gets the same headers and no body (the server drops it)
-                return Response(body, headers={"X-Repo-Commit": sha,
-                                               "ETag": f'"{hashlib.sha1(body).hexdigest()}"'})
+                return Response(
+                    body, headers={"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha1(body).hexdigest()}"'}
+                )
             return Response("not here", status=404)
+
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"

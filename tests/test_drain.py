@@ -1,5 +1,6 @@
 """DrainMiddleware's bounds, on a real socket pair standing in for gunicorn's
 connection (tests/test_early_answers.py runs it under the real gunicorn)."""
+
 from __future__ import annotations
 
 import socket
@@ -43,8 +44,14 @@ def pair():
 
 
 def environ_for(sock, length, protocol="HTTP/1.1"):
-    return {"REQUEST_METHOD": "POST", "PATH_INFO": "/generate", "SERVER_PROTOCOL": protocol,
-            "CONTENT_LENGTH": str(length), "gunicorn.socket": sock, "wsgi.input": sock.makefile("rb")}
+    return {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/generate",
+        "SERVER_PROTOCOL": protocol,
+        "CONTENT_LENGTH": str(length),
+        "gunicorn.socket": sock,
+        "wsgi.input": sock.makefile("rb"),
+    }
 
 
 def serve(app, environ, max_bytes=10 * 2**20, iterate=True):
@@ -64,10 +71,11 @@ def send(sock, data: bytes, pause=0.0, piece=64 * 1024):
     def run():
         try:
             for start in range(0, len(data), piece):
-                sock.sendall(data[start:start + piece])
+                sock.sendall(data[start : start + piece])
                 time.sleep(pause)
         except OSError:
             pass
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
@@ -142,12 +150,20 @@ def test_an_answer_cut_off_is_not_followed_by_a_drain(pair):
     assert response.force_closed and body.consumed == 0
 
 
-@pytest.mark.parametrize("environ", [
-    {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": object()},
-    {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "10", "SERVER_PROTOCOL": "HTTP/2",
-     "gunicorn.socket": object()},
-    {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "10", "SERVER_PROTOCOL": "HTTP/1.1"},  # not gunicorn
-], ids=["no body", "http2", "no socket"])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": object()},
+        {
+            "REQUEST_METHOD": "POST",
+            "CONTENT_LENGTH": "10",
+            "SERVER_PROTOCOL": "HTTP/2",
+            "gunicorn.socket": object(),
+        },
+        {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "10", "SERVER_PROTOCOL": "HTTP/1.1"},  # not gunicorn
+    ],
+    ids=["no body", "http2", "no socket"],
+)
 def test_what_cannot_or_need_not_be_drained_passes_untouched(environ):
     result = [b"file"]
     app = DrainMiddleware(lambda env, start_response: result, 2**20)

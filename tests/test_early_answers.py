@@ -13,6 +13,7 @@ and a keep-alive answer is followed by a closed connection.
 The client here is a plain socket speaking HTTP/1.1 with ``Connection: keep-alive``:
 one thread writes the headers, then the body in 64 KiB pieces, while another reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ SIZES = [1 * MB, 8 * MB]
 
 # -- a raw HTTP/1.1 client -----------------------------------------------------------------
 
+
 class Exchange:
     """One request on a raw keep-alive socket: what came back, and whether writing failed."""
 
@@ -49,6 +51,7 @@ class Exchange:
 
 def read_response(sock, buf: bytes = b""):
     """(status, headers, body, bytes after it) of one HTTP/1.1 response."""
+
     def more():
         data = sock.recv(256 * 1024)
         if not data:
@@ -78,14 +81,18 @@ def read_response(sock, buf: bytes = b""):
         size = int(size_line.split(b";")[0], 16)
         while len(buf) < size + 2:
             buf += more()
-        body, buf = body + buf[:size], buf[size + 2:]
+        body, buf = body + buf[:size], buf[size + 2 :]
         if size == 0:
             return status, headers, body, buf
 
 
 def request_head(port, method, path, headers=(), length=None, chunked=False) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: keep-alive",
-             *(f"{name}: {value}" for name, value in headers)]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Connection: keep-alive",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
     elif length is not None:
@@ -116,10 +123,18 @@ def send_while_reading(port, path, size, headers=(), chunked=False, piece=64 * 1
     body = json_payload(size)
     write_error = None
     try:
-        sock.sendall(request_head(port, "POST", path, [("Content-Type", "application/json"), *headers],
-                                  length=size, chunked=chunked))
+        sock.sendall(
+            request_head(
+                port,
+                "POST",
+                path,
+                [("Content-Type", "application/json"), *headers],
+                length=size,
+                chunked=chunked,
+            )
+        )
         for start in range(0, size, piece):
-            data = body[start:start + piece]
+            data = body[start : start + piece]
             sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         if chunked:
             sock.sendall(b"0\r\n\r\n")
@@ -128,13 +143,15 @@ def send_while_reading(port, path, size, headers=(), chunked=False, piece=64 * 1
     thread.join(60)
     assert not thread.is_alive(), "no answer in 60 s"
     if "error" in got:
-        raise AssertionError(f"the answer could not be read ({got['error']!r}); "
-                             f"writing the body: {write_error!r}")
+        raise AssertionError(
+            f"the answer could not be read ({got['error']!r}); writing the body: {write_error!r}"
+        )
     return Exchange(sock, *got["answer"], write_error)
 
 
-def ask(sock, port, method="GET", path="/health", headers=(), body: bytes = b"", expect=200, rest=b"",
-        which="new"):
+def ask(
+    sock, port, method="GET", path="/health", headers=(), body: bytes = b"", expect=200, rest=b"", which="new"
+):
     """One request on ``sock`` (closed after), answered ``expect``: (status, headers, body)."""
     try:
         sock.sendall(request_head(port, method, path, headers, length=len(body) if body else None) + body)
@@ -170,12 +187,18 @@ def check_early(exchange: Exchange, status: int, words: str):
 
 # -- the servers -----------------------------------------------------------------------------
 
+
 def start(tmp, name, app="tests.early_app:create_app()", loaded=True, **env):
     flag = tmp / f"{name}.loaded"
     if loaded:
         flag.write_text("")
-    full = {"TTS_API_KEY": KEY, "EARLY_LOAD_FLAG": str(flag), "ACTIVITY_DIR": str(tmp / f"{name}-activity"),
-            "GUNICORN_THREADS": "6", **env}
+    full = {
+        "TTS_API_KEY": KEY,
+        "EARLY_LOAD_FLAG": str(flag),
+        "ACTIVITY_DIR": str(tmp / f"{name}-activity"),
+        "GUNICORN_THREADS": "6",
+        **env,
+    }
     return Gunicorn(app, full, tmp / f"{name}.log")
 
 
@@ -189,12 +212,21 @@ def servers(tmp_path_factory):
         ready.wait_ready(), small.wait_ready()
         wait_until(lambda: requests.get(loading.url + "/health", timeout=5).json()["status"] == "loading")
         (tmp / "empty.json").write_text("{}")  # no developer's server_config.json leaks in
-        proxy = Gunicorn("proxy.app:create_app()", {
-            "TTS_SERVER_URL": ready.url, "TTS_WHISPER_URL": ready.url, "TTS_API_KEY": "not-the-servers-key",
-            "GPU_AUDIO_CONFIG": str(tmp / "empty.json"), "PROXY_ACCESS_KEY": "let-me-in",
-            "PROXY_READ_TIMEOUT": "30"}, tmp / f"proxy-{free_port()}.log").wait_ready()
-        yield type("Servers", (), {"ready": ready, "loading": loading, "small": small, "proxy": proxy,
-                                   "tmp": tmp})
+        proxy = Gunicorn(
+            "proxy.app:create_app()",
+            {
+                "TTS_SERVER_URL": ready.url,
+                "TTS_WHISPER_URL": ready.url,
+                "TTS_API_KEY": "not-the-servers-key",
+                "GPU_AUDIO_CONFIG": str(tmp / "empty.json"),
+                "PROXY_ACCESS_KEY": "let-me-in",
+                "PROXY_READ_TIMEOUT": "30",
+            },
+            tmp / f"proxy-{free_port()}.log",
+        ).wait_ready()
+        yield type(
+            "Servers", (), {"ready": ready, "loading": loading, "small": small, "proxy": proxy, "tmp": tmp}
+        )
     finally:
         for g in (ready, loading, small):
             g.stop()
@@ -202,8 +234,12 @@ def servers(tmp_path_factory):
             proxy.stop()
 
 
-GENERATE = ("POST", "/generate", [("X-API-Key", KEY), ("Content-Type", "application/json")],
-            b'{"text": "Hi."}')
+GENERATE = (
+    "POST",
+    "/generate",
+    [("X-API-Key", KEY), ("Content-Type", "application/json")],
+    b'{"text": "Hi."}',
+)
 
 
 def generate_again(exchange, server):
@@ -212,6 +248,7 @@ def generate_again(exchange, server):
 
 
 # -- the servers' early answers --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", SIZES, ids=["1MB", "8MB"])
 def test_401_without_a_key_reaches_a_client_still_sending(servers, size):
@@ -223,8 +260,9 @@ def test_401_without_a_key_reaches_a_client_still_sending(servers, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=["1MB", "8MB"])
 def test_401_wrong_key_reaches_a_client_still_sending(servers, size):
-    exchange = send_while_reading(servers.ready.port, "/tts/generate_batch", size,
-                                  [("Authorization", "Bearer wrong-key")])
+    exchange = send_while_reading(
+        servers.ready.port, "/tts/generate_batch", size, [("Authorization", "Bearer wrong-key")]
+    )
     check_early(exchange, 401, "not valid")
     generate_again(exchange, servers.ready)
 
@@ -278,6 +316,7 @@ def test_a_body_over_the_drain_bound_gets_its_413_and_connection_close(servers):
 
 # -- the proxy's own early answers, and a relayed one ----------------------------------------
 
+
 @pytest.mark.parametrize("size", SIZES, ids=["1MB", "8MB"])
 def test_proxy_401_without_its_access_key_reaches_a_client_still_sending(servers, size):
     exchange = send_while_reading(servers.proxy.port, "/tts/generate_batch", size)
@@ -287,8 +326,12 @@ def test_proxy_401_without_its_access_key_reaches_a_client_still_sending(servers
 
 @pytest.mark.parametrize("size", SIZES, ids=["1MB", "8MB"])
 def test_proxy_403_foreign_origin_reaches_a_client_still_sending(servers, size):
-    exchange = send_while_reading(servers.proxy.port, "/tts/generate_batch", size,
-                                  [("Origin", "https://evil.example"), ("X-Proxy-Key", "let-me-in")])
+    exchange = send_while_reading(
+        servers.proxy.port,
+        "/tts/generate_batch",
+        size,
+        [("Origin", "https://evil.example"), ("X-Proxy-Key", "let-me-in")],
+    )
     check_early(exchange, 403, "CORS_ORIGINS")
     then_works(exchange, servers.proxy.port)
 
@@ -299,7 +342,8 @@ def test_an_upstream_401_is_relayed_to_a_client_still_sending(servers, size):
     reading it: the server reads and drops the rest, so the proxy gets the 401 (not a
     broken pipe) and says what is wrong. (A 1 MB body fits in the loopback socket
     buffers between proxy and server, so it never showed the fault.)"""
-    exchange = send_while_reading(servers.proxy.port, "/tts/generate_batch", size,
-                                  [("X-Proxy-Key", "let-me-in")])
+    exchange = send_while_reading(
+        servers.proxy.port, "/tts/generate_batch", size, [("X-Proxy-Key", "let-me-in")]
+    )
     check_early(exchange, 502, "refused the proxy's API key")
     then_works(exchange, servers.proxy.port)

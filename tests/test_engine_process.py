@@ -1,6 +1,7 @@
 """The engine in its own process: a crash, a hang or an exit costs the call in
 progress an error, never the caller's process; the engine comes back; a crash
 loop backs off. Real child processes, real signals (tests/crashy.py)."""
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,13 @@ import pytest
 
 from gpu_audio.config import TTSSettings, WhisperXSettings
 from gpu_audio.server import wire
-from gpu_audio.server.engine import EngineCrashed, EngineError, EngineState, EngineUnavailable, UnsupportedRequest
+from gpu_audio.server.engine import (
+    EngineCrashed,
+    EngineError,
+    EngineState,
+    EngineUnavailable,
+    UnsupportedRequest,
+)
 from gpu_audio.server.engine_process import EngineProcess, RemoteFailure
 from gpu_audio.server.lane import Lane, LaneConfig
 from tts.app import create_app
@@ -67,10 +74,13 @@ def test_calls_run_in_another_process_and_arrays_come_back_whole(start_engine):
     assert pid != os.getpid() and pid == engine.describe()["engine_pid"]
 
 
-@pytest.mark.parametrize("text, cause, words", [
-    ("crash", "crash", "killed by SIGSEGV"),
-    ("exit", "exit", "exited with status 3"),
-])
+@pytest.mark.parametrize(
+    "text, cause, words",
+    [
+        ("crash", "crash", "killed by SIGSEGV"),
+        ("exit", "exit", "exited with status 3"),
+    ],
+)
 def test_a_death_costs_the_call_in_progress_and_the_engine_comes_back(start_engine, text, cause, words):
     engine, state, deaths = start_engine()
     first = engine.describe()["engine_pid"]
@@ -117,7 +127,8 @@ def test_out_of_memory_in_the_engine_process_still_splits_the_batch(start_engine
 
 
 def test_the_app_lane_frees_memory_in_the_engine_process_after_out_of_memory(
-        make_settings, tmp_path, monkeypatch):
+    make_settings, tmp_path, monkeypatch
+):
     """Production's wiring: the app's lane is given the engine's free_memory; the engine
     is an EngineProcess, so each call after an out-of-memory error crosses to the child
     (WORK_CALLS), where the engine frees (Qwen: torch.cuda.empty_cache)."""
@@ -155,11 +166,13 @@ def test_a_crash_loop_backs_off_and_says_so_then_recovers(start_engine):
 
 def test_check_language_is_answered_while_a_call_is_busy(start_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("CRASHY_DIR", str(tmp_path))
-    engine, _, _ = start_engine("tests.crashy:CrashyASR", WhisperXSettings(engine="crashy"),
-                                timeout_s=60)
+    engine, _, _ = start_engine("tests.crashy:CrashyASR", WhisperXSettings(engine="crashy"), timeout_s=60)
     outcome = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        _catch(lambda: engine.align(np.zeros(16000, np.float32), ["hang"], "en"))))
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            _catch(lambda: engine.align(np.zeros(16000, np.float32), ["hang"], "en"))
+        )
+    )
     worker.start()
     wait_until(lambda: list(tmp_path.iterdir()))
     with pytest.raises(UnsupportedRequest, match="'fr'"):
@@ -180,13 +193,15 @@ def _catch(fn):
 
 def test_the_engine_process_never_outlives_its_worker(tmp_path):
     """A worker killed with SIGKILL (no atexit, no goodbye) still takes its engine with it."""
-    script = ("import sys, time\n"
-              "from gpu_audio.config import TTSSettings\n"
-              "from gpu_audio.server.engine_process import EngineProcess\n"
-              "e = EngineProcess('tests.crashy:CrashyTTS', TTSSettings(engine='crashy'))\n"
-              "e.load()\n"
-              "print(e.describe()['engine_pid'], flush=True)\n"
-              "time.sleep(600)\n")
+    script = (
+        "import sys, time\n"
+        "from gpu_audio.config import TTSSettings\n"
+        "from gpu_audio.server.engine_process import EngineProcess\n"
+        "e = EngineProcess('tests.crashy:CrashyTTS', TTSSettings(engine='crashy'))\n"
+        "e.load()\n"
+        "print(e.describe()['engine_pid'], flush=True)\n"
+        "time.sleep(600)\n"
+    )
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         child = int(worker.stdout.readline())
@@ -244,7 +259,7 @@ def test_a_plain_array_crosses_as_one_raw_buffer(pipe):
     raw = bytearray(audio.nbytes)  # the data follows as raw bytes
     view = memoryview(raw)
     while view:
-        view = view[os.readv(right.fileno(), [view]):]
+        view = view[os.readv(right.fileno(), [view]) :]
     sender.join()
     assert raw == audio.tobytes()
     sender = threading.Thread(target=wire.send, args=(left, [audio, "text"]))

@@ -1,4 +1,5 @@
 """A server whose model is loading or failed says so; it never switches engines."""
+
 import threading
 
 from .fakes import RecordingEngine

@@ -1,4 +1,5 @@
 """The embedded eSpeak NG engine makes real speech (tolerances, not hashes)."""
+
 import numpy as np
 import pytest
 
@@ -14,13 +15,15 @@ def engine():
 
 
 def test_speech_is_real_and_scales_with_text(engine):
-    items = [SynthesisItem("Hello.", "English", "Aiden"),
-             SynthesisItem("Hello there, this line has quite a few more words in it.", "English", "Aiden")]
+    items = [
+        SynthesisItem("Hello.", "English", "Aiden"),
+        SynthesisItem("Hello there, this line has quite a few more words in it.", "English", "Aiden"),
+    ]
     audios, rate = engine.synthesize(items)
     assert rate == 22050 and len(audios) == 2
     for audio in audios:
         assert audio.dtype == np.float32 and audio.ndim == 1
-        assert np.sqrt(np.mean(audio ** 2)) > 0.01 and np.abs(audio).max() <= 1.0
+        assert np.sqrt(np.mean(audio**2)) > 0.01 and np.abs(audio).max() <= 1.0
     assert audios[1].size > 3 * audios[0].size
 
 
@@ -66,9 +69,16 @@ def _bytes(engine, text, speaker=None, language="English"):
 def test_same_request_gives_same_bytes_whatever_came_before(engine):
     # The four variants each need a different piece of the reset: plain voices the
     # flutter index and cycle counter, f3/whisper the noise seed, klatt its own clock.
-    requests = [(A, None, "English"), (B, None, "English"), (C, None, "English"),
-                (A, "f3", "English"), (A, "whisper", "English"), (B, "klatt", "English"),
-                (A, "m1", "English"), (B, None, "German")]
+    requests = [
+        (A, None, "English"),
+        (B, None, "English"),
+        (C, None, "English"),
+        (A, "f3", "English"),
+        (A, "whisper", "English"),
+        (B, "klatt", "English"),
+        (A, "m1", "English"),
+        (B, None, "German"),
+    ]
     order = list(range(len(requests))) * 3 + [0, 5, 0, 3, 3, 1, 7, 0, 4, 2, 0, 6, 5]
     first = {}
     for i in order:
@@ -85,11 +95,14 @@ def test_same_bytes_as_a_freshly_started_process(engine):
     import subprocess
     import sys
 
-    code = ("import hashlib; from tts.engines.espeak import EspeakEngine; e = EspeakEngine(); "
-            "e.load(); a, w = e.speak(%r, 'English', 'f3'); "
-            "print(hashlib.sha256(a.tobytes()).hexdigest(), w)" % A)
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True, timeout=120).stdout.split(maxsplit=1)
+    code = (
+        "import hashlib; from tts.engines.espeak import EspeakEngine; e = EspeakEngine(); "
+        f"e.load(); a, w = e.speak({A!r}, 'English', 'f3'); "
+        "print(hashlib.sha256(a.tobytes()).hexdigest(), w)"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split(maxsplit=1)
     for text, speaker in ((B, None), (A, "klatt"), (C, "whisper")):
         engine.speak(text, "English", speaker)
     audio, words = engine.speak(A, "English", "f3")
@@ -114,8 +127,12 @@ def test_the_app_returns_identical_wav_across_interleaved_requests(client):
     line = {"texts": [A, C]}
     first = wav(line)["audios"]
     single = wav({"text": A})["audio"]
-    for other in ({"texts": [B]}, {"texts": [C, B], "speaker": "klatt"},
-                  {"texts": [A], "speaker": "f3"}, {"text": B, "language": "German"}):
+    for other in (
+        {"texts": [B]},
+        {"texts": [C, B], "speaker": "klatt"},
+        {"texts": [A], "speaker": "f3"},
+        {"text": B, "language": "German"},
+    ):
         wav(other)
         assert wav(line)["audios"] == first
         assert wav({"text": A})["audio"] == single == first[0]

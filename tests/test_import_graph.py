@@ -9,6 +9,7 @@ Layers: gpu_audio.server (plumbing inside a server process) imports neither
 gpu_audio.host nor gpu_audio.client; gpu_audio.client does not import
 gpu_audio.server. gpu_audio.aws sits below both server and host.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,14 @@ PACKAGES = ("gpu_audio", "tts", "whisperx_server", "proxy")
 
 # importer prefix -> prefixes it must not import
 FORBIDDEN = {
-    "gpu_audio.server": ("gpu_audio.host", "gpu_audio.client", "gpu_audio.cli", "proxy", "tts",
-                         "whisperx_server"),
+    "gpu_audio.server": (
+        "gpu_audio.host",
+        "gpu_audio.client",
+        "gpu_audio.cli",
+        "proxy",
+        "tts",
+        "whisperx_server",
+    ),
     "gpu_audio.client": ("gpu_audio.server", "proxy", "tts", "whisperx_server"),
     "gpu_audio.aws": ("gpu_audio.server", "gpu_audio.host", "gpu_audio.client", "proxy"),
 }
@@ -36,8 +43,18 @@ KNOWN_CYCLES: set[frozenset[str]] = set()
 # whose import costs a server's start or a CLI call real time (measured with
 # python -X importtime: boto3 ~140 ms, huggingface_hub ~220 ms). Everything else
 # is imported at the top of its module, where a reader sees it.
-LAZY_ALLOWED = ("torch", "torchaudio", "qwen_tts", "whisperx", "transformers", "nltk",
-                "faster_whisper", "ctranslate2", "huggingface_hub", "boto3")
+LAZY_ALLOWED = (
+    "torch",
+    "torchaudio",
+    "qwen_tts",
+    "whisperx",
+    "transformers",
+    "nltk",
+    "faster_whisper",
+    "ctranslate2",
+    "huggingface_hub",
+    "boto3",
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,8 @@ def find_modules(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, 
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _walk(node: ast.AST, type_only: bool = False):
@@ -107,7 +125,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[Import]:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - (node.level - 1)]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
             for alias in node.names:  # ``from pkg import module`` imports the module
                 full = f"{base}.{alias.name}"
@@ -179,12 +197,18 @@ def cycles(edges: list[Import]) -> list[list[str]]:
 
 def _describe(component: list[str], edges: list[Import]) -> str:
     inside = set(component)
-    links = sorted({f"{e.importer} -> {e.target} (line {e.line})" for e in edges
-                    if not e.type_only and e.importer in inside and e.target in inside})
+    links = sorted(
+        {
+            f"{e.importer} -> {e.target} (line {e.line})"
+            for e in edges
+            if not e.type_only and e.importer in inside and e.target in inside
+        }
+    )
     return "; ".join(links)
 
 
 # -- the package itself ----------------------------------------------------------------------
+
 
 def test_the_graph_covers_every_package_and_lazy_imports():
     edges = import_graph()
@@ -213,12 +237,20 @@ def test_layers():
 
 def test_aws_is_below_server_and_host():
     edges = import_graph()
-    assert not [e for e in edges if e.importer == "gpu_audio.aws" and (
-        _within(e.target, "gpu_audio.server") or _within(e.target, "gpu_audio.host")
-        or _within(e.target, "gpu_audio.client"))]
+    assert not [
+        e
+        for e in edges
+        if e.importer == "gpu_audio.aws"
+        and (
+            _within(e.target, "gpu_audio.server")
+            or _within(e.target, "gpu_audio.host")
+            or _within(e.target, "gpu_audio.client")
+        )
+    ]
 
 
 # -- the checker finds what it should -----------------------------------------------------
+
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
@@ -230,24 +262,26 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 @pytest.fixture
 def fake(tmp_path):
-    return _tree(tmp_path, {
-        "gpu_audio/__init__.py": "",
-        "gpu_audio/aws.py": "import os\n",
-        "gpu_audio/server/__init__.py": "",
-        "gpu_audio/server/cloudwatch.py": "from gpu_audio import aws\n\n\ndef f():\n"
-                                          "    from gpu_audio.host.autostop import imds\n",
-        "gpu_audio/server/activity.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                        "    from ..client import api\n",
-        "gpu_audio/host/__init__.py": "from .ec2 import x\n",
-        "gpu_audio/host/ec2.py": "from gpu_audio import aws\n",
-        "gpu_audio/host/autostop.py": "from gpu_audio.server.activity import read\n"
-                                      "from . import ec2\n",
-        "gpu_audio/client/__init__.py": "",
-        "gpu_audio/client/api.py": "import gpu_audio.server.activity\n",
-        "proxy/__init__.py": "",
-        "proxy/a.py": "def g():\n    from .b import y\n",
-        "proxy/b.py": "from proxy import a\n",
-    })
+    return _tree(
+        tmp_path,
+        {
+            "gpu_audio/__init__.py": "",
+            "gpu_audio/aws.py": "import os\n",
+            "gpu_audio/server/__init__.py": "",
+            "gpu_audio/server/cloudwatch.py": "from gpu_audio import aws\n\n\ndef f():\n"
+            "    from gpu_audio.host.autostop import imds\n",
+            "gpu_audio/server/activity.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from ..client import api\n",
+            "gpu_audio/host/__init__.py": "from .ec2 import x\n",
+            "gpu_audio/host/ec2.py": "from gpu_audio import aws\n",
+            "gpu_audio/host/autostop.py": "from gpu_audio.server.activity import read\nfrom . import ec2\n",
+            "gpu_audio/client/__init__.py": "",
+            "gpu_audio/client/api.py": "import gpu_audio.server.activity\n",
+            "proxy/__init__.py": "",
+            "proxy/a.py": "def g():\n    from .b import y\n",
+            "proxy/b.py": "from proxy import a\n",
+        },
+    )
 
 
 def test_checker_finds_lazy_cycles_and_ignores_type_only_ones(fake):
@@ -302,7 +336,8 @@ def test_imports_sit_at_module_level():
 def test_a_function_level_import_is_found(tmp_path):
     (tmp_path / "gpu_audio").mkdir()
     (tmp_path / "gpu_audio" / "late.py").write_text(
-        "def f():\n    import json\n    import torch\n    from .x import y\n")
+        "def f():\n    import json\n    import torch\n    from .x import y\n"
+    )
     for package in PACKAGES[1:]:
         (tmp_path / package).mkdir()
     assert function_level_imports(tmp_path) == ["gpu_audio.late:2 json", "gpu_audio.late:4 .x"]

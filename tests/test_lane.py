@@ -1,4 +1,5 @@
 """The GPU lane: bounded, batching, fair, OOM-splitting, deadline-keeping."""
+
 import socket
 import threading
 import time
@@ -49,6 +50,7 @@ def concurrently(n, fn):
 
     def one(i):
         results[i] = fn(i)
+
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
@@ -72,8 +74,13 @@ def test_concurrent_single_texts_are_merged_and_each_gets_its_own_audio(make_cli
 def test_merged_batches_keep_each_requests_order_and_instructs(make_client):
     engine = SlowEngine()
     c = make_client(engine, max_batch=64, batch_wait_ms=50)
-    requests_ = [{"texts": ["abcdef"[k] * (10 * (k + 1) + j * 40) for j in range(3)],
-                  "instructs": ["", f"voice {k}", ""]} for k in range(6)]
+    requests_ = [
+        {
+            "texts": ["abcdef"[k] * (10 * (k + 1) + j * 40) for j in range(3)],
+            "instructs": ["", f"voice {k}", ""],
+        }
+        for k in range(6)
+    ]
     responses = concurrently(6, lambda k: c.post("/generate_batch", json=requests_[k]))
     for body, r in zip(requests_, responses):
         durations = r.get_json()["durations"]
@@ -106,6 +113,7 @@ def test_flood_past_max_queue(make_client):
             r = c.get("/health")
             health.append((r.status_code, r.get_json()["queue_depth"]))
             time.sleep(0.01)
+
     watcher = threading.Thread(target=watch)
     watcher.start()
     responses = concurrently(40, lambda i: c.post("/generate_batch", json={"texts": ["one", "two"]}))
@@ -151,6 +159,7 @@ def test_fairness_a_long_batch_does_not_starve_a_short_request():
         time.sleep(0.01)
         order.extend(items)
         return items
+
     long = threading.Thread(target=lambda: lane.run([f"L{i}" for i in range(40)], call, key="a"))
     long.start()
     time.sleep(0.03)
@@ -170,13 +179,16 @@ def test_deadline_and_gone_clients_cost_no_engine_time():
         if items == ["blocker"]:
             gate.wait(5)
         return items
+
     blocker = threading.Thread(target=lambda: lane.run(["blocker"], call))
     blocker.start()
     while not calls:
         time.sleep(0.005)
     results = {}
     late = threading.Thread(target=lambda: results.setdefault("late", lane.run(["late"], call)))
-    gone = threading.Thread(target=lambda: results.setdefault("gone", lane.run(["gone"], call, gone=lambda: True)))
+    gone = threading.Thread(
+        target=lambda: results.setdefault("gone", lane.run(["gone"], call, gone=lambda: True))
+    )
     late.start(), gone.start()
     while lane.queue_depth < 2:
         time.sleep(0.005)
@@ -191,21 +203,26 @@ def test_deadline_and_gone_clients_cost_no_engine_time():
 
 
 def test_a_disconnected_client_costs_no_engine_time_under_gunicorn(tmp_path):
-    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": "",
-                                          "ACTIVITY_DIR": str(tmp_path), "MAX_BATCH": "4"},
-                 tmp_path / "g.log").wait_ready()
+    g = Gunicorn(
+        "tts.app:create_app()",
+        {"TTS_ENGINE": "espeak", "TTS_API_KEY": "", "ACTIVITY_DIR": str(tmp_path), "MAX_BATCH": "4"},
+        tmp_path / "g.log",
+    ).wait_ready()
     try:
         # One engine call of 4 long texts (~1 s): the next request waits behind it.
         long = ["A long line of narration to keep the engine busy for a little while. " * 65] * 4
-        busy = threading.Thread(target=lambda: requests.post(g.url + "/generate_batch",
-                                                             json={"texts": long}, timeout=120))
+        busy = threading.Thread(
+            target=lambda: requests.post(g.url + "/generate_batch", json={"texts": long}, timeout=120)
+        )
         busy.start()
         wait_until(lambda: requests.get(g.url + "/health", timeout=5).json()["in_flight"] == 1, interval=0.01)
         time.sleep(0.05)
         body = b'{"texts": ["this client will not wait"]}'
         with socket.create_connection(("127.0.0.1", g.port)) as s:
-            s.sendall(b"POST /generate_batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            s.sendall(
+                b"POST /generate_batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             time.sleep(0.05)
         busy.join(120)
         assert "dropped 1 queued items: the client disconnected" in g.log()
@@ -214,11 +231,16 @@ def test_a_disconnected_client_costs_no_engine_time_under_gunicorn(tmp_path):
 
 
 def test_lane_results_are_exact_under_gunicorn(tmp_path):
-    g = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": "",
-                                          "ACTIVITY_DIR": str(tmp_path)}, tmp_path / "g.log").wait_ready()
+    g = Gunicorn(
+        "tts.app:create_app()",
+        {"TTS_ENGINE": "espeak", "TTS_API_KEY": "", "ACTIVITY_DIR": str(tmp_path)},
+        tmp_path / "g.log",
+    ).wait_ready()
     try:
         texts = [f"Line number {i} " + "and more words " * i for i in range(12)]
-        rs = concurrently(12, lambda i: requests.post(g.url + "/generate", json={"text": texts[i]}, timeout=60))
+        rs = concurrently(
+            12, lambda i: requests.post(g.url + "/generate", json={"text": texts[i]}, timeout=60)
+        )
         alone = [requests.post(g.url + "/generate", json={"text": text}, timeout=60) for text in texts]
         assert all(r.status_code == 200 for r in rs + alone)
         # Each got exactly the audio of its own text, as if it had been alone.
@@ -229,6 +251,7 @@ def test_lane_results_are_exact_under_gunicorn(tmp_path):
 
 
 # --- the batching policy, on a clock the test moves ------------------------------------
+
 
 class FakeClock:
     """Time that moves only when the test says; counts how often the lane looks."""
@@ -262,6 +285,7 @@ def policy_lane(max_batch=16, gate=None):
         if gate is not None and items == ["blocker"]:
             gate.wait(10)
         return [f"done {item}" for item in items]
+
     lane = Lane(LaneConfig(max_queue=100, max_batch=max_batch, batch_wait_ms=20), load=load, clock=clock)
     return lane, clock, load, calls, call
 
@@ -287,6 +311,7 @@ def test_a_burst_on_an_idle_lane_forms_one_call():
     def client(k):
         load.arrive()
         results[k] = lane.run([k], call)
+
     threads = [start(lambda: client(0))]
     wait_until(lambda: lane.queue_depth == 0 and lane.callers == 1, interval=0.001)  # taken: waiting
     lane_looked(clock)

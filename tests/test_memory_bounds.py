@@ -1,6 +1,7 @@
 """Memory a request may cost, measured on real servers (gunicorn on loopback): the peak
 RSS (VmHWM, reset through /proc/PID/clear_refs before each request) of the worker and
 of its engine process, against what the limits allow."""
+
 import base64
 import io
 from pathlib import Path
@@ -14,10 +15,10 @@ from .helpers import Gunicorn
 
 pytestmark = pytest.mark.integration
 
-MINUTES = 5          # per item: 5 min of 8 channels at 48 kHz is 460 MB of float32
+MINUTES = 5  # per item: 5 min of 8 channels at 48 kHz is 460 MB of float32
 ITEMS = 4
-MONO_MB = MINUTES * 60 * 16000 * 4 / 2**20   # the same 5 min at 16 kHz mono: 18 MB
-SLACK_MB = 48        # blocks, soxr's state, the JSON body and answer, allocator noise
+MONO_MB = MINUTES * 60 * 16000 * 4 / 2**20  # the same 5 min at 16 kHz mono: 18 MB
+SLACK_MB = 48  # blocks, soxr's state, the JSON body and answer, allocator noise
 
 
 def _flac(seconds: float, rate=48000, channels=8) -> str:
@@ -27,7 +28,7 @@ def _flac(seconds: float, rate=48000, channels=8) -> str:
     with sf.SoundFile(buf, "w", rate, channels, format="FLAC") as f:
         left = int(seconds * rate)
         while left > 0:
-            f.write(block[:min(left, len(block))])
+            f.write(block[: min(left, len(block))])
             left -= len(block)
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -63,10 +64,16 @@ def bomb():
 @pytest.fixture(scope="module")
 def wx(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wxmem")
-    server = Gunicorn("whisperx_server.app:create_app()", {
-        "WHISPERX_ENGINE": "pocketsphinx", "ACTIVITY_DIR": str(tmp / "activity"),
-        "MAX_AUDIO_SECONDS": str(MINUTES * 60 + 1),
-        "MAX_REQUEST_AUDIO_SECONDS": str(ITEMS * (MINUTES * 60 + 1))}, tmp / "wx.log")
+    server = Gunicorn(
+        "whisperx_server.app:create_app()",
+        {
+            "WHISPERX_ENGINE": "pocketsphinx",
+            "ACTIVITY_DIR": str(tmp / "activity"),
+            "MAX_AUDIO_SECONDS": str(MINUTES * 60 + 1),
+            "MAX_REQUEST_AUDIO_SECONDS": str(ITEMS * (MINUTES * 60 + 1)),
+        },
+        tmp / "wx.log",
+    )
     server.wait_ready(120)
     yield server
     server.stop()
@@ -77,8 +84,10 @@ def test_a_batch_of_bombs_costs_one_item_at_16k_mono(wx, bomb):
     assert requests.post(wx.url + "/transcribe_batch", json={"audios": [warm]}, timeout=120).ok
     engine = requests.get(wx.url + "/health", timeout=10).json()["engine_pid"]
     pids = [_worker_pid(wx), engine]
-    r, growth = _growth_mb(pids, lambda: requests.post(
-        wx.url + "/transcribe_batch", json={"audios": [bomb] * ITEMS}, timeout=600))
+    r, growth = _growth_mb(
+        pids,
+        lambda: requests.post(wx.url + "/transcribe_batch", json={"audios": [bomb] * ITEMS}, timeout=600),
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["count"] == ITEMS and body["failed"] == 0
@@ -105,8 +114,11 @@ def test_undecodable_audio_quotes_no_python_object(wx):
 @pytest.fixture(scope="module")
 def tts(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ttsmem")
-    server = Gunicorn("tts.app:create_app()", {
-        "TTS_ENGINE": "espeak", "ACTIVITY_DIR": str(tmp / "activity")}, tmp / "tts.log")
+    server = Gunicorn(
+        "tts.app:create_app()",
+        {"TTS_ENGINE": "espeak", "ACTIVITY_DIR": str(tmp / "activity")},
+        tmp / "tts.log",
+    )
     server.wait_ready(120)
     assert requests.post(server.url + "/generate", json={"text": "warm up"}, timeout=60).ok
     yield server
@@ -118,9 +130,12 @@ def test_a_json_body_of_empty_objects_is_refused_cheaply(tts):
     body = b'{"texts": [' + b"{}," * (7 * 2**20) + b"{}]}"
     body_mb = len(body) / 2**20
     worker = _worker_pid(tts)
-    r, growth = _growth_mb([worker], lambda: requests.post(
-        tts.url + "/generate_batch", data=body,
-        headers={"Content-Type": "application/json"}, timeout=120))
+    r, growth = _growth_mb(
+        [worker],
+        lambda: requests.post(
+            tts.url + "/generate_batch", data=body, headers={"Content-Type": "application/json"}, timeout=120
+        ),
+    )
     # Parsed, this body is 27x its size (570 MB); read and counted, a few times.
     assert growth[worker] < 3 * body_mb + 32, growth
     assert r.status_code == 400, r.text
@@ -131,8 +146,10 @@ def test_ref_audio_costs_its_24k_mono_size(tts):
     """59 s of 8 channels at 48 kHz (old: 90 MB of float32 before mixing down)."""
     ref = _flac(59)
     mono_mb = 59 * 24000 * 4 / 2**20  # 5.4 MB
-    r, growth = _growth_mb([_worker_pid(tts)], lambda: requests.post(
-        tts.url + "/generate", json={"text": "hello", "ref_audio": ref}, timeout=120))
+    r, growth = _growth_mb(
+        [_worker_pid(tts)],
+        lambda: requests.post(tts.url + "/generate", json={"text": "hello", "ref_audio": ref}, timeout=120),
+    )
     assert r.status_code in (200, 400), r.text  # eSpeak may refuse voice cloning: after decoding
     (grew,) = growth.values()
     assert grew < 2 * mono_mb + 24, growth

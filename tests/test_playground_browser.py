@@ -6,6 +6,7 @@ Needs ``apt-get install chromium`` and ``pip install playwright`` (no
 ``playwright install``: the system Chromium is used). Missing either is a
 failure, not a skip. ``PLAYGROUND_SCREENSHOT_DIR=<dir>`` keeps the screenshots.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,34 @@ KEY = "playground-secret-api-key-7f3a91c2"
 ACCESS_KEY = "door-key-5b1e"
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 90_000
 
 
 # ---- processes ------------------------------------------------------------------------------
 
+
 def _proxy(tmp: Path, name: str, tts_url: str, wx_url: str, **extra) -> Gunicorn:
     config = tmp / "server_config.json"  # empty: no local server_config.json is read
     config.write_text("{}")
-    env = {"TTS_SERVER_URL": tts_url, "TTS_WHISPER_URL": wx_url, "TTS_API_KEY": KEY,
-           "GPU_AUDIO_CONFIG": str(config), "PROXY_ACCESS_KEY": "", "PROXY_START_GPU": "0", **extra}
+    env = {
+        "TTS_SERVER_URL": tts_url,
+        "TTS_WHISPER_URL": wx_url,
+        "TTS_API_KEY": KEY,
+        "GPU_AUDIO_CONFIG": str(config),
+        "PROXY_ACCESS_KEY": "",
+        "PROXY_START_GPU": "0",
+        **extra,
+    }
     return Gunicorn("proxy.app:create_app()", env, tmp / f"{name}.log")
 
 
@@ -47,8 +64,9 @@ def stack(tmp_path_factory):
     try:
         tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
         started.append(tts)
-        wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"},
-                      tmp / "wx.log")
+        wx = Gunicorn(
+            "whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log"
+        )
         started.append(wx)
         proxy = _proxy(tmp, "proxy", tts.url, wx.url)
         started.append(proxy)
@@ -75,8 +93,9 @@ def broken(tmp_path_factory):
             body, retry = {"status": "loading", "model_loaded": False, "engine": "qwen3-tts"}, "10"
         else:
             body, retry = {"success": False, "error": "The model is still loading."}, "30"
-        return Response(json.dumps(body), status=503, content_type="application/json",
-                        headers={"Retry-After": retry})
+        return Response(
+            json.dumps(body), status=503, content_type="application/json", headers={"Retry-After": retry}
+        )
 
     stub = make_server("127.0.0.1", 0, loading, threaded=True)
     threading.Thread(target=stub.serve_forever, daemon=True).start()
@@ -91,17 +110,23 @@ def broken(tmp_path_factory):
 
 # ---- browser --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: install it with `apt-get install chromium` "
-                    "(Debian/Ubuntu), or set CHROMIUM_PATH. This browser test does not skip.", pytrace=False)
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: install it with `apt-get install chromium` "
+            "(Debian/Ubuntu), or set CHROMIUM_PATH. This browser test does not skip.",
+            pytrace=False,
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright-python is not installed: `pip install playwright` (the system Chromium is "
-                    "used, so no `playwright install` is needed). This browser test does not skip.",
-                    pytrace=False)
+        pytest.fail(
+            "playwright-python is not installed: `pip install playwright` (the system Chromium is "
+            "used, so no `playwright install` is needed). This browser test does not skip.",
+            pytrace=False,
+        )
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -149,17 +174,21 @@ def speak_and_wait(page, text, instruct=""):
                   const err = document.querySelector('#error');
                   if (err && !err.hidden) return true;   // fail fast with the page's message
                   return a.duration > 0 && document.querySelectorAll('#words .word').length === n; }""",
-        arg=len(text.split()))
+        arg=len(text.split()),
+    )
     assert page.is_hidden("#error"), page.inner_text("#error")
 
 
 def word_times(page):
     return page.eval_on_selector_all(
-        "#words .word", "els => els.map(e => [e.querySelector('.w').textContent, "
-                        "Number(e.dataset.start), Number(e.dataset.end)])")
+        "#words .word",
+        "els => els.map(e => [e.querySelector('.w').textContent, "
+        "Number(e.dataset.start), Number(e.dataset.end)])",
+    )
 
 
 # ---- tests ----------------------------------------------------------------------------------
+
 
 def test_speak_play_align_and_no_key_reaches_the_page(page, stack, tmp_path):
     page.goto(stack["proxy"].url + "/")
@@ -182,8 +211,10 @@ def test_speak_play_align_and_no_key_reaches_the_page(page, stack, tmp_path):
     # The current word follows the audio: seek into the fourth word and it lights up alone.
     _, start, end = words[3]
     page.evaluate("t => { document.querySelector('#audio').currentTime = t; }", (start + end) / 2)
-    page.wait_for_function("() => document.querySelectorAll('#words .word.current').length === 1 && "
-                           "document.querySelector('#words .word.current .w').textContent === 'fox'")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#words .word.current').length === 1 && "
+        "document.querySelector('#words .word.current .w').textContent === 'fox'"
+    )
     # And while it plays (headless Chromium plays into a null sink, the clock still runs).
     page.evaluate("() => { const a = document.querySelector('#audio'); a.currentTime = 0; a.play(); }")
     page.wait_for_function("() => document.querySelector('#audio').currentTime > 0.3")
@@ -200,10 +231,19 @@ def test_speak_play_align_and_no_key_reaches_the_page(page, stack, tmp_path):
             body = b""
         seen[response.url.replace(stack["proxy"].url, "")] = response.status
         assert KEY.encode() not in body, f"the API key leaked in {response.url}"
-        assert KEY not in json.dumps(response.all_headers()), f"the API key leaked in headers of {response.url}"
+        assert KEY not in json.dumps(response.all_headers()), (
+            f"the API key leaked in headers of {response.url}"
+        )
     assert KEY not in page.content()
-    for path in ("/", "/static/playground.js", "/static/playground.css", "/tts/health", "/whisperx/health",
-                 "/tts/generate_batch", "/whisperx/align"):
+    for path in (
+        "/",
+        "/static/playground.js",
+        "/static/playground.css",
+        "/tts/health",
+        "/whisperx/health",
+        "/tts/generate_batch",
+        "/whisperx/align",
+    ):
         assert seen.get(path) == 200, (path, seen)
     missing = [f"{r.status} {r.url}" for r in page.responses if r.status >= 400]
     assert not missing, missing

@@ -9,6 +9,7 @@ The speech is one eSpeak paragraph, spoken once per child: a clip is the audio o
 a run of its words (cut at eSpeak's word events), padded with silence to the
 exact length wanted.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,14 @@ import pytest
 
 from .helpers import ROOT
 
-WORDS = ("the narrator reads every slide aloud while the captions follow each word "
-         "and the markers follow the captions the server keeps one aligner and one "
-         "transcriber ready so that long lines and short lines come back in time "
-         "please open the notes before the meeting and read them slowly to the room "
-         "seven people listened to the story about a quiet house near the river "
-         "where the weather changed every morning and the lights stayed on all night").split()
+WORDS = (
+    "the narrator reads every slide aloud while the captions follow each word "
+    "and the markers follow the captions the server keeps one aligner and one "
+    "transcriber ready so that long lines and short lines come back in time "
+    "please open the notes before the meeting and read them slowly to the room "
+    "seven people listened to the story about a quiet house near the river "
+    "where the weather changed every morning and the lights stayed on all night"
+).split()
 PARAGRAPH_WORDS = 400  # ~2 min of speech: room for a 40 s clip at any of many offsets
 
 
@@ -61,9 +64,11 @@ def _clip(paragraph, first: int, seconds: float):
     k = j + 1
     while k + 1 < len(cuts) and cuts[k + 1][1] - cuts[j][1] <= size:
         k += 1
-    speech = audio[cuts[j][1]:cuts[k][1]][:size]
-    return (np.concatenate([speech, np.zeros(size - speech.size, np.float32)]),
-            words[cuts[j][0]:cuts[k][0]])
+    speech = audio[cuts[j][1] : cuts[k][1]][:size]
+    return (
+        np.concatenate([speech, np.zeros(size - speech.size, np.float32)]),
+        words[cuts[j][0] : cuts[k][0]],
+    )
 
 
 def _replay() -> None:
@@ -80,13 +85,17 @@ def _replay() -> None:
         audio, tokens = _clip(paragraph, first, seconds)
         if task == "align":
             timed = engine.align(audio, tokens, "en")
-            result = {"tokens": len(tokens), "timed": len(timed),
-                      "within": all(0 <= t.start <= t.end <= seconds + 1e-6 for t in timed.values())}
+            result = {
+                "tokens": len(tokens),
+                "timed": len(timed),
+                "within": all(0 <= t.start <= t.end <= seconds + 1e-6 for t in timed.values()),
+            }
         else:
             (transcript,) = engine.transcribe([audio], "en")
-            result = {"words": len(transcript.text.split()),
-                      "within": all(0 <= s["start"] <= s["end"] <= seconds + 1e-6
-                                    for s in transcript.segments)}
+            result = {
+                "words": len(transcript.text.split()),
+                "within": all(0 <= s["start"] <= s["end"] <= seconds + 1e-6 for s in transcript.segments),
+            }
         print(json.dumps({"task": task, "seconds": seconds, **result}), flush=True)
 
 
@@ -94,16 +103,26 @@ def _replay() -> None:
 def _run(plan, timeout):
     proc = subprocess.run(
         [sys.executable, "-c", "from tests.test_pocketsphinx_sequences import _replay; _replay()"],
-        input=json.dumps(plan), capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:
-        how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-               else f"exit status {proc.returncode}")
+        how = (
+            f"killed by {signal.Signals(-proc.returncode).name}"
+            if proc.returncode < 0
+            else f"exit status {proc.returncode}"
+        )
         step = plan[len(results)] if len(results) < len(plan) else None
-        pytest.fail(f"the engine's process died ({how}) at step {len(results) + 1} of "
-                    f"{len(plan)} {step}; the steps before it: {plan[:len(results)][-4:]}\n"
-                    f"{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"the engine's process died ({how}) at step {len(results) + 1} of "
+            f"{len(plan)} {step}; the steps before it: {plan[: len(results)][-4:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
     assert len(results) == len(plan)
     return results
 

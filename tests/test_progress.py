@@ -1,4 +1,5 @@
 """The commands' one progress line: rewritten in place on a terminal, plain lines in a log."""
+
 import io
 
 from gpu_audio.client.progress import ProgressLine
@@ -25,9 +26,11 @@ def test_in_a_log_every_step_is_a_line_and_quiet_is_silent():
     update = ProgressLine(out).counter("lines")
     for done in (1, 2, 4):
         update(done, 4)
-    assert out.getvalue().splitlines() == ["[#####---------------] 1/4 lines",
-                                           "[##########----------] 2/4 lines",
-                                           "[####################] 4/4 lines"]
+    assert out.getvalue().splitlines() == [
+        "[#####---------------] 1/4 lines",
+        "[##########----------] 2/4 lines",
+        "[####################] 4/4 lines",
+    ]
     quiet = io.StringIO()
     ProgressLine(quiet, quiet=True).counter("lines")(1, 1)
     assert quiet.getvalue() == ""

@@ -1,5 +1,6 @@
 """The auth proxy, as real processes on loopback: both servers behind it, and a
 small stub upstream for what the servers never do (stall, die, gzip, 100 MB)."""
+
 import gzip
 import hashlib
 import json
@@ -14,7 +15,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
-from .helpers import ROOT, free_port, Gunicorn, wait_until, wsgi_on_loopback
+from .helpers import ROOT, Gunicorn, free_port, wait_until, wsgi_on_loopback
 
 pytestmark = pytest.mark.integration
 KEY = "proxy-upstream-key-9d2f"
@@ -28,16 +29,27 @@ def stub(request):
         body = request.get_data()
         # "close": werkzeug's server closes every connection; claiming keep-alive would
         # make the proxy reuse a dying connection and the next test wait for nothing.
-        return Response(json.dumps({"headers": dict(request.headers), "method": request.method,
-                                    "query": request.query_string.decode(), "length": len(body),
-                                    "sha": hashlib.sha256(body).hexdigest()}),
-                        content_type="application/json", headers={"Connection": "close, X-Hop",
-                                                                  "X-Hop": "drop me", "Keep-Alive": "timeout=5"})
+        return Response(
+            json.dumps(
+                {
+                    "headers": dict(request.headers),
+                    "method": request.method,
+                    "query": request.query_string.decode(),
+                    "length": len(body),
+                    "sha": hashlib.sha256(body).hexdigest(),
+                }
+            ),
+            content_type="application/json",
+            headers={"Connection": "close, X-Hop", "X-Hop": "drop me", "Keep-Alive": "timeout=5"},
+        )
     if request.path == "/big":
         mb = int(request.args.get("mb", 100))
         chunk = b"x" * 2**20
-        return Response((chunk for _ in range(mb)), content_type="application/octet-stream",
-                        headers={"Content-Length": str(mb * 2**20)})
+        return Response(
+            (chunk for _ in range(mb)),
+            content_type="application/octet-stream",
+            headers={"Content-Length": str(mb * 2**20)},
+        )
     if request.path == "/gzip":
         return Response(GZ, content_type="application/json", headers={"Content-Encoding": "gzip"})
     if request.path == "/hold":  # a long job that notices when its client (the proxy) hangs up
@@ -56,11 +68,19 @@ def stub(request):
         time.sleep(5)
         return Response("late")
     if request.path == "/busy":
-        return Response(json.dumps({"success": False, "error": "loading"}), status=503,
-                        content_type="application/json", headers={"Retry-After": "42"})
+        return Response(
+            json.dumps({"success": False, "error": "loading"}),
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": "42"},
+        )
     if request.path == "/needs-key":
-        return Response(json.dumps({"success": False, "error": "bad key"}), status=401,
-                        headers={"WWW-Authenticate": "Bearer"}, content_type="application/json")
+        return Response(
+            json.dumps({"success": False, "error": "bad key"}),
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+            content_type="application/json",
+        )
     return Response("not found", status=404)
 
 
@@ -72,8 +92,14 @@ def upstream():
 
 def start_proxy(tmp, tts_url, wx_url, **env):
     (tmp / "empty.json").write_text("{}")  # no developer's server_config.json leaks in
-    full = {"TTS_SERVER_URL": tts_url, "TTS_WHISPER_URL": wx_url, "TTS_API_KEY": KEY,
-            "GPU_AUDIO_CONFIG": str(tmp / "empty.json"), "PROXY_READ_TIMEOUT": "2", **env}
+    full = {
+        "TTS_SERVER_URL": tts_url,
+        "TTS_WHISPER_URL": wx_url,
+        "TTS_API_KEY": KEY,
+        "GPU_AUDIO_CONFIG": str(tmp / "empty.json"),
+        "PROXY_READ_TIMEOUT": "2",
+        **env,
+    }
     return Gunicorn("proxy.app:create_app()", full, tmp / f"proxy-{free_port()}.log").wait_ready()
 
 
@@ -82,7 +108,9 @@ def stack(tmp_path_factory, upstream):
     tmp = tmp_path_factory.mktemp("proxy")
     common = {"TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp / "activity")}
     tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
-    wx = Gunicorn("whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log")
+    wx = Gunicorn(
+        "whisperx_server.app:create_app()", {**common, "WHISPERX_ENGINE": "pocketsphinx"}, tmp / "wx.log"
+    )
     tts.wait_ready(), wx.wait_ready()
     proxy = start_proxy(tmp, tts.url, wx.url)
     stubbed = start_proxy(tmp, upstream, upstream)
@@ -96,9 +124,14 @@ def stack(tmp_path_factory, upstream):
 def test_browser_needs_no_key_through_the_proxy(stack):
     r = requests.post(stack.proxy.url + "/tts/generate_batch", json={"texts": ["Hello there."]}, timeout=30)
     assert r.status_code == 200 and r.json()["count"] == 1
-    assert requests.post(stack.tts.url + "/generate_batch", json={"texts": ["Hi."]}, timeout=30).status_code == 401
+    assert (
+        requests.post(stack.tts.url + "/generate_batch", json={"texts": ["Hi."]}, timeout=30).status_code
+        == 401
+    )
     audio = r.json()["audios"][0]
-    r = requests.post(stack.proxy.url + "/whisperx/align", json={"audio": audio, "text": "Hello there."}, timeout=30)
+    r = requests.post(
+        stack.proxy.url + "/whisperx/align", json={"audio": audio, "text": "Hello there."}, timeout=30
+    )
     assert r.status_code == 200 and [w["word"] for w in r.json()["words"]] == ["Hello", "there."]
     r = requests.post(stack.proxy.url + "/api/tts-generate", json={"texts": ["One.", "Two."]}, timeout=30)
     assert r.status_code == 200 and r.json()["count"] == 2
@@ -112,11 +145,21 @@ def test_server_config_json_never_has_a_key(stack):
 
 
 def test_client_keys_are_replaced_never_passed_or_duplicated(stack):
-    r = requests.post(stack.stubbed.url + "/tts/echo?a=1&b=2", data=b"payload",
-                      headers={"X-API-Key": "browser-wrong-key", "Authorization": "Bearer nope",
-                               "Cookie": "session=1", "X-Forwarded-For": "10.0.0.9",
-                               "Connection": "keep-alive, X-Client-Hop", "X-Client-Hop": "mine",
-                               "Keep-Alive": "timeout=9", "X-Kept": "yes"}, timeout=10)
+    r = requests.post(
+        stack.stubbed.url + "/tts/echo?a=1&b=2",
+        data=b"payload",
+        headers={
+            "X-API-Key": "browser-wrong-key",
+            "Authorization": "Bearer nope",
+            "Cookie": "session=1",
+            "X-Forwarded-For": "10.0.0.9",
+            "Connection": "keep-alive, X-Client-Hop",
+            "X-Client-Hop": "mine",
+            "Keep-Alive": "timeout=9",
+            "X-Kept": "yes",
+        },
+        timeout=10,
+    )
     echo = r.json()
     headers = {k.lower(): v for k, v in echo["headers"].items()}
     assert headers["x-api-key"] == KEY and "authorization" not in headers and "cookie" not in headers
@@ -178,17 +221,34 @@ def test_a_browser_that_gives_up_frees_the_upstream(tmp_path, upstream):
 
 def test_cors_allowlist_and_preflight(stack):
     ok = {"Origin": "http://localhost:5173"}
-    r = requests.options(stack.proxy.url + "/tts/generate_batch", headers={
-        **ok, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}, timeout=5)
+    r = requests.options(
+        stack.proxy.url + "/tts/generate_batch",
+        headers={
+            **ok,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=5,
+    )
     assert r.status_code in (200, 204) and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     # an existing browser app still sends its X-API-Key (or a Bearer): the preflight must let it
-    r = requests.options(stack.proxy.url + "/whisperx/align", headers={
-        **ok, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type,x-api-key,authorization"}, timeout=5)
+    r = requests.options(
+        stack.proxy.url + "/whisperx/align",
+        headers={
+            **ok,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key,authorization",
+        },
+        timeout=5,
+    )
     allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"content-type", "x-api-key", "authorization"} <= allowed
-    r = requests.post(stack.proxy.url + "/tts/generate_batch", json={"texts": ["Hi."]}, timeout=30,
-                      headers={**ok, "X-API-Key": "the-old-app-key", "Authorization": "Bearer old"})
+    r = requests.post(
+        stack.proxy.url + "/tts/generate_batch",
+        json={"texts": ["Hi."]},
+        timeout=30,
+        headers={**ok, "X-API-Key": "the-old-app-key", "Authorization": "Bearer old"},
+    )
     assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     r = requests.get(stack.proxy.url + "/tts/health", headers=ok, timeout=5)
     assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
@@ -197,8 +257,7 @@ def test_cors_allowlist_and_preflight(stack):
 
 
 def worker_hwm_kb(master_pid: int) -> int:
-    children = [int(p) for p in os.listdir("/proc") if p.isdigit()
-                and _ppid(int(p)) == master_pid]
+    children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master_pid]
     (worker,) = children
     for line in open(f"/proc/{worker}/status"):
         if line.startswith("VmHWM:"):
@@ -259,9 +318,23 @@ def test_access_key_guards_a_shared_proxy(stack, tmp_path):
 def test_public_bind_refused_without_explicit_setting(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     env = {**os.environ, "GPU_AUDIO_CONFIG": str(tmp_path / "empty.json"), "PROXY_ALLOW_PUBLIC": ""}
-    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-                          "--bind", "0.0.0.0:0", "proxy.app:create_app()"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "--bind",
+            "0.0.0.0:0",
+            "proxy.app:create_app()",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "open relay" in out.stderr and "PROXY_ALLOW_PUBLIC=1" in out.stderr
 
 
@@ -310,12 +383,25 @@ def test_start_on_demand(tmp_path, black_hole):
         # The host's address follows the instance (resolve_host): after the start the
         # proxy forwards to the address EC2 reports, not the one it was configured with.
         config = tmp_path / "host.json"
-        config.write_text(json.dumps({"server_url": black_hole + "/tts", "whisper_url": black_hole + "/whisperx",
-                                      "api_key": KEY, "aws": {"instance_id": iid, "region": "us-east-1",
-                                                              "resolve_host": True}}))
-        proxy = start_proxy(tmp_path, black_hole + "/tts", black_hole + "/whisperx", PROXY_START_GPU="1",
-                            GPU_AUDIO_CONFIG=str(config), AWS_ENDPOINT_URL=endpoint,
-                            PROXY_CONNECT_TIMEOUT="0.5")
+        config.write_text(
+            json.dumps(
+                {
+                    "server_url": black_hole + "/tts",
+                    "whisper_url": black_hole + "/whisperx",
+                    "api_key": KEY,
+                    "aws": {"instance_id": iid, "region": "us-east-1", "resolve_host": True},
+                }
+            )
+        )
+        proxy = start_proxy(
+            tmp_path,
+            black_hole + "/tts",
+            black_hole + "/whisperx",
+            PROXY_START_GPU="1",
+            GPU_AUDIO_CONFIG=str(config),
+            AWS_ENDPOINT_URL=endpoint,
+            PROXY_CONNECT_TIMEOUT="0.5",
+        )
         try:
             r = requests.get(proxy.url + "/tts/health", timeout=20)  # no refusal, only silence
             assert r.status_code == 503 and r.headers["Retry-After"] == "60"
@@ -338,17 +424,31 @@ def test_proxy_metrics_count_relayed_requests_and_need_the_key(stack):
     assert requests.get(stack.stubbed.url + "/metrics", timeout=5).status_code == 401
 
     def count():
-        text = requests.get(stack.stubbed.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).text
-        return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
-                     if s.name == "gpu_audio_requests_total"
-                     and s.labels == {"route": "/whisperx", "status": "503"}), 0)
+        text = requests.get(
+            stack.stubbed.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+        ).text
+        return next(
+            (
+                s.value
+                for f in text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "gpu_audio_requests_total"
+                and s.labels == {"route": "/whisperx", "status": "503"}
+            ),
+            0,
+        )
+
     wait_until(lambda: count() >= 1, timeout=10)
 
 
 def test_foreign_pages_cannot_use_the_proxy(stack):
     url = stack.proxy.url + "/tts/generate_batch"
-    r = requests.post(url, data='{"texts": ["spend your GPU"]}', timeout=10,
-                      headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+    r = requests.post(
+        url,
+        data='{"texts": ["spend your GPU"]}',
+        timeout=10,
+        headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+    )
     assert r.status_code == 403 and "CORS_ORIGINS" in r.json()["error"]
     assert "Access-Control-Allow-Origin" not in r.headers
     r = requests.post(url, json={"texts": ["Hi."]}, headers={"Origin": "http://localhost:5173"}, timeout=30)
@@ -366,8 +466,10 @@ def test_a_host_long_up_with_a_dead_server_is_not_called_starting():
     from proxy.settings import ProxySettings
 
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = ProxySettings(client=ClientConfig(dead, dead, KEY, AwsConfig(instance_id="i-0abc", region="us-east-1")),
-                             start_gpu=True)
+    settings = ProxySettings(
+        client=ClientConfig(dead, dead, KEY, AwsConfig(instance_id="i-0abc", region="us-east-1")),
+        start_gpu=True,
+    )
     app = create_app(settings)
     proxy = app.extensions["gpu_audio_proxy"]
     proxy.starter.start_once = lambda who: True  # a look at EC2 is under way or was just made

@@ -2,6 +2,7 @@
 
 Real proxies under gunicorn on loopback; a local EC2 (moto's server app behind a
 counter of StartInstances calls) for start-on-demand."""
+
 import io
 import json
 import time
@@ -53,11 +54,26 @@ def test_nobody_without_the_key_wakes_the_gpu(tmp_path, black_hole, ec2_endpoint
     says who asked, never the key."""
     iid = stopped_instance(ec2_endpoint)
     config = tmp_path / "host.json"
-    config.write_text(json.dumps({"server_url": black_hole + "/tts", "whisper_url": black_hole + "/whisperx",
-                                  "api_key": KEY, "aws": {"instance_id": iid, "region": "us-east-1"}}))
-    proxy = start_proxy(tmp_path, black_hole + "/tts", black_hole + "/whisperx", PROXY_START_GPU="1",
-                        PROXY_ACCESS_KEY=ACCESS, GPU_AUDIO_CONFIG=str(config), AWS_ENDPOINT_URL=ec2_endpoint,
-                        PROXY_CONNECT_TIMEOUT="0.5")
+    config.write_text(
+        json.dumps(
+            {
+                "server_url": black_hole + "/tts",
+                "whisper_url": black_hole + "/whisperx",
+                "api_key": KEY,
+                "aws": {"instance_id": iid, "region": "us-east-1"},
+            }
+        )
+    )
+    proxy = start_proxy(
+        tmp_path,
+        black_hole + "/tts",
+        black_hole + "/whisperx",
+        PROXY_START_GPU="1",
+        PROXY_ACCESS_KEY=ACCESS,
+        GPU_AUDIO_CONFIG=str(config),
+        AWS_ENDPOINT_URL=ec2_endpoint,
+        PROXY_CONNECT_TIMEOUT="0.5",
+    )
     try:
         url = proxy.url + "/tts/generate_batch"
         assert requests.options(url, timeout=20).status_code == 401
@@ -65,10 +81,20 @@ def test_nobody_without_the_key_wakes_the_gpu(tmp_path, black_hole, ec2_endpoint
         assert requests.options(url, headers=preflight, timeout=20).status_code == 204
         assert requests.options(url, headers={"X-Proxy-Key": ACCESS}, timeout=20).status_code == 204
         assert requests.get(url, timeout=20).status_code == 401
-        assert requests.get(url, timeout=20, headers={"X-Proxy-Key": ACCESS, "Host": "rebind.example"}
-                            ).status_code == 400
-        assert requests.get(url, timeout=20, headers={"X-Proxy-Key": ACCESS, "Sec-Fetch-Site": "cross-site",
-                                                      "Sec-Fetch-Mode": "no-cors"}).status_code == 403
+        assert (
+            requests.get(
+                url, timeout=20, headers={"X-Proxy-Key": ACCESS, "Host": "rebind.example"}
+            ).status_code
+            == 400
+        )
+        assert (
+            requests.get(
+                url,
+                timeout=20,
+                headers={"X-Proxy-Key": ACCESS, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"},
+            ).status_code
+            == 403
+        )
         assert "start-on-demand" not in proxy.log()
         r = requests.get(proxy.url + "/tts/health", headers={"X-Proxy-Key": ACCESS}, timeout=20)
         assert r.status_code == 503 and r.headers["Retry-After"] == "60"
@@ -103,13 +129,17 @@ def test_access_cookie_is_a_signed_session_never_the_key(guarded):
     forged = requests.get(guarded.url + "/tts/echo", cookies={"gpu_audio_proxy": ACCESS}, timeout=10)
     assert forged.status_code == 401
     token = s.cookies["gpu_audio_proxy"]
-    tampered = requests.get(guarded.url + "/tts/echo", cookies={"gpu_audio_proxy": token[:-2] + "xx"}, timeout=10)
+    tampered = requests.get(
+        guarded.url + "/tts/echo", cookies={"gpu_audio_proxy": token[:-2] + "xx"}, timeout=10
+    )
     assert tampered.status_code == 401
 
 
 @pytest.mark.parametrize("body", [b"[1]", b'"s"', b'{"key": 123}', b"{", b"", b'{"key": ""}', b"null"])
 def test_malformed_access_bodies_are_400s(guarded, body):
-    r = requests.post(guarded.url + "/access", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    r = requests.post(
+        guarded.url + "/access", data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert r.status_code == 400 and r.json()["success"] is False
     assert "Traceback" not in guarded.log()
 
@@ -131,7 +161,8 @@ def guess_until_locked(send, min_wait=1, limit=40):
 def test_guessing_the_access_key_is_slowed(guarded):
     """Finding 6: 1 000 guesses in 1.2 s before; now five, then waits that double."""
     codes, locked = guess_until_locked(
-        lambda key: requests.post(guarded.url + "/access", json={"key": key}, timeout=10), min_wait=3)
+        lambda key: requests.post(guarded.url + "/access", json={"key": key}, timeout=10), min_wait=3
+    )
     assert codes[:5] == [401] * 5 and "Too many" in locked.json()["error"]
     assert codes.count(401) <= 9  # 5 free, then locks of 1, 2 and 4 s
     # while locked (3 s or more to go), even the right key waits, and so does the header
@@ -143,7 +174,8 @@ def test_guessing_the_access_key_is_slowed(guarded):
 
 def test_header_guesses_count_too(guarded):
     codes, _ = guess_until_locked(
-        lambda key: requests.get(guarded.url + "/tts/echo", headers={"X-Proxy-Key": key}, timeout=10))
+        lambda key: requests.get(guarded.url + "/tts/echo", headers={"X-Proxy-Key": key}, timeout=10)
+    )
     assert codes[:5] == [401] * 5
 
 
@@ -161,7 +193,8 @@ def test_session_tokens_expire_and_are_secure_over_tls(monkeypatch):
     monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: later)
     assert not keys.token_valid(token)
     monkeypatch.undo()
-    app = create_app(ProxySettings(client=ClientConfig("http://127.0.0.1:9", "http://127.0.0.1:9", KEY),
-                                   access_key=ACCESS))
+    app = create_app(
+        ProxySettings(client=ClientConfig("http://127.0.0.1:9", "http://127.0.0.1:9", KEY), access_key=ACCESS)
+    )
     r = app.test_client().post("/access", json={"key": ACCESS}, base_url="https://localhost")
     assert r.status_code == 200 and "Secure" in r.headers["Set-Cookie"]

@@ -2,6 +2,7 @@
 
 A real proxy under gunicorn on loopback in front of a stub upstream that records
 every request reaching it, so each test can say "nothing was relayed"."""
+
 import http.client
 import json
 
@@ -22,8 +23,11 @@ def recorder(request):
     headers = {"Connection": "close"}
     if request.path == "/base/set-cookie":
         headers["Set-Cookie"] = "sid=victim-session; Path=/"
-    return Response(json.dumps({"path": request.path, "headers": dict(request.headers)}),
-                    content_type="application/json", headers=headers)
+    return Response(
+        json.dumps({"path": request.path, "headers": dict(request.headers)}),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,11 @@ def test_cross_site_no_cors_loads_never_reach_the_server(proxy):
     img = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}
     r = requests.get(proxy.url + "/tts/anything", headers=img, timeout=10)
     assert r.status_code == 403 and "Sec-Fetch-Site" in r.json()["error"]
-    r = requests.get(proxy.url + "/whisperx/x", headers={"Sec-Fetch-Site": "cross-site",
-                                                         "Sec-Fetch-Mode": "navigate"}, timeout=10)
+    r = requests.get(
+        proxy.url + "/whisperx/x",
+        headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"},
+        timeout=10,
+    )
     assert r.status_code == 403
     r = requests.get(proxy.url + "/tts/anything", headers={"Origin": "https://evil.example"}, timeout=10)
     assert r.status_code == 403  # a cross-origin fetch too: the answer is unreadable, the GPU would still run
@@ -91,8 +98,11 @@ def test_cross_site_no_cors_loads_never_reach_the_server(proxy):
 def test_options_is_answered_by_the_proxy_never_relayed(proxy):
     r = requests.options(proxy.url + "/tts/generate_batch", timeout=10)
     assert r.status_code == 204
-    r = requests.options(proxy.url + "/tts/generate_batch", timeout=10, headers={
-        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"})
+    r = requests.options(
+        proxy.url + "/tts/generate_batch",
+        timeout=10,
+        headers={"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"},
+    )
     assert r.status_code == 204 and r.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
     assert SEEN == []
 
@@ -113,10 +123,18 @@ def test_upstream_cookies_are_never_shared_between_clients(proxy):
 
 def test_client_forwarding_headers_are_replaced(proxy):
     """(X-Forwarded-Proto is gunicorn's to trust from loopback, the front door's nginx.)"""
-    r = requests.get(proxy.url + "/tts/echo", timeout=10, headers={
-        "Forwarded": "for=203.0.113.9;host=evil.example", "X-Real-IP": "203.0.113.9",
-        "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Port": "443", "X-Forwarded-Prefix": "/admin"})
+    r = requests.get(
+        proxy.url + "/tts/echo",
+        timeout=10,
+        headers={
+            "Forwarded": "for=203.0.113.9;host=evil.example",
+            "X-Real-IP": "203.0.113.9",
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Port": "443",
+            "X-Forwarded-Prefix": "/admin",
+        },
+    )
     seen = {k.lower(): v for k, v in r.json()["headers"].items()}
     assert "forwarded" not in seen and "x-real-ip" not in seen
     assert "x-forwarded-port" not in seen and "x-forwarded-prefix" not in seen
@@ -124,9 +142,18 @@ def test_client_forwarding_headers_are_replaced(proxy):
     assert seen["x-forwarded-host"] == f"127.0.0.1:{proxy.port}"
 
 
-@pytest.mark.parametrize("target", ["/tts/..%2fsecret", "/tts/%2e%2e/secret", "/tts/..%2Fsecret",
-                                    "/tts/../secret", "/whisperx/a/%2E%2E%2F..%2Fsecret", "/tts/..%5csecret",
-                                    "/tts/./echo"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/tts/..%2fsecret",
+        "/tts/%2e%2e/secret",
+        "/tts/..%2Fsecret",
+        "/tts/../secret",
+        "/whisperx/a/%2E%2E%2F..%2Fsecret",
+        "/tts/..%5csecret",
+        "/tts/./echo",
+    ],
+)
 def test_relayed_paths_stay_under_the_configured_base(proxy, target):
     status, _, body = raw_get(proxy, target)
     assert status == 400 and json.loads(body)["success"] is False
@@ -157,8 +184,11 @@ def test_probes_through_the_proxy_never_keep_the_server_awake(tmp_path):
     from gpu_audio.server.activity import read_activity
 
     activity = tmp_path / "activity"
-    tts = Gunicorn("tts.app:create_app()", {"TTS_API_KEY": KEY, "TTS_ENGINE": "espeak",
-                                            "ACTIVITY_DIR": str(activity)}, tmp_path / "tts.log").wait_ready()
+    tts = Gunicorn(
+        "tts.app:create_app()",
+        {"TTS_API_KEY": KEY, "TTS_ENGINE": "espeak", "ACTIVITY_DIR": str(activity)},
+        tmp_path / "tts.log",
+    ).wait_ready()
     front = start_proxy(tmp_path, tts.url, tts.url)
     try:
         for path in ("/tts/anything", "/tts/favicon.ico", "/tts/generate_batch", "/tts/health"):

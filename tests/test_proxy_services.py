@@ -1,6 +1,7 @@
 """The proxy reads the services table: a third service is relayed, listed and guarded
 under its prefix with no other edit; its upstream connections and its start-on-demand
 are small typed pieces (forward.Upstreams, starter.Starter)."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ KEY = "services-key-31c8"
 
 @Request.application
 def echo(request):
-    return Response(json.dumps({"path": request.path, "key": request.headers.get("X-API-Key")}),
-                    content_type="application/json")
+    return Response(
+        json.dumps({"path": request.path, "key": request.headers.get("X-API-Key")}),
+        content_type="application/json",
+    )
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,15 @@ class EchoConfig(ClientConfig):
 
 
 def test_a_third_service_is_relayed_listed_and_guarded_under_its_prefix(monkeypatch):
-    third = services.Service(name="echo", factory="echo.app:create_app()", port_variable="ECHO_PORT",
-                             default_port=5009, title="Echo", url_field="echo_url", prefix="/echo")
+    third = services.Service(
+        name="echo",
+        factory="echo.app:create_app()",
+        port_variable="ECHO_PORT",
+        default_port=5009,
+        title="Echo",
+        url_field="echo_url",
+        prefix="/echo",
+    )
     monkeypatch.setattr(services, "SERVICES", (*services.SERVICES, third))
     with wsgi_on_loopback(echo) as url:
         client = EchoConfig(server_url=url, whisper_url=url, api_key=KEY, echo_url=url + "/base")
@@ -50,9 +60,11 @@ def test_a_third_service_is_relayed_listed_and_guarded_under_its_prefix(monkeypa
         assert c.get("/echo").get_json()["path"] == "/base/"
         assert c.get("/tts/health").get_json()["path"] == "/health"  # the others as before
         config = c.get("/server_config.json", base_url="http://localhost:8080").get_json()
-        assert config == {"server_url": "http://localhost:8080/tts",
-                          "whisper_url": "http://localhost:8080/whisperx",
-                          "echo_url": "http://localhost:8080/echo"}
+        assert config == {
+            "server_url": "http://localhost:8080/tts",
+            "whisper_url": "http://localhost:8080/whisperx",
+            "echo_url": "http://localhost:8080/echo",
+        }
         page = c.get("/").get_data(as_text=True)
         assert 'data-server="echo" data-path="echo"' in page and 'data-title="Echo"' in page
         assert page.count('class="server"') == 3
@@ -126,6 +138,7 @@ def test_the_proxy_follows_the_hosts_new_address():
     config = ClientConfig("http://old:5000", "http://old:5001", KEY, AwsConfig(instance_id="i-0abc"))
     proxy = create_app(ProxySettings(client=config)).extensions["gpu_audio_proxy"]
     assert proxy.urls == {"tts": "http://old:5000", "whisperx": "http://old:5001"}
-    proxy.starter.on_up(HostUp(urls={"tts": "http://new:5000", "whisperx": "http://new:5001"},
-                               running_since=time.time()))
+    proxy.starter.on_up(
+        HostUp(urls={"tts": "http://new:5000", "whisperx": "http://new:5001"}, running_since=time.time())
+    )
     assert proxy.upstream("tts") == "http://new:5000" and proxy.upstream("whisperx") == "http://new:5001"

@@ -3,6 +3,7 @@
 The clock and the timer are fakes: the test decides when time passes and when
 the summary timer fires, so the counts are exact.
 """
+
 import heapq
 import io
 import itertools
@@ -48,14 +49,19 @@ def fake():
 
 
 def refusing_app(fake):
-    refusals = RateLog(logging.getLogger("gpu_audio.server.auth"), "requests refused",
-                       clock=fake.clock, timer=fake.timer)
+    refusals = RateLog(
+        logging.getLogger("gpu_audio.server.auth"), "requests refused", clock=fake.clock, timer=fake.timer
+    )
     return ApiKeyMiddleware(lambda environ, start: [b"ok"], [hash_key(KEY)], refusals=refusals)
 
 
 def refuse(app, i):
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/generate", "REMOTE_ADDR": "203.0.113.9",
-               "QUERY_STRING": ""}
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/generate",
+        "REMOTE_ADDR": "203.0.113.9",
+        "QUERY_STRING": "",
+    }
     if i % 2:
         environ["HTTP_X_API_KEY"] = WRONG
     statuses = []
@@ -119,15 +125,23 @@ def test_without_a_timer_the_next_event_writes_the_summary(fake, caplog):
 
 def test_a_summary_written_by_an_event_is_not_repeated_by_the_timer(fake, caplog):
     caplog.set_level(logging.DEBUG)
-    rate = RateLog(logging.getLogger("t.ratelog"), "things", interval=10, clock=fake.clock,
-                   timer=lambda seconds, cb: fake.timer(seconds + 5, cb))  # a late timer
+    rate = RateLog(
+        logging.getLogger("t.ratelog"),
+        "things",
+        interval=10,
+        clock=fake.clock,
+        timer=lambda seconds, cb: fake.timer(seconds + 5, cb),
+    )  # a late timer
     rate.record("a", "first")
     for _ in range(30):
         fake.advance(1)
         rate.record("a", "first")
     lines = [r.getMessage() for r in caplog.records if r.name == "t.ratelog"]
-    assert lines[1:] == ["10 things (a: 10) in the last 10 s", "10 things (a: 10) in the last 10 s",
-                         "10 things (a: 10) in the last 10 s"]
+    assert lines[1:] == [
+        "10 things (a: 10) in the last 10 s",
+        "10 things (a: 10) in the last 10 s",
+        "10 things (a: 10) in the last 10 s",
+    ]
 
 
 class _Sock:
@@ -144,8 +158,9 @@ class _Sock:
 def test_drain_closes_are_logged_as_a_rate(fake, caplog):
     """After an early 401 each unread body cut short wrote a second line."""
     caplog.set_level(logging.DEBUG)
-    closes = RateLog(logging.getLogger("gpu_audio.server.drain"), "connections closed",
-                     clock=fake.clock, timer=fake.timer)
+    closes = RateLog(
+        logging.getLogger("gpu_audio.server.drain"), "connections closed", clock=fake.clock, timer=fake.timer
+    )
     for _ in range(2000):  # each client hangs up after 10 of its 1 000 bytes
         body = CountingInput(io.BytesIO(b"x" * 10), 1000)
         _Drain(body, _Sock(), lambda *a: None, 2**20, closes).run()

@@ -3,6 +3,7 @@ lengths, with digits, dashes and names) generated, aligned in batches of 10 and
 transcribed in batches of 10 at default settings, directly with the key and through
 the proxy without one. Every item answered, every word timed, and no worker or
 engine restart anywhere in the logs."""
+
 from __future__ import annotations
 
 import random
@@ -18,11 +19,15 @@ pytestmark = pytest.mark.integration
 KEY = "replay-key-5b1e"
 BATCH = 10  # the users' scripts' default batch size
 PHRASES = [
-    "Welcome back to module 3 of the course.", "Here, Dr. O'Brien shows the 2026 figures -",
-    "twelve regions, 48 teams and one GPU.", "Qwen reads every line aloud; WhisperX times each word.",
+    "Welcome back to module 3 of the course.",
+    "Here, Dr. O'Brien shows the 2026 figures -",
+    "twelve regions, 48 teams and one GPU.",
+    "Qwen reads every line aloud; WhisperX times each word.",
     "Slide 7 - the cost chart - climbs from $120 to $340 a month.",
-    "Then Anna-Maria Lopez walks through the new pipeline.", "Nothing is lost when a batch fails half-way.",
-    "On 3 March the team moved everything to the cloud.", "Markers follow the narration to the millisecond.",
+    "Then Anna-Maria Lopez walks through the new pipeline.",
+    "Nothing is lost when a batch fails half-way.",
+    "On 3 March the team moved everything to the cloud.",
+    "Markers follow the narration to the millisecond.",
     "Questions? Send them to the channel - we answer within 24 hours.",
 ]
 
@@ -52,7 +57,7 @@ def stack(tmp_path_factory):
 
 
 def _batches(items):
-    return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
 
 
 def test_the_demo_narration_aligns_and_transcribes_whole(stack):
@@ -68,7 +73,10 @@ def test_the_demo_narration_aligns_and_transcribes_whole(stack):
     durations = [decode_wav(a)[0].size / 24000 for a in audios]
     assert min(durations) < 6 and max(durations) > 18, durations  # short and long, mixed
 
-    for name, session, base in (("direct", keyed, wx.url), ("proxy", requests.Session(), proxy.url + "/whisperx")):
+    for name, session, base in (
+        ("direct", keyed, wx.url),
+        ("proxy", requests.Session(), proxy.url + "/whisperx"),
+    ):
         began = time.monotonic()
         for start, batch in zip(range(0, len(lines), BATCH), _batches(list(zip(audios, lines)))):
             items = [{"audio": audio, "text": text} for audio, text in batch]
@@ -81,8 +89,9 @@ def test_the_demo_narration_aligns_and_transcribes_whole(stack):
         print(f"{name}: aligned {sum(durations):.0f} s of speech in {time.monotonic() - began:.1f} s")
         began = time.monotonic()
         for batch in _batches(audios):
-            answer = session.post(base + "/transcribe_batch", json={"audios": batch, "language": "en"},
-                                  timeout=600)
+            answer = session.post(
+                base + "/transcribe_batch", json={"audios": batch, "language": "en"}, timeout=600
+            )
             assert answer.status_code == 200, (name, answer.text[:500])
             body = answer.json()
             assert body["count"] == len(batch) and body["failed"] == 0, (name, body)

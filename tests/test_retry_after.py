@@ -1,5 +1,6 @@
 """Retry-After: every value is named once (gpu_audio/server/errors.py, or beside the
 one place that uses it), and each refusal carries the one its reason names."""
+
 import re
 
 import pytest
@@ -16,11 +17,13 @@ LITERAL = re.compile(r"""["']Retry-After["']\]?\s*[:,=]\s*["']?\d""")
 
 
 def test_no_retry_after_value_is_written_in_place():
-    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
-             for folder in ("gpu_audio", "tts", "whisperx_server", "proxy")
-             for path in sorted((ROOT / folder).rglob("*.py"))
-             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if LITERAL.search(line)]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for folder in ("gpu_audio", "tts", "whisperx_server", "proxy")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if LITERAL.search(line)
+    ]
     assert not found, "name the value (gpu_audio/server/errors.py):\n" + "\n".join(found)
 
 
@@ -34,7 +37,9 @@ def test_each_refusal_carries_its_named_value():
         state.require_ready()
     assert failed.value.headers == {"Retry-After": str(errors.RETRY_AFTER_FAILED_S)}
     for dropped in (DeadlinePassed("passed its deadline"), ClientGone("client left")):
-        assert as_api_error(dropped, "this item").headers == {"Retry-After": str(errors.RETRY_AFTER_DROPPED_S)}
+        assert as_api_error(dropped, "this item").headers == {
+            "Retry-After": str(errors.RETRY_AFTER_DROPPED_S)
+        }
     restarting = as_api_error(EngineCrashed("the engine died"), "this item")
     assert restarting.headers == {"Retry-After": str(errors.RETRY_AFTER_RESTART_S)}
 

@@ -4,6 +4,7 @@
 The entry and its app are tests/third_service.py; each test adds it to the table of
 this process (monkeypatch) or of the gunicorn it starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,14 +45,18 @@ def answering(status: str):
         if request.path == "/ready":
             return Response(json.dumps({"ready": code == 200}), status=code, content_type="application/json")
         if request.path == "/health":
-            return Response(json.dumps({"status": "ok" if code == 200 else status, "in_flight": 0}),
-                            status=code, content_type="application/json")
+            return Response(
+                json.dumps({"status": "ok" if code == 200 else status, "in_flight": 0}),
+                status=code,
+                content_type="application/json",
+            )
         return Response(json.dumps({"relayed": request.path}), content_type="application/json")
 
     return app
 
 
 # -- served ---------------------------------------------------------------------------
+
 
 def test_the_rendered_supervisord_conf_runs_it(third, tmp_path):
     from supervisor.options import ServerOptions
@@ -75,12 +80,18 @@ def test_gunicorn_binds_its_default_port_from_the_table_and_keeps_it_on_reload(t
     env.pop(third_service.PORT_VARIABLE, None)
     env.pop("BIND_HOST", None)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(third_service.gunicorn_command(port, str(ROOT / "gunicorn.conf.py")),
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            third_service.gunicorn_command(port, str(ROOT / "gunicorn.conf.py")),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        assert not readiness.wait_ready({"third": url}, timeout=60, poll=0.1,
-                                        keep_waiting=lambda: proc.poll() is None), log_path.read_text()
+        assert not readiness.wait_ready(
+            {"third": url}, timeout=60, poll=0.1, keep_waiting=lambda: proc.poll() is None
+        ), log_path.read_text()
         assert requests.get(url + "/hello", timeout=5).json() == {"hello": "third"}
         # SIGHUP: gunicorn reads its settings again, without on_starting; same bind.
         proc.send_signal(signal.SIGHUP)
@@ -103,6 +114,7 @@ def test_serve_picks_its_engine_from_the_table(third):
 
 
 # -- health-checked and waited for -------------------------------------------------------
+
 
 def test_healthcheck_covers_it(third, monkeypatch, capsys):
     with wsgi_on_loopback(answering("ready")) as ready, wsgi_on_loopback(answering("loading")) as loading:
@@ -133,8 +145,13 @@ def test_the_host_lifecycle_waits_for_it(third):
         with pytest.raises(HostTimeout, match=r"still waiting for third \(loading\)"):
             lifecycle.ensure_gpu_ready(config, timeout=30, clock=clock, sleep=sleep)
         seen = []
-        done = lifecycle.ensure_gpu_ready(dataclasses.replace(config, third_url=ready), timeout=30,
-                                          clock=clock, sleep=sleep, progress=seen.append)
+        done = lifecycle.ensure_gpu_ready(
+            dataclasses.replace(config, third_url=ready),
+            timeout=30,
+            clock=clock,
+            sleep=sleep,
+            progress=seen.append,
+        )
         assert done["urls"]["third"] == ready and "all 3 servers ready" in seen[-1]
         status = lifecycle.gpu_status(config)
         assert status["servers"]["third"]["status"] == "loading"
@@ -146,18 +163,29 @@ def test_the_poller_stops_at_a_failed_server_and_reports_progress():
     now = [0.0]
     passes = []
     with wsgi_on_loopback(answering("loading")) as loading, wsgi_on_loopback(answering("error")) as failed:
-        pending = readiness.wait_ready({"a": loading}, timeout=10, poll=4, clock=lambda: now[0],
-                                       sleep=lambda s: now.__setitem__(0, now[0] + s),
-                                       progress=lambda p, t: passes.append((dict(p), t)))
+        pending = readiness.wait_ready(
+            {"a": loading},
+            timeout=10,
+            poll=4,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+            progress=lambda p, t: passes.append((dict(p), t)),
+        )
         assert [t for _, t in passes] == [0, 4, 8, 12] and pending["a"].state == "loading"
         passes.clear()
-        pending = readiness.wait_ready({"a": loading, "b": failed}, timeout=600, poll=4,
-                                       clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
-                                       progress=lambda p, t: passes.append(p))
+        pending = readiness.wait_ready(
+            {"a": loading, "b": failed},
+            timeout=600,
+            poll=4,
+            clock=lambda: now[0],
+            sleep=lambda s: now.__setitem__(0, now[0] + s),
+            progress=lambda p, t: passes.append(p),
+        )
         assert len(passes) == 1 and pending["b"].failed
 
 
 # -- routed ------------------------------------------------------------------------------
+
 
 def test_the_proxy_relays_its_prefix(third):
     from proxy.app import create_app

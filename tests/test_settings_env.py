@@ -1,5 +1,6 @@
 """Settings from the environment: each default is written once, in the field, and
 ``from_env`` derives the variable and its parsing from the field (config.env_var)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,14 @@ import pytest
 
 from gpu_audio import services
 from gpu_audio.config import (
-    ClientConfig, ConfigError, ServerSettings, TTSSettings, WhisperXSettings, env_fields, field_default, hash_key,
+    ClientConfig,
+    ConfigError,
+    ServerSettings,
+    TTSSettings,
+    WhisperXSettings,
+    env_fields,
+    field_default,
+    hash_key,
     load_client_config,
 )
 from gpu_audio.server.engine_process import EngineProcess
@@ -50,8 +58,11 @@ def _kind(annotation):
 
 
 def _cases() -> list:
-    return [pytest.param(cls, f, spec, _kind(typing.get_type_hints(cls)[f.name]), id=f"{cls.__name__}.{f.name}")
-            for cls in CLASSES for f, spec in env_fields(cls)]
+    return [
+        pytest.param(cls, f, spec, _kind(typing.get_type_hints(cls)[f.name]), id=f"{cls.__name__}.{f.name}")
+        for cls in CLASSES
+        for f, spec in env_fields(cls)
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +100,9 @@ def test_a_set_variable_is_parsed(cls, f, spec, kind):
         with pytest.raises(ConfigError, match=f"^{spec.name} must be at least {spec.minimum}, not {below}$"):
             cls.from_env({spec.name: str(below)})
     if spec.maximum is not None:
-        with pytest.raises(ConfigError, match=f"^{spec.name} must be at most {spec.maximum}, not {spec.maximum + 1}$"):
+        with pytest.raises(
+            ConfigError, match=f"^{spec.name} must be at most {spec.maximum}, not {spec.maximum + 1}$"
+        ):
             cls.from_env({spec.name: str(spec.maximum + 1)})
 
 

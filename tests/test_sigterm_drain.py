@@ -2,6 +2,7 @@
 still gets its 200, then the process exits (supervisord, a load balancer and
 ``gpu-audio stop`` rely on that order). Only behaviour is checked here: how the
 worker learns of the signal is gunicorn_conf's business."""
+
 from __future__ import annotations
 
 import http.client
@@ -30,14 +31,20 @@ def ready_status(conn: http.client.HTTPConnection) -> tuple[int, dict, str | Non
 def test_sigterm_answers_ready_503_finishes_in_flight_work_then_exits(tmp_path):
     held = tmp_path / "held"
     held.mkdir()
-    g = Gunicorn("tests.held_app:create_app()",
-                 {"TTS_API_KEY": KEY, "HELD_DIR": str(held), "ACTIVITY_DIR": str(tmp_path / "activity")},
-                 tmp_path / "gunicorn.log")
+    g = Gunicorn(
+        "tests.held_app:create_app()",
+        {"TTS_API_KEY": KEY, "HELD_DIR": str(held), "ACTIVITY_DIR": str(tmp_path / "activity")},
+        tmp_path / "gunicorn.log",
+    )
     result = {}
 
     def speak():
-        result["r"] = requests.post(g.url + "/generate", json={"text": "Finish this line before you stop."},
-                                    headers={"X-API-Key": KEY}, timeout=120)
+        result["r"] = requests.post(
+            g.url + "/generate",
+            json={"text": "Finish this line before you stop."},
+            headers={"X-API-Key": KEY},
+            timeout=120,
+        )
 
     speaker = threading.Thread(target=speak, daemon=True)
     conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=30)

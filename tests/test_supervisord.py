@@ -1,5 +1,6 @@
 """One host: supervisord runs both servers with the repo's supervisord.conf plus one
 program per service (gpu_audio/host/supervise.py), as `gpu-audio supervise` does."""
+
 import os
 import signal
 import subprocess
@@ -54,13 +55,26 @@ def test_the_rendered_conf_goes_to_a_private_folder(tmp_path):
 def supervisor(tmp_path):
     activity = tmp_path / "activity"
     ports = {"TTS_PORT": str(free_port()), "WHISPERX_PORT": str(free_port())}
-    env = {**os.environ, **ports, "TTS_ENGINE": "espeak", "WHISPERX_ENGINE": "pocketsphinx",
-           "TTS_API_KEY": KEY, "ACTIVITY_DIR": str(activity), "XDG_RUNTIME_DIR": str(tmp_path),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        **ports,
+        "TTS_ENGINE": "espeak",
+        "WHISPERX_ENGINE": "pocketsphinx",
+        "TTS_API_KEY": KEY,
+        "ACTIVITY_DIR": str(activity),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
     log = open(tmp_path / "supervisord.log", "wb")
     # `gpu-audio supervise`: it renders the configuration, then becomes supervisord.
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_audio", "supervise"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_audio", "supervise"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     run = type("Run", (), {})()
     run.proc, run.activity, run.marker = proc, str(activity), f"ACTIVITY_DIR={activity}"
     run.tts = f"http://127.0.0.1:{ports['TTS_PORT']}"
@@ -83,8 +97,9 @@ def supervisor(tmp_path):
 
 
 def test_both_servers_ready_and_serving(supervisor):
-    r = requests.post(supervisor.tts + "/generate", json={"text": "Hello."},
-                      headers={"X-API-Key": KEY}, timeout=30)
+    r = requests.post(
+        supervisor.tts + "/generate", json={"text": "Hello."}, headers={"X-API-Key": KEY}, timeout=30
+    )
     assert r.status_code == 200
     assert requests.get(supervisor.wx + "/health", timeout=5).json()["engine"] == "pocketsphinx"
 
@@ -92,12 +107,16 @@ def test_both_servers_ready_and_serving(supervisor):
 def test_killed_worker_comes_back(supervisor):
     (old,) = [r["pid"] for r in read_activity(supervisor.activity) if r["server"] == "tts"]
     os.kill(old, signal.SIGKILL)
-    new = wait_until(lambda: [r["pid"] for r in read_activity(supervisor.activity)
-                              if r["server"] == "tts" and r["pid"] != old])
+    new = wait_until(
+        lambda: [
+            r["pid"] for r in read_activity(supervisor.activity) if r["server"] == "tts" and r["pid"] != old
+        ]
+    )
     assert new and new[0] != old
     wait_until(lambda: requests.get(supervisor.tts + "/ready", timeout=2).status_code == 200)
-    r = requests.post(supervisor.tts + "/generate", json={"text": "Back again."},
-                      headers={"X-API-Key": KEY}, timeout=30)
+    r = requests.post(
+        supervisor.tts + "/generate", json={"text": "Back again."}, headers={"X-API-Key": KEY}, timeout=30
+    )
     assert r.status_code == 200
 
 
@@ -108,13 +127,18 @@ def test_sigterm_drains_in_flight_work_then_everything_exits(supervisor):
     result = {}
 
     def align():
-        result["r"] = requests.post(supervisor.wx + "/align", json={"audio": b64, "text": text},
-                                    headers={"X-API-Key": KEY}, timeout=300)
+        result["r"] = requests.post(
+            supervisor.wx + "/align",
+            json={"audio": b64, "text": text},
+            headers={"X-API-Key": KEY},
+            timeout=300,
+        )
 
     t = threading.Thread(target=align)
     t.start()
-    wait_until(lambda: requests.get(supervisor.wx + "/health", timeout=2).json()["in_flight"] == 1,
-               interval=0.02)
+    wait_until(
+        lambda: requests.get(supervisor.wx + "/health", timeout=2).json()["in_flight"] == 1, interval=0.02
+    )
     supervisor.proc.send_signal(signal.SIGTERM)
     t.join(300)
     assert result["r"].status_code == 200
@@ -125,8 +149,12 @@ def test_sigterm_drains_in_flight_work_then_everything_exits(supervisor):
 
 
 def test_healthcheck_passes_when_both_are_ready(supervisor):
-    env = {**os.environ, "TTS_PORT": supervisor.tts.rsplit(":", 1)[1],
-           "WHISPERX_PORT": supervisor.wx.rsplit(":", 1)[1]}
-    out = subprocess.run([sys.executable, "-m", "gpu_audio", "healthcheck"], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "TTS_PORT": supervisor.tts.rsplit(":", 1)[1],
+        "WHISPERX_PORT": supervisor.wx.rsplit(":", 1)[1],
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "gpu_audio", "healthcheck"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ready"

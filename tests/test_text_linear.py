@@ -4,6 +4,7 @@ Text is cleaned on a request thread holding the GIL: one super-linear regex lets
 a few kilobytes of spaces stall every thread of the worker, /health included.
 The old compat regex below is kept only as the oracle for the behaviour.
 """
+
 import ast
 import random
 import re
@@ -31,10 +32,26 @@ def old_clean_text(text: str) -> str:
     return _OLD_AMAZING.sub(lambda m: m.group(1) or "", text, count=1).strip()
 
 
-EDGES = ["Amazing.", " Amazing.", ".Amazing.", "..  Amazing.\n", "SoAmazing.", "x Amazing. ",
-         "x.\tAmazing.\u00a0", "x\u2003Amazing.", "x\x1cAmazing.", "Amazing. Amazing.",
-         "x Amazing.\n\n", "x Amazing", "Speaker 1: Amazing.", "Speaker 1:  . Amazing.",
-         "\n Speaker 22 :\tHi Amazing.", "Speaker1: x", "Speaker 1 x Amazing.", ""]
+EDGES = [
+    "Amazing.",
+    " Amazing.",
+    ".Amazing.",
+    "..  Amazing.\n",
+    "SoAmazing.",
+    "x Amazing. ",
+    "x.\tAmazing.\u00a0",
+    "x\u2003Amazing.",
+    "x\x1cAmazing.",
+    "Amazing. Amazing.",
+    "x Amazing.\n\n",
+    "x Amazing",
+    "Speaker 1: Amazing.",
+    "Speaker 1:  . Amazing.",
+    "\n Speaker 22 :\tHi Amazing.",
+    "Speaker1: x",
+    "Speaker 1 x Amazing.",
+    "",
+]
 
 
 @pytest.mark.parametrize("text", EDGES)
@@ -46,8 +63,23 @@ def test_cleaning_unchanged_on_random_texts():
     """Seeded: short texts built from the pieces the two rules look at, every kind of
     whitespace ``\\s`` knows included."""
     rng = random.Random(13)
-    atoms = [" ", "\t", "\n", "\u00a0", "\u2003", "\x1c", "\x85", ".", "Amazing.", "Amazing",
-             "Speaker", "7", ":", "x", "A"]
+    atoms = [
+        " ",
+        "\t",
+        "\n",
+        "\u00a0",
+        "\u2003",
+        "\x1c",
+        "\x85",
+        ".",
+        "Amazing.",
+        "Amazing",
+        "Speaker",
+        "7",
+        ":",
+        "x",
+        "A",
+    ]
     for _ in range(20000):
         text = "".join(rng.choice(atoms) for _ in range(rng.randint(0, 10)))
         assert clean_text(text) == old_clean_text(text), repr(text)
@@ -87,8 +119,9 @@ ADVERSARIAL = textwrap.dedent("""
 
 
 def test_regexes_on_user_text_are_linear():
-    result = subprocess.run([sys.executable, "-c", ADVERSARIAL], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", ADVERSARIAL], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
 
@@ -98,16 +131,16 @@ def test_regexes_on_user_text_are_linear():
 # position, so a repeat it starts with is retried from each character of a run.
 AUDITED = ("tts", "whisperx_server", "gpu_audio", "proxy")
 REVIEWED = {
-    r"\s*Speaker\s+\d+\s*:\s*": "match",                           # tts/textclean.py
+    r"\s*Speaker\s+\d+\s*:\s*": "match",  # tts/textclean.py
     r"\d[\d,]*(?:\.\d+)?(?:st|nd|rd|th|s)?|[a-z']+|[^\sa-z'\d]": "search",  # textnorm tokens
-    r"^(\d+)(st|nd|rd|th)$": "match",                                # textnorm ordinals
-    r"^([\d,]+)s$": "match",                                         # textnorm "1990s"
-    r"[a-z]+": "search",                                             # textnorm words
-    r"^(<s>|</s>|\(NULL\)|\[.*\]|\+\+.*\+\+)$": "match",             # pocketsphinx fillers
-    r"\(\d+\)$": "search",                                           # pocketsphinx "to(3)"
-    r"\n\s*\n": "search",                                             # narrate paragraphs
-    r"[^a-z0-9]+": "search",                                         # narrate slug
-    r"%(2f|2e|5c)": "search",                                        # proxy: encoded traversal
+    r"^(\d+)(st|nd|rd|th)$": "match",  # textnorm ordinals
+    r"^([\d,]+)s$": "match",  # textnorm "1990s"
+    r"[a-z]+": "search",  # textnorm words
+    r"^(<s>|</s>|\(NULL\)|\[.*\]|\+\+.*\+\+)$": "match",  # pocketsphinx fillers
+    r"\(\d+\)$": "search",  # pocketsphinx "to(3)"
+    r"\n\s*\n": "search",  # narrate paragraphs
+    r"[^a-z0-9]+": "search",  # narrate slug
+    r"%(2f|2e|5c)": "search",  # proxy: encoded traversal
 }
 _REGEX_CALLS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall", "finditer"}
 
@@ -118,10 +151,16 @@ def regex_literals() -> set[str]:
     for package in AUDITED:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in _REGEX_CALLS and isinstance(node.func.value, ast.Name)
-                        and node.func.value.id == "re" and node.args
-                        and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in _REGEX_CALLS
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "re"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):
                     found.add(node.args[0].value)
     return found
 
@@ -192,18 +231,21 @@ def backtracking_risk(pattern: str, usage: str) -> bool:
     return usage == "search" and not anchored and _leading_repeat_backtracks(items)
 
 
-@pytest.mark.parametrize("pattern,usage,risky", [
-    (r"(?:(\.)\s*|\s+)Amazing\.\s*$", "search", True),  # the old compat regex
-    (r"\s+x", "search", True),
-    (r"(a+)+$", "match", True),
-    (r"(?:a|\s*)*b", "match", True),
-    (r"a(?:\.\d+)?b", "match", False),
-    (r"(?:\w|\d)*\s*$", "match", False),
-    (r"^\s+x", "search", False),
-    (r"\s+x", "match", False),
-    (r"[a-z]+", "search", False),
-    (r"x\s*y", "search", False),
-])
+@pytest.mark.parametrize(
+    "pattern,usage,risky",
+    [
+        (r"(?:(\.)\s*|\s+)Amazing\.\s*$", "search", True),  # the old compat regex
+        (r"\s+x", "search", True),
+        (r"(a+)+$", "match", True),
+        (r"(?:a|\s*)*b", "match", True),
+        (r"a(?:\.\d+)?b", "match", False),
+        (r"(?:\w|\d)*\s*$", "match", False),
+        (r"^\s+x", "search", False),
+        (r"\s+x", "match", False),
+        (r"[a-z]+", "search", False),
+        (r"x\s*y", "search", False),
+    ],
+)
 def test_the_backtracking_check_itself(pattern, usage, risky):
     assert backtracking_risk(pattern, usage) is risky
 

@@ -1,4 +1,5 @@
 """The TTS compat contract, field by field, with the request shapes clients send."""
+
 import pytest
 
 from gpu_audio.server.engine import EngineError, one_result_each
@@ -62,14 +63,24 @@ def test_health_compat_and_new_fields(client):
         assert key in body
     assert body["status"] == "ok" and body["model_loaded"] is True
     assert body["speaker"] == "Aiden" and body["language"] == "English"
-    for key in ("model", "version", "uptime_s", "in_flight", "queue_depth", "last_request_at",
-                "max_batch_size", "max_text_chars"):
+    for key in (
+        "model",
+        "version",
+        "uptime_s",
+        "in_flight",
+        "queue_depth",
+        "last_request_at",
+        "max_batch_size",
+        "max_text_chars",
+    ):
         assert key in body
 
 
 def test_cleaning_reaches_engine(rec_client, recorder):
-    rec_client.post("/generate_batch", json={"texts": [
-        "Speaker 0: Hello there. Amazing.", "Speaker 12: Second line Amazing.", "Amazing."]})
+    rec_client.post(
+        "/generate_batch",
+        json={"texts": ["Speaker 0: Hello there. Amazing.", "Speaker 12: Second line Amazing.", "Amazing."]},
+    )
     assert [i.text for i in recorder.calls[0]] == ["Hello there.", "Second line", "Amazing."]
 
 
@@ -83,9 +94,14 @@ def test_cleaning_can_be_switched_off(make_client, recorder):
 
 
 def test_instructs_win_over_instruct_and_empty_means_none(rec_client, recorder):
-    rec_client.post("/generate_batch", json={
-        "texts": ["One.", "Two.", "Three."], "instruct": "speak slowly",
-        "instructs": ["", "whisper it", ""]})
+    rec_client.post(
+        "/generate_batch",
+        json={
+            "texts": ["One.", "Two.", "Three."],
+            "instruct": "speak slowly",
+            "instructs": ["", "whisper it", ""],
+        },
+    )
     assert [i.instruct for i in recorder.calls[0]] == [None, "whisper it", None]
     rec_client.post("/generate_batch", json={"texts": ["One.", "Two."], "instruct": "speak slowly"})
     assert [i.instruct for i in recorder.calls[1]] == ["speak slowly", "speak slowly"]
@@ -96,6 +112,7 @@ def test_instructs_win_over_instruct_and_empty_means_none(rec_client, recorder):
 def test_instruct_warning_follows_the_engines_typed_capabilities(make_client):
     """The warning comes from the engine's Capabilities, not from a guess: an engine
     that says it follows instruct gets none, one that says it does not gets one."""
+
     class NoInstruct(RecordingEngine):
         def capabilities(self):
             return Capabilities(instruct=False, voice_clone=False)
@@ -113,19 +130,26 @@ def test_capabilities_are_the_health_fields_they_always_were(client):
     assert "m1" in health["speakers"] and "English" in health["languages"]
     assert Capabilities.from_health(health) == EspeakEngine().capabilities()
     listed = Capabilities(instruct=True, voice_clone=True, speakers=("aiden",), languages=("english",))
-    assert listed.health() == {"supports_instruct": True, "voice_clone": True,
-                               "speakers": ["aiden"], "languages": ["english"]}
+    assert listed.health() == {
+        "supports_instruct": True,
+        "voice_clone": True,
+        "speakers": ["aiden"],
+        "languages": ["english"],
+    }
     assert Capabilities.from_health(listed.health()) == listed
     # Unlisted speakers stay unlisted (a VoiceDesign model has none), and an engine
     # that does not claim a capability does not have it.
-    assert Capabilities(instruct=True, voice_clone=False).health() == {"supports_instruct": True,
-                                                                       "voice_clone": False}
+    assert Capabilities(instruct=True, voice_clone=False).health() == {
+        "supports_instruct": True,
+        "voice_clone": False,
+    }
     assert Capabilities.from_health({}) == Capabilities(instruct=False, voice_clone=False)
 
 
 def test_an_engine_that_returns_too_few_audios_fails_the_request(make_client):
     """One result per item, checked once (the lane) for every engine: a short answer
     is a 500 naming the counts, never audio paired with the wrong text."""
+
     class Short(RecordingEngine):
         def synthesize(self, items):
             audios, rate = super().synthesize(items)

@@ -1,5 +1,6 @@
 """The optional sampling seed: `seed` on /generate and /generate_batch, TTS_SEED as the
 default, and the lane never merging texts of different seeds into one engine call."""
+
 import pytest
 
 from gpu_audio.config import SEED_MAX, ConfigError, TTSSettings
@@ -39,8 +40,11 @@ def test_tts_seed_setting():
     assert TTSSettings.from_env({}).seed is None
     assert TTSSettings.from_env({"TTS_SEED": "1234"}).seed == 1234
     assert TTSSettings.from_env({"TTS_SEED": " "}).seed is None
-    for bad, message in (("abc", "whole number"), ("-1", "at least 0"),
-                         (str(SEED_MAX + 1), "at most 4294967295")):
+    for bad, message in (
+        ("abc", "whole number"),
+        ("-1", "at least 0"),
+        (str(SEED_MAX + 1), "at most 4294967295"),
+    ):
         with pytest.raises(ConfigError, match=f"TTS_SEED.*{message}"):
             TTSSettings.from_env({"TTS_SEED": bad})
 

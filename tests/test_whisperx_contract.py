@@ -1,4 +1,5 @@
 """The WhisperX compat contract, with the request shapes existing clients send."""
+
 import threading
 
 import pytest
@@ -12,8 +13,10 @@ def test_align_batch_compat_shape(wx):
     b64, audio, _ = spoken(TEXT)
     other = "Captions follow the narration."
     b64b, audio_b, _ = spoken(other)
-    r = wx.post("/align_batch", json={"items": [{"audio": b64, "text": TEXT},
-                                                {"audio": b64b, "text": other}], "language": "en"})
+    r = wx.post(
+        "/align_batch",
+        json={"items": [{"audio": b64, "text": TEXT}, {"audio": b64b, "text": other}], "language": "en"},
+    )
     assert r.status_code == 200
     body = r.get_json()
     assert body["success"] is True and body["count"] == 2
@@ -42,7 +45,9 @@ def test_transcribe_batch_compat_shape(wx):
     spoken_words = {"good", "morning", "everyone", "and", "thank", "you", "for", "four", "coming", "today"}
     for t in body["transcriptions"]:
         assert len(set(t["text"].split()) & spoken_words) >= 2, t["text"]
-        assert t["segments"] and all(0 <= s["start"] <= s["end"] <= audio.size / 22050 + 1e-3 for s in t["segments"])
+        assert t["segments"] and all(
+            0 <= s["start"] <= s["end"] <= audio.size / 22050 + 1e-3 for s in t["segments"]
+        )
         assert " ".join(s["text"] for s in t["segments"]) == t["text"]
 
 
@@ -72,9 +77,11 @@ def test_health_compat_fields(wx):
 
 def test_unsupported_language_is_400_naming_it(wx):
     b64, _, _ = spoken("Hello.")
-    for path, body in (("/align", {"audio": b64, "text": "Hello.", "language": "fr"}),
-                       ("/align_batch", {"items": [{"audio": b64, "text": "Hello."}], "language": "fr"}),
-                       ("/transcribe", {"audio": b64, "language": "de"})):
+    for path, body in (
+        ("/align", {"audio": b64, "text": "Hello.", "language": "fr"}),
+        ("/align_batch", {"items": [{"audio": b64, "text": "Hello."}], "language": "fr"}),
+        ("/transcribe", {"audio": b64, "language": "de"}),
+    ):
         r = wx.post(path, json=body)
         assert r.status_code == 400 and ("'fr'" in r.get_json()["error"] or "'de'" in r.get_json()["error"])
 

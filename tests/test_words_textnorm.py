@@ -1,4 +1,5 @@
 """The alignment promise (words.py), token readings (textnorm.py) and G2P (g2p.py)."""
+
 import math
 import random
 
@@ -14,8 +15,9 @@ from .helpers import check_promise
 
 
 def test_gaps_are_shared_by_length_and_marked_estimated():
-    words = complete_words(["a", "bb", "c", "dddd", "e"],
-                           {1: TokenTiming(0.5, 0.8, 0.9), 4: TokenTiming(1.7, 2.0, 0.8)}, 2.0)
+    words = complete_words(
+        ["a", "bb", "c", "dddd", "e"], {1: TokenTiming(0.5, 0.8, 0.9), 4: TokenTiming(1.7, 2.0, 0.8)}, 2.0
+    )
     assert [w["start"] for w in words] == [0.0, 0.5, 0.8, 0.98, 1.7]
     assert [bool(w.get("estimated")) for w in words] == [True, False, True, True, False]
     assert words[1]["score"] == 0.9 and words[0]["score"] == 0.0
@@ -52,12 +54,24 @@ def test_speech_span_finds_the_sound():
     assert speech_span(np.zeros(100, np.float32), rate) == (0.0, 100 / rate)
 
 
-@pytest.mark.parametrize("token,first_reading", [
-    ("Hello,", ["hello"]), ("2026", ["twenty", "twenty", "six"]), ("COVID-19", ["covid", "nineteen"]),
-    ("&", ["and"]), ("$5", ["five", "dollars"]), ("1st", ["first"]), ("3.14", ["three", "point", "one", "four"]),
-    ("1,000,000", ["one", "million"]), ("don’t", ["don't"]), ("90s", ["nineties"]), ("Zürich", ["zurich"]),
-    ("½", ["a", "half"]), ("NASA's", ["nasa's"]),
-])
+@pytest.mark.parametrize(
+    "token,first_reading",
+    [
+        ("Hello,", ["hello"]),
+        ("2026", ["twenty", "twenty", "six"]),
+        ("COVID-19", ["covid", "nineteen"]),
+        ("&", ["and"]),
+        ("$5", ["five", "dollars"]),
+        ("1st", ["first"]),
+        ("3.14", ["three", "point", "one", "four"]),
+        ("1,000,000", ["one", "million"]),
+        ("don’t", ["don't"]),
+        ("90s", ["nineties"]),
+        ("Zürich", ["zurich"]),
+        ("½", ["a", "half"]),
+        ("NASA's", ["nasa's"]),
+    ],
+)
 def test_token_readings(token, first_reading):
     assert token_readings(token)[0] == first_reading
     assert token_words(token) == first_reading
@@ -70,10 +84,15 @@ def test_alternative_readings_and_unspoken_tokens():
     assert not is_spoken_word(":)") and is_spoken_word("a1")
     # runs of digits too long to be a number are read digit by digit (num2words overflows)
     assert token_readings("7" * 5000) == [["seven"] * 5000]
-    assert token_readings("0123456789012345") == [("zero one two three four five six seven eight nine "
-                                                   "zero one two three four five").split()]
-    assert token_readings("3.1415926535897932384") == [["three", "point"] + [
-        "one four one five nine two six five three five eight nine seven nine three two three eight four".split()][0]]
+    assert token_readings("0123456789012345") == [
+        ("zero one two three four five six seven eight nine zero one two three four five").split()
+    ]
+    assert token_readings("3.1415926535897932384") == [
+        ["three", "point"]
+        + [
+            "one four one five nine two six five three five eight nine seven nine three two three eight four".split()
+        ][0]
+    ]
     assert token_readings("፩") == []  # a digit int() cannot read: not spoken, still timed
     for token in ("12345678901234567890", "x86_64", "1.2.3", "$$$", "''", "9" * 400 + ".5", "፩፪"):
         for reading in token_readings(token):

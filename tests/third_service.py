@@ -5,6 +5,7 @@ system that runs, checks or routes the servers reads the table.
 Under gunicorn it is started as a ``python -c`` that registers the entry first
 (``gunicorn_command``), since gunicorn's settings look the app up in the table.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,10 +35,17 @@ def hello():
 def service(default_port: int) -> services.Service:
     """Its entry in the table (the port is a test's free one)."""
     return services.Service(
-        name=NAME, factory=FACTORY, port_variable=PORT_VARIABLE, default_port=default_port,
-        title="Third", url_field="third_url", prefix=f"/{NAME}", engine_variable="THIRD_ENGINE",
+        name=NAME,
+        factory=FACTORY,
+        port_variable=PORT_VARIABLE,
+        default_port=default_port,
+        title="Third",
+        url_field="third_url",
+        prefix=f"/{NAME}",
+        engine_variable="THIRD_ENGINE",
         engines={"gpu": "big-model", "embedded": "small-model"},
-        gpu_modules=("gpu_audio_no_such_module",))
+        gpu_modules=("gpu_audio_no_such_module",),
+    )
 
 
 def register(default_port: int) -> services.Service:
@@ -49,12 +57,15 @@ def register(default_port: int) -> services.Service:
 
 def create_app():
     settings = replace(ServerSettings.from_env(os.environ), engine_process=False)
-    return build_app(__name__, service=services.service(NAME), settings=settings,
-                     engine=RecordingEngine(), routes=routes)
+    return build_app(
+        __name__, service=services.service(NAME), settings=settings, engine=RecordingEngine(), routes=routes
+    )
 
 
 def gunicorn_command(default_port: int, conf: str, *args: str) -> list[str]:
     """gunicorn with ``conf`` serving this app, the entry registered first."""
-    code = (f"from tests import third_service; third_service.register({int(default_port)}); "
-            "from gunicorn.app.wsgiapp import run; run()")
+    code = (
+        f"from tests import third_service; third_service.register({int(default_port)}); "
+        "from gunicorn.app.wsgiapp import run; run()"
+    )
     return [sys.executable, "-c", code, "-c", conf, *args, FACTORY]

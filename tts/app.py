@@ -2,6 +2,7 @@
 
 Started as ``gunicorn -c gunicorn.conf.py 'tts.app:create_app()'``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,8 +39,7 @@ def _synthesize(server, tts_request, gone):
 
     first = items[0]
     # Merged only with the same voice and the same seed (a seed fixes one call's sampling).
-    key = (first.language, first.speaker, id(first.reference) if first.reference else None,
-           first.seed)
+    key = (first.language, first.speaker, id(first.reference) if first.reference else None, first.seed)
     results = server.lane.run(items, call, key=key, mergeable=tts_request.batch, gone=gone)
     for result in results:
         if isinstance(result, BaseException):
@@ -62,10 +62,16 @@ def _handle(single: bool):
     durations = [round(audio.size / rate, 3) for audio, rate in audios]
     server.metrics.audio_seconds.labels("produced").inc(sum(audio.size / rate for audio, rate in audios))
     elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
-    log.info("%s: %d texts, %.1f s of audio in %.0f ms", request.path, len(encoded),
-             sum(durations), elapsed_ms)
-    common = {"sample_rate": out_rate, "success": True, "durations": durations,
-              "generation_time_ms": elapsed_ms, "engine": server.engine.name}
+    log.info(
+        "%s: %d texts, %.1f s of audio in %.0f ms", request.path, len(encoded), sum(durations), elapsed_ms
+    )
+    common = {
+        "sample_rate": out_rate,
+        "success": True,
+        "durations": durations,
+        "generation_time_ms": elapsed_ms,
+        "engine": server.engine.name,
+    }
     if not Capabilities.of(server.engine).instruct and any(item.instruct for item in tts_request.items):
         common["warnings"] = [f"{server.engine.name} does not support instruct; it was ignored."]
     if single:
@@ -90,8 +96,17 @@ def create_app(settings: TTSSettings | None = None, engine=None):
     engine = engine or make_engine(settings)
 
     def health_extra():
-        return {"max_batch_size": settings.max_texts, "max_text_chars": settings.max_text_chars,
-                "sample_rate": settings.output_rate}
+        return {
+            "max_batch_size": settings.max_texts,
+            "max_text_chars": settings.max_text_chars,
+            "sample_rate": settings.output_rate,
+        }
 
-    return build_app(__name__, service=services.TTS, settings=settings, engine=engine,
-                     routes=routes, health_extra=health_extra)
+    return build_app(
+        __name__,
+        service=services.TTS,
+        settings=settings,
+        engine=engine,
+        routes=routes,
+        health_extra=health_extra,
+    )

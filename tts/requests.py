@@ -2,6 +2,7 @@
 
 Every violation is a 400 naming the field (and the index) and why.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,9 @@ def _text(raw, where, settings, clean):
     if not isinstance(raw, str):
         raise bad_request(f"{where} must be a string, not {type(raw).__name__}.")
     if len(raw) > settings.max_text_chars:
-        raise bad_request(f"{where} is {len(raw)} characters long; the limit is "
-                          f"{settings.max_text_chars} (MAX_TEXT_CHARS).")
+        raise bad_request(
+            f"{where} is {len(raw)} characters long; the limit is {settings.max_text_chars} (MAX_TEXT_CHARS)."
+        )
     try:
         text = normalise(raw)
     except ValueError as exc:
@@ -55,8 +57,7 @@ def _seed(body, settings):
     if value is None:
         return settings.seed
     if isinstance(value, bool) or not isinstance(value, int):
-        raise bad_request(f"'seed' must be a whole number from 0 to {SEED_MAX}, "
-                          f"not {type(value).__name__}.")
+        raise bad_request(f"'seed' must be a whole number from 0 to {SEED_MAX}, not {type(value).__name__}.")
     if not 0 <= value <= SEED_MAX:
         raise bad_request(f"'seed' must be a whole number from 0 to {SEED_MAX}, not {value}.")
     return value
@@ -96,8 +97,9 @@ def parse_request(body, settings, *, single: bool) -> TTSRequest:
         if not raw:
             raise bad_request("'texts' is empty: send at least one text.")
         if len(raw) > settings.max_texts:
-            raise bad_request(f"'texts' has {len(raw)} items; the limit is "
-                              f"{settings.max_texts} per request (MAX_TEXTS).")
+            raise bad_request(
+                f"'texts' has {len(raw)} items; the limit is {settings.max_texts} per request (MAX_TEXTS)."
+            )
         texts = [_text(t, f"texts[{i}]", settings, clean) for i, t in enumerate(raw)]
 
     instruct = _optional_str(body, "instruct")
@@ -121,6 +123,8 @@ def parse_request(body, settings, *, single: bool) -> TTSRequest:
     speaker = _optional_str(body, "speaker") or settings.speaker
     seed = _seed(body, settings)
     reference = _reference(body)
-    items = [SynthesisItem(text, language, speaker, instr, reference, seed)
-             for text, instr in zip(texts, instructs)]
+    items = [
+        SynthesisItem(text, language, speaker, instr, reference, seed)
+        for text, instr in zip(texts, instructs, strict=True)
+    ]
     return TTSRequest(items, batch)

@@ -10,6 +10,7 @@ the end with string methods, not by a regex searched from every position (the
 old ``(?:(\\.)\\s*|\\s+)Amazing\\.\\s*$`` retried ``\\s+`` at each space of a long
 run: 5 000 spaces cost ~0.1 s, 100 such texts held the GIL for 10 s).
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ _CONTROL = {c: " " for c in range(0x20) if chr(c) not in "\t\n\r"} | {0x7F: " "}
 
 def _drop_speaker(text: str) -> str:
     match = _SPEAKER.match(text)
-    return text[match.end():] if match else text
+    return text[match.end() :] if match else text
 
 
 def _drop_amazing(text: str) -> str:
@@ -33,7 +34,7 @@ def _drop_amazing(text: str) -> str:
     body = text.rstrip()
     if not body.endswith(_AMAZING):
         return text
-    before = body[:-len(_AMAZING)]
+    before = body[: -len(_AMAZING)]
     kept = before.rstrip()
     if kept.endswith(".") or len(kept) < len(before):
         return kept

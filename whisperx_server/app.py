@@ -2,6 +2,7 @@
 
 Started as ``gunicorn -c gunicorn.conf.py 'whisperx_server.app:create_app()'``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,6 +38,7 @@ def _run(server, task: Task, jobs: list[Job], language: str, budget) -> list:
     them with every other request's, fairly, bounded. A job's audio is decoded when
     its turn comes, so a batch holds one decoded item at a time; a job that cannot
     be decoded answers its ItemError."""
+
     def call(batch):
         ((where, data, tokens),) = batch
         try:
@@ -110,7 +112,7 @@ def _batch(task: Task):
     budget = request_budget(declared, server.settings)
     outcomes = _run(server, task, jobs, language, budget)
     del jobs
-    for i, result in zip(where, outcomes):
+    for i, result in zip(where, outcomes, strict=True):
         if isinstance(result, ItemError):
             result = task.failure(str(result))
         elif isinstance(result, BaseException):
@@ -150,10 +152,18 @@ def create_app(settings: WhisperXSettings | None = None, engine=None):
     engine = engine or make_engine(settings)
 
     def health_extra():
-        return {"language": settings.language, "max_items": settings.max_items,
-                "max_audio_seconds": settings.max_audio_seconds,
-                "max_request_audio_seconds": settings.max_request_audio_seconds}
+        return {
+            "language": settings.language,
+            "max_items": settings.max_items,
+            "max_audio_seconds": settings.max_audio_seconds,
+            "max_request_audio_seconds": settings.max_request_audio_seconds,
+        }
 
-    return build_app(__name__, service=services.WHISPERX, settings=settings, engine=engine,
-                     routes=routes, health_extra=health_extra)
-
+    return build_app(
+        __name__,
+        service=services.WHISPERX,
+        settings=settings,
+        engine=engine,
+        routes=routes,
+        health_extra=health_extra,
+    )

@@ -8,6 +8,7 @@ is made only between two tokens that both match, across a segment boundary, and
 is moved to the quietest 10 ms within half a second of that gap, so no word is
 split. Each piece then holds whole tokens and the audio they were spoken in.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,8 +19,8 @@ import numpy as np
 from gpu_audio.audio import frame_energy_db
 
 FRAME_S = 0.01
-SEARCH_S = 0.5      # how far past a segment gap the quietest point is looked for
-MIN_PIECE_S = 1.0   # never cut closer than this to the previous cut
+SEARCH_S = 0.5  # how far past a segment gap the quietest point is looked for
+MIN_PIECE_S = 1.0  # never cut closer than this to the previous cut
 
 
 class NoPause(ValueError):
@@ -76,8 +77,9 @@ def _quietest(energy: np.ndarray, lo: float, hi: float, aim: float) -> float:
     return float(centres[np.argmin(np.abs(centres - aim))])
 
 
-def cut_points(tokens: list[str], segments: list[dict], audio: np.ndarray, rate: int,
-               spaced: bool = True) -> list[tuple[float, int]]:
+def cut_points(
+    tokens: list[str], segments: list[dict], audio: np.ndarray, rate: int, spaced: bool = True
+) -> list[tuple[float, int]]:
     """Every place the audio may be cut, as (seconds, index of the token after the cut),
     in order."""
     duration = audio.size / rate
@@ -108,8 +110,9 @@ def cut_points(tokens: list[str], segments: list[dict], audio: np.ndarray, rate:
     return cuts
 
 
-def plan(tokens: list[str], cuts: list[tuple[float, int]], duration: float,
-         target: float, limit: float) -> list[Piece]:
+def plan(
+    tokens: list[str], cuts: list[tuple[float, int]], duration: float, target: float, limit: float
+) -> list[Piece]:
     """Pieces of at most ``target`` s where the cuts allow, never over ``limit`` s.
 
     Greedy: each piece ends at the last cut within ``target``, or failing that at the

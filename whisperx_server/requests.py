@@ -4,6 +4,7 @@ Whole-request problems (not JSON, no list, unknown language) are a 400. In a
 batch, a problem with one item becomes that item's error and the other items
 are still done: item i of the answer is always item i of the request.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,9 @@ def list_field(body, name, settings, what) -> list:
     if not value:
         raise bad_request(f"'{name}' is empty: send at least one item.")
     if len(value) > settings.max_items:
-        raise bad_request(f"'{name}' has {len(value)} items; the limit is {settings.max_items} "
-                          "per request (MAX_ITEMS).")
+        raise bad_request(
+            f"'{name}' has {len(value)} items; the limit is {settings.max_items} per request (MAX_ITEMS)."
+        )
     return value
 
 
@@ -62,8 +64,10 @@ def request_budget(declared_seconds: float, settings) -> AudioBudget:
     """The request's decoded-seconds budget; 400 when its headers already ask for more."""
     limit = settings.max_request_audio_seconds
     if declared_seconds > limit:
-        raise bad_request(f"The request's audio is {declared_seconds:.0f} s in all; the limit is "
-                          f"{limit:.0f} s per request (MAX_REQUEST_AUDIO_SECONDS).")
+        raise bad_request(
+            f"The request's audio is {declared_seconds:.0f} s in all; the limit is "
+            f"{limit:.0f} s per request (MAX_REQUEST_AUDIO_SECONDS)."
+        )
     return AudioBudget(limit)
 
 
@@ -77,8 +81,10 @@ def audio_of(data: bytes, where, settings, budget: AudioBudget) -> np.ndarray:
         raise ItemError(f"{where}: {exc}.") from None
     budget.spend(audio.size / SAMPLE_RATE)
     if audio.size < MIN_AUDIO_SECONDS * SAMPLE_RATE:
-        raise ItemError(f"{where}: audio is {audio.size / SAMPLE_RATE * 1000:.0f} ms long; "
-                        f"at least {MIN_AUDIO_SECONDS * 1000:.0f} ms is needed.")
+        raise ItemError(
+            f"{where}: audio is {audio.size / SAMPLE_RATE * 1000:.0f} ms long; "
+            f"at least {MIN_AUDIO_SECONDS * 1000:.0f} ms is needed."
+        )
     return audio
 
 
@@ -87,8 +93,10 @@ def text_of(value, where, settings) -> list[str]:
     if not isinstance(value, str):
         raise ItemError(f"{where} must be a string of reference text.")
     if len(value) > settings.max_align_text_chars:
-        raise ItemError(f"{where} is {len(value)} characters long; the limit is "
-                        f"{settings.max_align_text_chars} (MAX_ALIGN_TEXT_CHARS).")
+        raise ItemError(
+            f"{where} is {len(value)} characters long; the limit is "
+            f"{settings.max_align_text_chars} (MAX_ALIGN_TEXT_CHARS)."
+        )
     tokens = value.split()
     if not tokens:
         raise ItemError(f"{where} is empty.")

@@ -4,6 +4,7 @@ Transcription and alignment share every route's plumbing (the body, the lane, th
 per-item errors, the answer's shape); a task says what an item holds, which engine
 call it makes, and what its answer is called, so the routes never ask which one runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -28,10 +29,10 @@ class Task:
     """One task: its name (the engines' word for it), its batch route's list and
     answer keys, how an item is read and what one decoded item answers."""
 
-    name: str = ""              # "transcribe" / "align": what engine.check_language is asked
-    list_field: str = ""        # the batch route's list; item i is named f"{list_field}[{i}]"
-    list_what: str = ""         # what that list holds, for its 400s
-    results_key: str = ""       # the batch answer's list
+    name: str = ""  # "transcribe" / "align": what engine.check_language is asked
+    list_field: str = ""  # the batch route's list; item i is named f"{list_field}[{i}]"
+    list_what: str = ""  # what that list holds, for its 400s
+    results_key: str = ""  # the batch answer's list
     failed: Mapping[str, object] = MappingProxyType({})  # a failed item's answer, beside "error"
 
     def single(self, body: dict, settings) -> tuple[bytes, float, Tokens]:
@@ -70,9 +71,12 @@ class Transcribe(Task):
             result = Transcript(text="", segments=[], language=language)
         else:
             result = engine.transcribe([audio], language)[0]
-        return {"text": result.text, "segments": result.segments,
-                "language": result.language or language,
-                "duration_seconds": round(audio.size / SAMPLE_RATE, 4)}
+        return {
+            "text": result.text,
+            "segments": result.segments,
+            "language": result.language or language,
+            "duration_seconds": round(audio.size / SAMPLE_RATE, 4),
+        }
 
 
 class Align(Task):

@@ -6,6 +6,7 @@ may be read aloud, each a list of plain lower-case words: "2026" is
 nothing. The aligner picks the reading it hears and the server maps the words'
 times back onto the token as written.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,8 +15,16 @@ import unicodedata
 
 from num2words import num2words
 
-SYMBOLS = {"&": ["and"], "%": ["percent"], "+": ["plus"], "@": ["at"], "=": ["equals"],
-           "°": ["degrees"], "#": ["number", "hash"], "×": ["times", "by"]}
+SYMBOLS = {
+    "&": ["and"],
+    "%": ["percent"],
+    "+": ["plus"],
+    "@": ["at"],
+    "=": ["equals"],
+    "°": ["degrees"],
+    "#": ["number", "hash"],
+    "×": ["times", "by"],
+}
 CURRENCIES = {"$": "dollars", "£": "pounds", "€": "euros", "¥": "yen"}
 MAX_READINGS = 6
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'"})
@@ -40,7 +49,7 @@ LONGEST_NUMBER = 15  # digits; longer runs (ids, phone numbers) are read digit b
 
 
 def _digit_by_digit(piece: str) -> list[list[str]]:
-    """"0123.45" → zero one two three point four five."""
+    """ "0123.45" → zero one two three point four five."""
     words = []
     for c in piece:
         if c == ".":

@@ -6,6 +6,7 @@ written, start <= end, starts never going back, all within the audio, score in
 between their timed neighbours (in proportion to their length), score 0 and
 ``"estimated": true``.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,12 @@ def _clean(timing: TokenTiming, duration: float) -> TokenTiming | None:
     return TokenTiming(start, end, min(max(float(timing.score), 0.0), 1.0))
 
 
-def complete_words(tokens: list[str], timings: dict[int, TokenTiming], duration: float,
-                   span: tuple[float, float] | None = None) -> list[dict]:
+def complete_words(
+    tokens: list[str],
+    timings: dict[int, TokenTiming],
+    duration: float,
+    span: tuple[float, float] | None = None,
+) -> list[dict]:
     """Word entries for all ``tokens``, in order, keeping the promise above."""
     span_start, span_end = span if span else (0.0, duration)
     times: list[TokenTiming | None] = [None] * len(tokens)
@@ -74,16 +79,20 @@ def complete_words(tokens: list[str], timings: dict[int, TokenTiming], duration:
         right = max(left, min(right, duration))
         weights = [max(1, len(tokens[k])) for k in range(i, j)]
         total, acc = sum(weights), 0
-        for k, weight in zip(range(i, j), weights):
+        for k, weight in zip(range(i, j), weights, strict=True):
             start = left + (right - left) * acc / total
             acc += weight
             times[k] = TokenTiming(start, left + (right - left) * acc / total, 0.0)
         i = j
 
     words = []
-    for token, timing, was_estimated in zip(tokens, times, estimated):
-        word = {"word": token, "start": _round(timing.start), "end": _round(timing.end),
-                "score": round(timing.score, 4)}
+    for token, timing, was_estimated in zip(tokens, times, estimated, strict=True):
+        word = {
+            "word": token,
+            "start": _round(timing.start),
+            "end": _round(timing.end),
+            "score": round(timing.score, 4),
+        }
         if was_estimated:
             word["estimated"] = True
         words.append(word)

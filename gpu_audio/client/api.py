@@ -1,10 +1,11 @@
 """Python client for both servers: decoded results, server-sized batches, retries.
 
-    from gpu_audio.client import Client
-    client = Client.from_config()                 # server_config.json + environment
-    audios = client.generate_batch(["Hello.", "Second line."])   # [(float32 array, 24000), ...]
-    words = client.align(audios[0], "Hello.").words
+from gpu_audio.client import Client
+client = Client.from_config()                 # server_config.json + environment
+audios = client.generate_batch(["Hello.", "Second line."])   # [(float32 array, 24000), ...]
+words = client.align(audios[0], "Hello.").words
 """
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,16 @@ def wav_base64(audio) -> str:
 
 
 def _words(raw) -> list[Word]:
-    return [Word(w["word"], float(w["start"]), float(w["end"]), float(w.get("score", 0.0)),
-                 bool(w.get("estimated", False))) for w in raw]
+    return [
+        Word(
+            w["word"],
+            float(w["start"]),
+            float(w["end"]),
+            float(w.get("score", 0.0)),
+            bool(w.get("estimated", False)),
+        )
+        for w in raw
+    ]
 
 
 class Client:
@@ -79,10 +88,22 @@ class Client:
     timeout the existing clients use (30 minutes). ``urls``: more servers of the
     services table, by name (``health()`` covers them)."""
 
-    def __init__(self, server_url: str, whisper_url: str, api_key: str | None = None, *,
-                 batch_size: int = 16, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 connect_timeout: float = 10.0, read_timeout: float = 1800.0, session=None, sleep=time.sleep,
-                 urls: dict[str, str] | None = None):
+    def __init__(
+        self,
+        server_url: str,
+        whisper_url: str,
+        api_key: str | None = None,
+        *,
+        batch_size: int = 16,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 1800.0,
+        session=None,
+        sleep=time.sleep,
+        urls: dict[str, str] | None = None,
+    ):
         given = {services.TTS.name: server_url, services.WHISPERX.name: whisper_url, **(urls or {})}
         self.urls = {name: url.rstrip("/") for name, url in given.items()}
         self.batch_size = max(1, batch_size)
@@ -94,10 +115,13 @@ class Client:
         self.sleep = sleep
 
     @classmethod
-    def from_config(cls, path=None, env=None, **options) -> "Client":
+    def from_config(cls, path=None, env=None, **options) -> Client:
         config = load_client_config(path, env, accept_whisper_url=True)
-        urls = {s.name: getattr(config, s.url_field) for s in services.SERVICES
-                if getattr(config, s.url_field, None)}
+        urls = {
+            s.name: getattr(config, s.url_field)
+            for s in services.SERVICES
+            if getattr(config, s.url_field, None)
+        }
         return cls(config.server_url, config.whisper_url, config.api_key, urls=urls, **options)
 
     # -- plumbing ----------------------------------------------------------------------
@@ -112,15 +136,20 @@ class Client:
                 r = self.session.request(method, url, json=body, timeout=timeout or self.timeout)
             except (requests.ConnectionError, requests.ConnectTimeout) as exc:
                 if last:
-                    raise ClientError(f"cannot reach the {server} server at {self.urls[server]} "
-                                      f"({type(exc).__name__}); is it running (gpu-audio start-gpu)?") from None
+                    raise ClientError(
+                        f"cannot reach the {server} server at {self.urls[server]} "
+                        f"({type(exc).__name__}); is it running (gpu-audio start-gpu)?"
+                    ) from None
                 log.info("%s unreachable, retrying in %.0f s", server, delay)
             except requests.ReadTimeout:
-                raise ClientError(f"the {server} server did not answer {path} within "
-                                  f"{(timeout or self.timeout)[1]:.0f} s") from None
+                raise ClientError(
+                    f"the {server} server did not answer {path} within {(timeout or self.timeout)[1]:.0f} s"
+                ) from None
             except requests.exceptions.InvalidHeader:  # its message would quote the header: the key
-                raise ClientError("a request header is not valid: check api_key in server_config.json "
-                                  "(or TTS_API_KEY) for spaces or line breaks") from None
+                raise ClientError(
+                    "a request header is not valid: check api_key in server_config.json "
+                    "(or TTS_API_KEY) for spaces or line breaks"
+                ) from None
             except requests.RequestException as exc:  # a bad URL, a connection cut mid-answer
                 raise ClientError(f"cannot call the {server} server at {url}: {exc}") from None
             else:
@@ -128,8 +157,10 @@ class Client:
                     try:
                         return r.json()
                     except ValueError:
-                        raise ClientError(f"{url} answered {r.status_code} with something that is not JSON: "
-                                          f"is {server} in server_config.json the gpu-audio server?") from None
+                        raise ClientError(
+                            f"{url} answered {r.status_code} with something that is not JSON: "
+                            f"is {server} in server_config.json the gpu-audio server?"
+                        ) from None
                 message = _error_text(r)
                 if r.status_code not in RETRY_STATUSES or last:
                     raise ClientError(f"{server} {path} answered {r.status_code}: {message}", r.status_code)
@@ -144,21 +175,30 @@ class Client:
     # -- routes --------------------------------------------------------------------------
     def health(self) -> dict:
         """Every server's /health (one that cannot be reached says so)."""
-        return {server: readiness.health(url, timeout=(5, 10), session=self.session)
-                for server, url in self.urls.items()}
+        return {
+            server: readiness.health(url, timeout=(5, 10), session=self.session)
+            for server, url in self.urls.items()
+        }
 
-    def generate_batch(self, texts: list[str], instruct: str | None = None, instructs=None,
-                       batch: bool = True, language: str | None = None, speaker: str | None = None,
-                       progress=None) -> list[tuple[np.ndarray, int]]:
+    def generate_batch(
+        self,
+        texts: list[str],
+        instruct: str | None = None,
+        instructs=None,
+        batch: bool = True,
+        language: str | None = None,
+        speaker: str | None = None,
+        progress=None,
+    ) -> list[tuple[np.ndarray, int]]:
         """Speech for every text, in order; sent in requests of ``batch_size`` texts."""
         out = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
+            chunk = texts[start : start + self.batch_size]
             body = {"texts": chunk, "batch": batch}
             if instruct:
                 body["instruct"] = instruct
             if instructs is not None:
-                body["instructs"] = list(instructs[start:start + self.batch_size])
+                body["instructs"] = list(instructs[start : start + self.batch_size])
             if language:
                 body["language"] = language
             if speaker:
@@ -176,29 +216,44 @@ class Client:
     def transcribe_batch(self, audios, language: str = "en") -> list[Transcription]:
         out = []
         for start in range(0, len(audios), self.batch_size):
-            chunk = [wav_base64(a) for a in audios[start:start + self.batch_size]]
-            answer = self._request("whisperx", "POST", "/transcribe_batch", {"audios": chunk, "language": language})
-            out += [Transcription(t.get("text", ""), t.get("segments", []), t.get("language"),
-                                  t.get("duration_seconds"), t.get("error")) for t in answer["transcriptions"]]
+            chunk = [wav_base64(a) for a in audios[start : start + self.batch_size]]
+            answer = self._request(
+                "whisperx", "POST", "/transcribe_batch", {"audios": chunk, "language": language}
+            )
+            out += [
+                Transcription(
+                    t.get("text", ""),
+                    t.get("segments", []),
+                    t.get("language"),
+                    t.get("duration_seconds"),
+                    t.get("error"),
+                )
+                for t in answer["transcriptions"]
+            ]
         return out
 
     def transcribe(self, audio, language: str = "en") -> Transcription:
-        t = self._request("whisperx", "POST", "/transcribe", {"audio": wav_base64(audio), "language": language})
+        t = self._request(
+            "whisperx", "POST", "/transcribe", {"audio": wav_base64(audio), "language": language}
+        )
         return Transcription(t["text"], t.get("segments", []), t.get("language"), t.get("duration_seconds"))
 
     def align_batch(self, items, language: str = "en") -> list[Alignment]:
         """``items``: (audio, text) pairs. A failed item is an Alignment with ``error``."""
         out = []
         for start in range(0, len(items), self.batch_size):
-            chunk = [{"audio": wav_base64(a), "text": t} for a, t in items[start:start + self.batch_size]]
+            chunk = [{"audio": wav_base64(a), "text": t} for a, t in items[start : start + self.batch_size]]
             answer = self._request("whisperx", "POST", "/align_batch", {"items": chunk, "language": language})
-            out += [Alignment(_words(a.get("words", [])), a.get("duration_seconds"), a.get("error"))
-                    for a in answer["alignments"]]
+            out += [
+                Alignment(_words(a.get("words", [])), a.get("duration_seconds"), a.get("error"))
+                for a in answer["alignments"]
+            ]
         return out
 
     def align(self, audio, text: str, language: str = "en") -> Alignment:
-        a = self._request("whisperx", "POST", "/align", {"audio": wav_base64(audio), "text": text,
-                                                        "language": language})
+        a = self._request(
+            "whisperx", "POST", "/align", {"audio": wav_base64(audio), "text": text, "language": language}
+        )
         return Alignment(_words(a["words"]), a.get("duration_seconds"))
 
 

@@ -1,5 +1,6 @@
 """SRT and WebVTT from timed words: cues of at most two lines of ``width``
 characters, never longer than ``max_seconds``."""
+
 from __future__ import annotations
 
 import textwrap
@@ -51,13 +52,15 @@ def cue_for_text(text: str, start: float, end: float, width: int = 42) -> Cue:
 
 
 def srt(cues: list[Cue]) -> str:
-    return "".join(f"{i}\n{_stamp(c.start, ',')} --> {_stamp(c.end, ',')}\n{c.text}\n\n"
-                   for i, c in enumerate(cues, 1))
+    return "".join(
+        f"{i}\n{_stamp(c.start, ',')} --> {_stamp(c.end, ',')}\n{c.text}\n\n" for i, c in enumerate(cues, 1)
+    )
 
 
 def vtt(cues: list[Cue]) -> str:
-    return "WEBVTT\n\n" + "".join(f"{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n{c.text}\n\n"
-                                  for c in cues)
+    return "WEBVTT\n\n" + "".join(
+        f"{_stamp(c.start, '.')} --> {_stamp(c.end, '.')}\n{c.text}\n\n" for c in cues
+    )
 
 
 def render(cues: list[Cue], fmt: str) -> str:

@@ -1,4 +1,5 @@
 """The client commands of ``gpu-audio``: tts, transcribe, align, narrate, health."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,12 @@ def _client(args) -> Client:
         urls = ensure_gpu_ready(config, progress=line)["urls"]
         line.done()
         config = dataclasses.replace(config, **{s.url_field: urls[s.name] for s in services.SERVICES})
-    return Client(config.server_url, config.whisper_url, config.api_key,
-                  batch_size=getattr(args, "batch_size", None) or 16)
+    return Client(
+        config.server_url,
+        config.whisper_url,
+        config.api_key,
+        batch_size=getattr(args, "batch_size", None) or 16,
+    )
 
 
 def _run(fn, args) -> int:
@@ -49,10 +54,16 @@ def _settings(client: Client, args) -> dict:
     """What makes a line's audio what it is: the cache key besides the text."""
     health = client.health().get(services.TTS.name, {})
     # The server's defaults count too: a line spoken without --speaker changes when they do.
-    return {"instruct": args.instruct, "language": args.language, "speaker": args.speaker,
-            "engine": health.get("engine"), "model": health.get("model"),
-            "default_speaker": health.get("speaker"), "default_language": health.get("language"),
-            "sample_rate": health.get("sample_rate")}
+    return {
+        "instruct": args.instruct,
+        "language": args.language,
+        "speaker": args.speaker,
+        "engine": health.get("engine"),
+        "model": health.get("model"),
+        "default_speaker": health.get("speaker"),
+        "default_language": health.get("language"),
+        "sample_rate": health.get("sample_rate"),
+    }
 
 
 def tts(args) -> int:
@@ -63,15 +74,26 @@ def tts(args) -> int:
         raise ClientError("nothing to speak: give TEXT or --file")
     client = _client(args)
     began = time.monotonic()
-    paths = narration.synthesize_lines(client, lines, Path(args.out_dir), _settings(client, args),
-                                       ProgressLine(quiet=args.quiet).counter("lines"))
+    paths = narration.synthesize_lines(
+        client,
+        lines,
+        Path(args.out_dir),
+        _settings(client, args),
+        ProgressLine(quiet=args.quiet).counter("lines"),
+    )
     seconds = sum(sf.info(p).duration for p in paths)
-    summary = {"count": len(paths), "audio_seconds": round(seconds, 2),
-               "wall_seconds": round(time.monotonic() - began, 2), "files": [str(p) for p in paths]}
+    summary = {
+        "count": len(paths),
+        "audio_seconds": round(seconds, 2),
+        "wall_seconds": round(time.monotonic() - began, 2),
+        "files": [str(p) for p in paths],
+    }
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
-        print(f"{len(paths)} files, {seconds:.1f} s of audio, in {summary['wall_seconds']:.1f} s → {args.out_dir}")
+        print(
+            f"{len(paths)} files, {seconds:.1f} s of audio, in {summary['wall_seconds']:.1f} s → {args.out_dir}"
+        )
     return 0
 
 
@@ -79,7 +101,7 @@ def transcribe(args) -> int:
     client = _client(args)
     results = client.transcribe_batch(list(args.audio), language=args.language or "en")
     failed = 0
-    for path, t in zip(args.audio, results):
+    for path, t in zip(args.audio, results, strict=True):
         failed += bool(t.error)
         if t.error:
             print(f"gpu-audio: {path}: {t.error}", file=sys.stderr)
@@ -109,14 +131,23 @@ def narrate(args) -> int:
         raise ClientError(f"{args.script} has no text")
     client = _client(args)
     settings = _settings(client, args)
-    summary = narration.narrate(client, lines, Path(args.out_dir), settings, gap=args.gap,
-                                width=args.width, align_language=args.align_language,
-                                progress=ProgressLine(quiet=args.quiet).counter("lines spoken"))
+    summary = narration.narrate(
+        client,
+        lines,
+        Path(args.out_dir),
+        settings,
+        gap=args.gap,
+        width=args.width,
+        align_language=args.align_language,
+        progress=ProgressLine(quiet=args.quiet).counter("lines spoken"),
+    )
     if args.json:
         print(json.dumps(summary))
     elif not args.quiet:
-        print(f"{summary['lines']} lines, {summary['words']} words, {summary['audio_seconds']} s → "
-              f"{summary['out_dir']}/narration.wav, .srt, .vtt")
+        print(
+            f"{summary['lines']} lines, {summary['words']} words, {summary['audio_seconds']} s → "
+            f"{summary['out_dir']}/narration.wav, .srt, .vtt"
+        )
     for fail in summary["failed"]:
         print(f"gpu-audio: line {fail['line']} not aligned: {fail['error']}", file=sys.stderr)
     return 1 if summary["failed"] else 0
@@ -130,9 +161,11 @@ def health(args) -> int:
         return 0
     print(f"{'server':<9} {'status':<12} {'engine':<14} {'model':<40} {'gpu':<16} in flight")
     for name, h in report.items():
-        print(f"{name:<9} {h.get('status', '?'):<12} {str(h.get('engine') or '-'):<14} "
-              f"{str(h.get('model') or h.get('model_size') or '-')[:40]:<40} {str(h.get('gpu_name') or '-'):<16} "
-              f"{h.get('in_flight', '-')}")
+        print(
+            f"{name:<9} {h.get('status', '?'):<12} {str(h.get('engine') or '-'):<14} "
+            f"{str(h.get('model') or h.get('model_size') or '-')[:40]:<40} {str(h.get('gpu_name') or '-'):<16} "
+            f"{h.get('in_flight', '-')}"
+        )
     return 0 if all(h.get("status") == "ok" for h in report.values()) else 1
 
 
@@ -143,7 +176,9 @@ def register(sub) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
         p.add_argument("-v", "--verbose", action="store_true", help="log every request and retry")
         if start:
-            p.add_argument("--start-gpu", action="store_true", help="start the GPU host first and wait for it")
+            p.add_argument(
+                "--start-gpu", action="store_true", help="start the GPU host first and wait for it"
+            )
         return p
 
     def voice(p):
@@ -161,8 +196,9 @@ def register(sub) -> None:
 
     p = common(sub.add_parser("transcribe", help="audio files → text"))
     p.add_argument("audio", nargs="+")
-    p.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text",
-                   help="--json is --format json")
+    p.add_argument(
+        "--format", choices=["text", "json", "srt", "vtt"], default="text", help="--json is --format json"
+    )
     p.add_argument("--language", default="en")
     p.set_defaults(func=lambda a: _run(transcribe, a))
 
@@ -182,8 +218,7 @@ def register(sub) -> None:
     p.add_argument("--gap", type=float, default=0.4, help="silence between lines, seconds")
     p.add_argument("--width", type=int, default=42, help="caption line width (characters)")
     p.add_argument("--paragraphs", action="store_true", help="one line per paragraph, not per row")
-    p.add_argument("--align-language", default="en",
-                   help="ISO code the captions are aligned in (default en)")
+    p.add_argument("--align-language", default="en", help="ISO code the captions are aligned in (default en)")
     p.set_defaults(func=lambda a: _run(narrate, a))
 
     p = common(sub.add_parser("health", help="both servers' health, one table"), start=False)

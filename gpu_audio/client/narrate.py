@@ -4,6 +4,7 @@ combined WAV with gaps, SRT and VTT on the combined timeline.
 Lines whose text and voice settings already produced a file (same content hash in
 the output folder's manifest) are not generated again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .captions import cues_from_words, render
 from .api import Alignment, Word
+from .captions import cues_from_words, render
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,14 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
     if progress:
         progress(done, len(lines))
     for start in range(0, len(todo), client.batch_size):
-        chunk = todo[start:start + client.batch_size]
-        audios = client.generate_batch([line for _, line, _ in chunk], instruct=settings.get("instruct"),
-                                       language=settings.get("language"), speaker=settings.get("speaker"))
-        for (i, line, key), (audio, rate) in zip(chunk, audios):
+        chunk = todo[start : start + client.batch_size]
+        audios = client.generate_batch(
+            [line for _, line, _ in chunk],
+            instruct=settings.get("instruct"),
+            language=settings.get("language"),
+            speaker=settings.get("speaker"),
+        )
+        for (i, line, key), (audio, rate) in zip(chunk, audios, strict=True):
             name = f"{i + 1:03d}-{slug(line)}-{key[:8]}.wav"  # one file per content: no overwrites
             sf.write(out_dir / name, audio, rate, subtype="PCM_16")
             manifest.save(key, name)
@@ -90,26 +95,48 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
     return paths
 
 
-def narrate(client, lines: list[str], out_dir: Path, settings: dict, *, gap: float = 0.4,
-            width: int = 42, progress=None, align_language: str = "en") -> dict:
+def narrate(
+    client,
+    lines: list[str],
+    out_dir: Path,
+    settings: dict,
+    *,
+    gap: float = 0.4,
+    width: int = 42,
+    progress=None,
+    align_language: str = "en",
+) -> dict:
     """Everything ``gpu-audio narrate`` writes; returns a summary (failed lines listed)."""
     paths = synthesize_lines(client, lines, out_dir, settings, progress)
     loaded = [sf.read(p, dtype="float32") for p in paths]
     rate = loaded[0][1]
-    alignments = client.align_batch([((a, r), line) for (a, r), line in zip(loaded, lines)],
-                                    language=align_language)
+    alignments = client.align_batch(
+        [((a, r), line) for (a, r), line in zip(loaded, lines, strict=True)], language=align_language
+    )
     combined, all_words, cues, failed = [], [], [], []
     offset = 0.0
     silence = np.zeros(int(round(gap * rate)), np.float32)
-    for i, (line, path, (audio, _), alignment) in enumerate(zip(lines, paths, loaded, alignments)):
+    for i, (line, path, (audio, _), alignment) in enumerate(
+        zip(lines, paths, loaded, alignments, strict=True)
+    ):
         if alignment.error:
             failed.append({"line": i + 1, "text": line, "error": alignment.error})
             alignment = Alignment([], audio.size / rate, alignment.error)
-        (path.with_suffix(".words.json")).write_text(json.dumps(
-            {"text": line, "audio": path.name, "words": [asdict(w) for w in alignment.words],
-             **({"error": alignment.error} if alignment.error else {})}, indent=1))
-        shifted = [Word(w.word, round(w.start + offset, 4), round(w.end + offset, 4), w.score, w.estimated)
-                   for w in alignment.words]
+        (path.with_suffix(".words.json")).write_text(
+            json.dumps(
+                {
+                    "text": line,
+                    "audio": path.name,
+                    "words": [asdict(w) for w in alignment.words],
+                    **({"error": alignment.error} if alignment.error else {}),
+                },
+                indent=1,
+            )
+        )
+        shifted = [
+            Word(w.word, round(w.start + offset, 4), round(w.end + offset, 4), w.score, w.estimated)
+            for w in alignment.words
+        ]
         all_words += [{"line": i + 1, **asdict(w)} for w in shifted]
         cues += cues_from_words(shifted, width=width)
         combined.append(audio)
@@ -122,5 +149,10 @@ def narrate(client, lines: list[str], out_dir: Path, settings: dict, *, gap: flo
     (out_dir / "narration.words.json").write_text(json.dumps(all_words, indent=1))
     for fmt in ("srt", "vtt"):
         (out_dir / f"narration.{fmt}").write_text(render(cues, fmt))
-    return {"lines": len(lines), "audio_seconds": round(total.size / rate, 2), "words": len(all_words),
-            "failed": failed, "out_dir": str(out_dir)}
+    return {
+        "lines": len(lines),
+        "audio_seconds": round(total.size / rate, 2),
+        "words": len(all_words),
+        "failed": failed,
+        "out_dir": str(out_dir),
+    }

@@ -3,6 +3,7 @@
 The library code (host lifecycle, narration) reports progress through callbacks and
 never writes to the terminal; the commands hand it this line.
 """
+
 from __future__ import annotations
 
 import sys

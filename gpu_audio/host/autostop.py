@@ -7,6 +7,7 @@ watchdog started: a restarted container has an old host boot) less than
 ``idle_minutes`` ago. The decision is a pure function (``decide``); the
 watchdog around it drains the servers, checks once more, then stops the instance.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -71,11 +72,16 @@ def decide(records: list[dict], boot_time: float, now: float, idle_minutes: floa
     if in_flight:
         return Decision(Cause.IN_FLIGHT, f"{in_flight} request(s) in flight", in_flight, 0.0)
     if now - boot_time < limit:
-        return Decision(Cause.BOOT_GRACE, f"booted {now - boot_time:.0f} s ago (grace {limit:.0f} s)",
-                        0, idle)
+        return Decision(
+            Cause.BOOT_GRACE, f"booted {now - boot_time:.0f} s ago (grace {limit:.0f} s)", 0, idle
+        )
     if last is not None and now - last < limit:
-        return Decision(Cause.RECENT_REQUEST,
-                        f"last request finished {now - last:.0f} s ago (limit {limit:.0f} s)", 0, idle)
+        return Decision(
+            Cause.RECENT_REQUEST,
+            f"last request finished {now - last:.0f} s ago (limit {limit:.0f} s)",
+            0,
+            idle,
+        )
     what = f"last request {now - last:.0f} s ago" if last else "no request since boot"
     return Decision(Cause.IDLE, f"idle: {what} (limit {limit:.0f} s)", 0, idle)
 
@@ -88,26 +94,40 @@ def boot_time_now() -> float:
 
 def heartbeat_data(instance_id: str, decision: Decision) -> list[dict]:
     dims = [{"Name": "InstanceId", "Value": instance_id}]
-    return [{"MetricName": "InFlight", "Dimensions": dims, "Value": decision.in_flight, "Unit": "Count"},
-            {"MetricName": "IdleSeconds", "Dimensions": dims, "Value": round(decision.idle_seconds),
-             "Unit": "Seconds"}]
+    return [
+        {"MetricName": "InFlight", "Dimensions": dims, "Value": decision.in_flight, "Unit": "Count"},
+        {
+            "MetricName": "IdleSeconds",
+            "Dimensions": dims,
+            "Value": round(decision.idle_seconds),
+            "Unit": "Seconds",
+        },
+    ]
 
 
 def put_heartbeat(cloudwatch: Any, instance_id: str, decision: Decision) -> None:
     """The heartbeat the Lambda backstop and the no-heartbeat alarm read."""
-    cloudwatch.put_metric_data(Namespace=aws.METRICS_NAMESPACE,
-                               MetricData=heartbeat_data(instance_id, decision))
+    cloudwatch.put_metric_data(
+        Namespace=aws.METRICS_NAMESPACE, MetricData=heartbeat_data(instance_id, decision)
+    )
 
 
 class Watchdog:
     """One ``check()`` per interval. ``stop_instance`` is None off EC2 (it then
     only reports idleness)."""
 
-    def __init__(self, activity_dir: str, idle_minutes: float,
-                 stop_instance: Callable[[], object] | None = None, *,
-                 boot_time: float | None = None, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, settle_seconds: float = 2.0,
-                 heartbeat: Callable[[Decision], object] | None = None):
+    def __init__(
+        self,
+        activity_dir: str,
+        idle_minutes: float,
+        stop_instance: Callable[[], object] | None = None,
+        *,
+        boot_time: float | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        settle_seconds: float = 2.0,
+        heartbeat: Callable[[Decision], object] | None = None,
+    ):
         self.activity_dir = activity_dir
         self.idle_minutes = idle_minutes
         self.stop_instance = stop_instance
@@ -138,8 +158,11 @@ class Watchdog:
         self._logged = None
         if self.stop_instance is None:
             if not self._told_cannot_stop:
-                log.warning("%s, but this is not an EC2 instance (no IMDS, no --instance-id): "
-                            "nothing to stop; reporting only", decision.reason)
+                log.warning(
+                    "%s, but this is not an EC2 instance (no IMDS, no --instance-id): "
+                    "nothing to stop; reporting only",
+                    decision.reason,
+                )
                 self._told_cannot_stop = True
             else:
                 log.info("%s", decision.reason)
@@ -155,8 +178,9 @@ class Watchdog:
         late = [r for r in again if (r.get("last_request_at") or 0) >= decided_at]
         if recheck.busy or late:
             flag.unlink(missing_ok=True)
-            log.info("stop cancelled: %s; %d server(s) had a request since the decision",
-                     recheck.reason, len(late))
+            log.info(
+                "stop cancelled: %s; %d server(s) had a request since the decision", recheck.reason, len(late)
+            )
             return Outcome.CANCELLED
         try:
             self.stop_instance()
@@ -173,8 +197,12 @@ class Watchdog:
         DEBUG in between, so the log says why the host runs without a line per check."""
         state = decision.in_flight > 0
         if self._logged is None or self._logged[0] != state or now - self._logged[1] >= STATUS_EVERY_S:
-            log.info("busy: %s (in flight %d, idle %.0f s)", decision.reason, decision.in_flight,
-                     decision.idle_seconds)
+            log.info(
+                "busy: %s (in flight %d, idle %.0f s)",
+                decision.reason,
+                decision.in_flight,
+                decision.idle_seconds,
+            )
             self._logged = (state, now)
         else:
             log.debug("busy: %s", decision.reason)
@@ -193,8 +221,12 @@ class Watchdog:
             self._beat_failure = None
 
     def run(self, interval: float = 30.0) -> None:
-        log.info("watching %s: stop after %.0f idle minutes, checking every %.0f s",
-                 self.activity_dir, self.idle_minutes, interval)
+        log.info(
+            "watching %s: stop after %.0f idle minutes, checking every %.0f s",
+            self.activity_dir,
+            self.idle_minutes,
+            interval,
+        )
         # A flag left by a watchdog that died mid-drain (or survived in a restarted
         # container) would keep the servers refusing work: start clean.
         drain_flag(self.activity_dir).unlink(missing_ok=True)
@@ -203,9 +235,15 @@ class Watchdog:
             self.sleep(interval)
 
 
-def watchdog_for(config: ClientConfig, instance_id: str | None, *, activity_dir: str,
-                 idle_minutes: float, heartbeat: bool = False,
-                 boot_time: float | None = None) -> Watchdog:
+def watchdog_for(
+    config: ClientConfig,
+    instance_id: str | None,
+    *,
+    activity_dir: str,
+    idle_minutes: float,
+    heartbeat: bool = False,
+    boot_time: float | None = None,
+) -> Watchdog:
     """The watchdog of ``gpu-audio autostop``: it stops ``instance_id`` through EC2
     (None: not on EC2, it only reports) and, with ``heartbeat``, puts its heartbeat
     to CloudWatch. The region comes from the config, else this instance's IMDS."""
@@ -229,8 +267,9 @@ class Backstop(enum.StrEnum):
     NO_HEARTBEAT = "no-heartbeat"  # never a reason to stop
 
 
-def lambda_decision(idle_datapoints: list[float], in_flight_datapoints: list[float],
-                    idle_minutes: float) -> Backstop:
+def lambda_decision(
+    idle_datapoints: list[float], in_flight_datapoints: list[float], idle_minutes: float
+) -> Backstop:
     """For the Lambda variant: stop when the heartbeat says idle long enough and nothing
     in flight. No datapoints (no heartbeat) is never a reason to stop."""
     if not idle_datapoints or not in_flight_datapoints:
@@ -240,8 +279,14 @@ def lambda_decision(idle_datapoints: list[float], in_flight_datapoints: list[flo
     return Backstop.BUSY
 
 
-def lambda_handler(event: dict, context: object = None, *, cloudwatch: Any = None, ec2: Any = None,
-                   now: dt.datetime | None = None) -> dict:
+def lambda_handler(
+    event: dict,
+    context: object = None,
+    *,
+    cloudwatch: Any = None,
+    ec2: Any = None,
+    now: dt.datetime | None = None,
+) -> dict:
     """AWS Lambda entry (scheduled every 5 min): ``{"instance_id": ..., "idle_minutes": 15}``.
 
     Reads the last 5 minutes of the watchdog's heartbeat and stops the instance
@@ -250,13 +295,18 @@ def lambda_handler(event: dict, context: object = None, *, cloudwatch: Any = Non
     idle_minutes = float(event.get("idle_minutes", 15))
     cloudwatch = cloudwatch or aws.make_client(AwsConfig(), "cloudwatch")
     ec2 = ec2 or aws.make_client(AwsConfig(), "ec2")
-    end = now or dt.datetime.now(dt.timezone.utc)
+    end = now or dt.datetime.now(dt.UTC)
 
     def points(name: str, stat: str) -> list[float]:
         r = cloudwatch.get_metric_statistics(
-            Namespace=aws.METRICS_NAMESPACE, MetricName=name, StartTime=end - dt.timedelta(minutes=5),
-            EndTime=end, Period=60, Statistics=[stat],
-            Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
+            Namespace=aws.METRICS_NAMESPACE,
+            MetricName=name,
+            StartTime=end - dt.timedelta(minutes=5),
+            EndTime=end,
+            Period=60,
+            Statistics=[stat],
+            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+        )
         return [p[stat] for p in r["Datapoints"]]
 
     verdict = lambda_decision(points("IdleSeconds", "Minimum"), points("InFlight", "Maximum"), idle_minutes)

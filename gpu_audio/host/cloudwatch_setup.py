@@ -30,6 +30,7 @@ and the servers' publisher (the instance role)::
     {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
      "Condition": {"StringEquals": {"cloudwatch:namespace": "GpuAudio"}}}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,11 +50,28 @@ PREFIX = "gpu-audio"
 PLACEHOLDER_INSTANCE = "i-00000000000000000"
 
 # What put_metric_alarm sets; an existing alarm with any of these different is "updated".
-ALARM_FIELDS = ("AlarmDescription", "ActionsEnabled", "OKActions", "AlarmActions",
-                "InsufficientDataActions", "MetricName", "Namespace", "Statistic",
-                "ExtendedStatistic", "Dimensions", "Period", "Unit", "EvaluationPeriods",
-                "DatapointsToAlarm", "Threshold", "ComparisonOperator", "TreatMissingData",
-                "EvaluateLowSampleCountPercentile", "Metrics", "ThresholdMetricId")
+ALARM_FIELDS = (
+    "AlarmDescription",
+    "ActionsEnabled",
+    "OKActions",
+    "AlarmActions",
+    "InsufficientDataActions",
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Dimensions",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "EvaluateLowSampleCountPercentile",
+    "Metrics",
+    "ThresholdMetricId",
+)
 
 
 class SetupConfigError(HostError):
@@ -83,6 +101,7 @@ def _servers() -> list[str]:
 
 # -- what to create ------------------------------------------------------------------------
 
+
 def _dims(instance_id, server=None):
     dims = [{"Name": "InstanceId", "Value": instance_id}]
     if server:
@@ -91,58 +110,109 @@ def _dims(instance_id, server=None):
 
 
 def _stat(query_id, namespace, name, dims, stat, period):
-    return {"Id": query_id, "ReturnData": False,
-            "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims},
-                           "Period": period, "Stat": stat}}
+    return {
+        "Id": query_id,
+        "ReturnData": False,
+        "MetricStat": {
+            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dims},
+            "Period": period,
+            "Stat": stat,
+        },
+    }
 
 
 def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = True) -> list[dict]:
     """The put_metric_alarm arguments of every alarm (the no-heartbeat one only with
     ``heartbeat``: it is in alarm whenever the host runs without the watchdog's heartbeat)."""
     actions = [sns_topic] if sns_topic else []
-    common = {"ActionsEnabled": True, "AlarmActions": actions, "OKActions": actions,
-              "TreatMissingData": "notBreaching"}
+    common = {
+        "ActionsEnabled": True,
+        "AlarmActions": actions,
+        "OKActions": actions,
+        "TreatMissingData": "notBreaching",
+    }
     result = []
     namespace = aws.METRICS_NAMESPACE
     for server in _servers():
-        result.append({
-            "AlarmName": f"{PREFIX}-{instance_id}-gpu-memory-high-{server}", **common,
-            "AlarmDescription": f"{server} server on {instance_id}: GPU memory above 90 % for "
-                                "10 minutes (the next request may run out of memory).",
-            "Namespace": namespace, "MetricName": "GpuMemoryPercent",
-            "Dimensions": _dims(instance_id, server), "Statistic": "Maximum", "Period": 300,
-            "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 90.0,
-            "ComparisonOperator": "GreaterThanThreshold"})
-        result.append({
-            "AlarmName": f"{PREFIX}-{instance_id}-error-rate-{server}", **common,
-            "AlarmDescription": f"{server} server on {instance_id}: more than 5 % of requests "
-                                "answered 5xx over 5 minutes (with at least 10 requests).",
-            "Metrics": [
-                _stat("requests", namespace, "Requests", _dims(instance_id, server), "Sum", 300),
-                _stat("errors", namespace, "Errors", _dims(instance_id, server), "Sum", 300),
-                {"Id": "rate", "Label": "5xx % of requests", "ReturnData": True,
-                 "Expression": "IF(requests >= 10, 100 * errors / requests, 0)"}],
-            "EvaluationPeriods": 1, "DatapointsToAlarm": 1, "Threshold": 5.0,
-            "ComparisonOperator": "GreaterThanThreshold"})
-    result.append({
-        "AlarmName": f"{PREFIX}-{instance_id}-unreachable", **common,
-        "AlarmDescription": f"GPU host {instance_id} fails its EC2 status checks (2 minutes).",
-        "Namespace": "AWS/EC2", "MetricName": "StatusCheckFailed", "Dimensions": _dims(instance_id),
-        "Statistic": "Maximum", "Period": 60, "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
-        "Threshold": 1.0, "ComparisonOperator": "GreaterThanOrEqualToThreshold"})
+        result.append(
+            {
+                "AlarmName": f"{PREFIX}-{instance_id}-gpu-memory-high-{server}",
+                **common,
+                "AlarmDescription": f"{server} server on {instance_id}: GPU memory above 90 % for "
+                "10 minutes (the next request may run out of memory).",
+                "Namespace": namespace,
+                "MetricName": "GpuMemoryPercent",
+                "Dimensions": _dims(instance_id, server),
+                "Statistic": "Maximum",
+                "Period": 300,
+                "EvaluationPeriods": 2,
+                "DatapointsToAlarm": 2,
+                "Threshold": 90.0,
+                "ComparisonOperator": "GreaterThanThreshold",
+            }
+        )
+        result.append(
+            {
+                "AlarmName": f"{PREFIX}-{instance_id}-error-rate-{server}",
+                **common,
+                "AlarmDescription": f"{server} server on {instance_id}: more than 5 % of requests "
+                "answered 5xx over 5 minutes (with at least 10 requests).",
+                "Metrics": [
+                    _stat("requests", namespace, "Requests", _dims(instance_id, server), "Sum", 300),
+                    _stat("errors", namespace, "Errors", _dims(instance_id, server), "Sum", 300),
+                    {
+                        "Id": "rate",
+                        "Label": "5xx % of requests",
+                        "ReturnData": True,
+                        "Expression": "IF(requests >= 10, 100 * errors / requests, 0)",
+                    },
+                ],
+                "EvaluationPeriods": 1,
+                "DatapointsToAlarm": 1,
+                "Threshold": 5.0,
+                "ComparisonOperator": "GreaterThanThreshold",
+            }
+        )
+    result.append(
+        {
+            "AlarmName": f"{PREFIX}-{instance_id}-unreachable",
+            **common,
+            "AlarmDescription": f"GPU host {instance_id} fails its EC2 status checks (2 minutes).",
+            "Namespace": "AWS/EC2",
+            "MetricName": "StatusCheckFailed",
+            "Dimensions": _dims(instance_id),
+            "Statistic": "Maximum",
+            "Period": 60,
+            "EvaluationPeriods": 2,
+            "DatapointsToAlarm": 2,
+            "Threshold": 1.0,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        }
+    )
     if not heartbeat:
         return result
-    result.append({
-        "AlarmName": f"{PREFIX}-{instance_id}-no-heartbeat", **common,
-        "AlarmDescription": f"GPU host {instance_id} runs but its idle watchdog sends no heartbeat "
-                            "(gpu-audio autostop --heartbeat): it may never stop by itself.",
-        "Metrics": [
-            _stat("cpu", "AWS/EC2", "CPUUtilization", _dims(instance_id), "SampleCount", 300),
-            _stat("hb", namespace, "IdleSeconds", _dims(instance_id), "SampleCount", 300),
-            {"Id": "missing", "Label": "running without heartbeat", "ReturnData": True,
-             "Expression": "IF(FILL(cpu, 0) > 0 AND FILL(hb, 0) == 0, 1, 0)"}],
-        "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": 1.0,
-        "ComparisonOperator": "GreaterThanOrEqualToThreshold"})
+    result.append(
+        {
+            "AlarmName": f"{PREFIX}-{instance_id}-no-heartbeat",
+            **common,
+            "AlarmDescription": f"GPU host {instance_id} runs but its idle watchdog sends no heartbeat "
+            "(gpu-audio autostop --heartbeat): it may never stop by itself.",
+            "Metrics": [
+                _stat("cpu", "AWS/EC2", "CPUUtilization", _dims(instance_id), "SampleCount", 300),
+                _stat("hb", namespace, "IdleSeconds", _dims(instance_id), "SampleCount", 300),
+                {
+                    "Id": "missing",
+                    "Label": "running without heartbeat",
+                    "ReturnData": True,
+                    "Expression": "IF(FILL(cpu, 0) > 0 AND FILL(hb, 0) == 0, 1, 0)",
+                },
+            ],
+            "EvaluationPeriods": 2,
+            "DatapointsToAlarm": 2,
+            "Threshold": 1.0,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        }
+    )
     return result
 
 
@@ -155,49 +225,107 @@ def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
     namespace = aws.METRICS_NAMESPACE
 
     def per_server(name, stat, label=""):
-        return [[namespace, name, "InstanceId", instance_id, "Server", server,
-                 {"stat": stat, "label": f"{server}{label}"}] for server in _servers()]
+        return [
+            [
+                namespace,
+                name,
+                "InstanceId",
+                instance_id,
+                "Server",
+                server,
+                {"stat": stat, "label": f"{server}{label}"},
+            ]
+            for server in _servers()
+        ]
 
     def graph(title, metrics, x, y, *, period=300, unit=None, width=8):
-        props = {"title": title, "region": region, "view": "timeSeries", "stacked": False,
-                 "period": period, "metrics": metrics}
+        props = {
+            "title": title,
+            "region": region,
+            "view": "timeSeries",
+            "stacked": False,
+            "period": period,
+            "metrics": metrics,
+        }
         if unit:
             props["yAxis"] = {"left": {"label": unit, "showUnits": False, "min": 0}}
         return {"type": "metric", "x": x, "y": y, "width": width, "height": 6, "properties": props}
 
     latency = per_server("LatencyP50", "Average", " p50") + per_server("LatencyP99", "Maximum", " p99")
-    cost = [["AWS/EC2", "CPUUtilization", "InstanceId", instance_id,
-             {"id": "cpu", "stat": "SampleCount", "visible": False}],
-            [{"id": "cost", "label": f"estimated cost (USD at {hourly_price}/h)",
-              "expression": f"RUNNING_SUM(IF(FILL(cpu, 0) > 0, PERIOD(cpu), 0)) / 3600 * {hourly_price}"}]]
+    cost = [
+        [
+            "AWS/EC2",
+            "CPUUtilization",
+            "InstanceId",
+            instance_id,
+            {"id": "cpu", "stat": "SampleCount", "visible": False},
+        ],
+        [
+            {
+                "id": "cost",
+                "label": f"estimated cost (USD at {hourly_price}/h)",
+                "expression": f"RUNNING_SUM(IF(FILL(cpu, 0) > 0, PERIOD(cpu), 0)) / 3600 * {hourly_price}",
+            }
+        ],
+    ]
     widgets = [
-        {"type": "text", "x": 0, "y": 0, "width": 24, "height": 2, "properties": {"markdown": (
-            f"## gpu-audio on {instance_id}\n"
-            f"Per-server figures from `CLOUDWATCH_METRICS=1`; idle seconds from `gpu-audio autostop "
-            f"--heartbeat`. **Cost is an estimate**: time with EC2 CPU samples in the chosen range "
-            f"x ${hourly_price}/h (5-minute granularity; no storage, transfer or taxes).")}},
+        {
+            "type": "text",
+            "x": 0,
+            "y": 0,
+            "width": 24,
+            "height": 2,
+            "properties": {
+                "markdown": (
+                    f"## gpu-audio on {instance_id}\n"
+                    f"Per-server figures from `CLOUDWATCH_METRICS=1`; idle seconds from `gpu-audio autostop "
+                    f"--heartbeat`. **Cost is an estimate**: time with EC2 CPU samples in the chosen range "
+                    f"x ${hourly_price}/h (5-minute granularity; no storage, transfer or taxes)."
+                )
+            },
+        },
         graph("Requests", per_server("Requests", "Sum"), 0, 2, unit="count"),
         graph("Errors (5xx)", per_server("Errors", "Sum"), 8, 2, unit="count"),
         graph("Latency p50 / p99 (ms)", latency, 16, 2, unit="ms"),
         graph("Engine seconds", per_server("EngineSeconds", "Sum"), 0, 8, unit="s"),
         graph("In flight", per_server("InFlight", "Maximum"), 8, 8, period=60, unit="count"),
         graph("GPU memory %", per_server("GpuMemoryPercent", "Maximum"), 16, 8, period=60, unit="%"),
-        graph("Idle seconds (watchdog)", [[namespace, "IdleSeconds", "InstanceId", instance_id,
-                                           {"stat": "Maximum", "label": "idle"}]], 0, 14,
-              period=60, unit="s", width=12),
+        graph(
+            "Idle seconds (watchdog)",
+            [[namespace, "IdleSeconds", "InstanceId", instance_id, {"stat": "Maximum", "label": "idle"}]],
+            0,
+            14,
+            period=60,
+            unit="s",
+            width=12,
+        ),
         graph("Cost over the range (estimate, USD)", cost, 12, 14, unit="USD", width=8),
         # The same sum over a fixed 30 days whatever range the dashboard shows (hourly
         # buckets: an hour with the host up at all counts whole, so it errs high).
-        {"type": "metric", "x": 20, "y": 14, "width": 4, "height": 6, "properties": {
-            "title": "Cost, last 30 days (estimate, USD)", "region": region, "view": "singleValue",
-            "start": "-P30D", "period": 3600, "metrics": [
-                [*cost[0][:4], {**cost[0][4], "period": 3600}],
-                [{**cost[1][0], "id": "cost30", "label": "last 30 days"}]]}},
+        {
+            "type": "metric",
+            "x": 20,
+            "y": 14,
+            "width": 4,
+            "height": 6,
+            "properties": {
+                "title": "Cost, last 30 days (estimate, USD)",
+                "region": region,
+                "view": "singleValue",
+                "start": "-P30D",
+                "period": 3600,
+                "metrics": [
+                    [*cost[0][:4], {**cost[0][4], "period": 3600}],
+                    [{**cost[1][0], "id": "cost30", "label": "last 30 days"}],
+                ],
+            },
+        },
     ]
     return {"start": "-PT6H", "periodOverride": "inherit", "widgets": widgets}
 
 
 # -- comparing with what exists ------------------------------------------------------------
+
 
 def _norm(value):
     """Comparable form: no empty values, numbers as floats, dimensions sorted."""
@@ -219,8 +347,11 @@ def _matches(want, have) -> bool:
     if isinstance(want, dict):
         return isinstance(have, dict) and all(_matches(v, have.get(k)) for k, v in want.items())
     if isinstance(want, list):
-        return (isinstance(have, list) and len(want) == len(have)
-                and all(_matches(w, h) for w, h in zip(want, have)))
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(_matches(w, h) for w, h in zip(want, have, strict=True))
+        )
     return want == have
 
 
@@ -242,6 +373,7 @@ def alarm_unchanged(want: dict, have: dict) -> bool:
 
 # -- doing it ------------------------------------------------------------------------------
 
+
 def _call(fn, action: str, **kwargs):
     return aws.call(fn, f"cloudwatch:{action}", **kwargs)
 
@@ -251,8 +383,12 @@ def apply(cloudwatch: Any, alarm_list: list[dict], name: str, body: dict) -> lis
     names = [a["AlarmName"] for a in alarm_list]
     existing = {}
     for start in range(0, len(names), 100):
-        described = _call(cloudwatch.describe_alarms, "DescribeAlarms",
-                          AlarmNames=names[start:start + 100], AlarmTypes=["MetricAlarm"])
+        described = _call(
+            cloudwatch.describe_alarms,
+            "DescribeAlarms",
+            AlarmNames=names[start : start + 100],
+            AlarmTypes=["MetricAlarm"],
+        )
         existing.update({a["AlarmName"]: a for a in described.get("MetricAlarms", [])})
     report = []
     for alarm in alarm_list:
@@ -261,8 +397,9 @@ def apply(cloudwatch: Any, alarm_list: list[dict], name: str, body: dict) -> lis
             report.append(Applied(Change.UNCHANGED, "alarm", alarm["AlarmName"]))
             continue
         _call(cloudwatch.put_metric_alarm, "PutMetricAlarm", **alarm)
-        report.append(Applied(Change.UPDATED if have is not None else Change.CREATED, "alarm",
-                              alarm["AlarmName"]))
+        report.append(
+            Applied(Change.UPDATED if have is not None else Change.CREATED, "alarm", alarm["AlarmName"])
+        )
 
     try:
         current = cloudwatch.get_dashboard(DashboardName=name).get("DashboardBody")
@@ -277,8 +414,9 @@ def apply(cloudwatch: Any, alarm_list: list[dict], name: str, body: dict) -> lis
     if same:
         report.append(Applied(Change.UNCHANGED, "dashboard", name))
     else:
-        result = _call(cloudwatch.put_dashboard, "PutDashboard", DashboardName=name,
-                       DashboardBody=json.dumps(body))
+        result = _call(
+            cloudwatch.put_dashboard, "PutDashboard", DashboardName=name, DashboardBody=json.dumps(body)
+        )
         problems = result.get("DashboardValidationMessages") or []
         for problem in problems:
             log.warning("dashboard: %s: %s", problem.get("DataPath"), problem.get("Message"))
@@ -319,8 +457,11 @@ class Plan:
         return dashboard(self.instance_id, region or self.region or "us-east-1", self.hourly_price)
 
     def as_json(self) -> dict:
-        return {"region": self.region, "alarms": self.alarms,
-                "dashboard": {"DashboardName": self.dashboard_name, "DashboardBody": self.dashboard()}}
+        return {
+            "region": self.region,
+            "alarms": self.alarms,
+            "dashboard": {"DashboardName": self.dashboard_name, "DashboardBody": self.dashboard()},
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,9 +471,16 @@ class SetupResult:
     dashboard_url: str
 
 
-def plan(config: AwsConfig, *, instance_id: str | None = None, sns_topic: str | None = None,
-         hourly_price: float | None = None, heartbeat: bool = True, region: str | None = None,
-         placeholder_ok: bool = False) -> Plan:
+def plan(
+    config: AwsConfig,
+    *,
+    instance_id: str | None = None,
+    sns_topic: str | None = None,
+    hourly_price: float | None = None,
+    heartbeat: bool = True,
+    region: str | None = None,
+    placeholder_ok: bool = False,
+) -> Plan:
     """What to create; the arguments win over the ``aws`` config section. Without any
     instance id it is an error, unless ``placeholder_ok`` (a dry run)."""
     instance_id = instance_id or config.instance_id
@@ -342,12 +490,19 @@ def plan(config: AwsConfig, *, instance_id: str | None = None, sns_topic: str | 
     if price < 0:
         raise SetupConfigError("--hourly-price must not be negative")
     if not instance_id and not placeholder_ok:
-        raise SetupConfigError("no instance id: pass --instance-id or set aws.instance_id in "
-                               "server_config.json (or GPU_INSTANCE_ID)")
+        raise SetupConfigError(
+            "no instance id: pass --instance-id or set aws.instance_id in "
+            "server_config.json (or GPU_INSTANCE_ID)"
+        )
     instance_id = instance_id or PLACEHOLDER_INSTANCE
-    return Plan(instance_id=instance_id, region=region or config.region, hourly_price=price,
-                sns_topic=sns_topic, heartbeat=heartbeat,
-                alarms=alarms(instance_id, sns_topic, heartbeat=heartbeat))
+    return Plan(
+        instance_id=instance_id,
+        region=region or config.region,
+        hourly_price=price,
+        sns_topic=sns_topic,
+        heartbeat=heartbeat,
+        alarms=alarms(instance_id, sns_topic, heartbeat=heartbeat),
+    )
 
 
 def setup(what: Plan, config: AwsConfig, cloudwatch: Any = None) -> SetupResult:
@@ -364,6 +519,8 @@ def setup(what: Plan, config: AwsConfig, cloudwatch: Any = None) -> SetupResult:
     applied = apply(cloudwatch, what.alarms, what.dashboard_name, what.dashboard(region))
     if not what.heartbeat:
         applied += remove_alarm(cloudwatch, f"{PREFIX}-{what.instance_id}-no-heartbeat")
-    url = (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-           f"#dashboards/dashboard/{what.dashboard_name}")
+    url = (
+        f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+        f"#dashboards/dashboard/{what.dashboard_name}"
+    )
     return SetupResult(region=region, applied=applied, dashboard_url=url)

@@ -1,6 +1,7 @@
 """The EC2 side of the GPU host: describe, start, stop, wait. Clients are created
 by the caller (``gpu_audio.aws.make_client``) and passed in, so tests inject moto
 or a Stubber; AWS failures are one sentence (``gpu_audio.aws.aws_error``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,23 @@ log = logging.getLogger(__name__)
 
 EXIT_CONFIG, EXIT_TIMEOUT, EXIT_NOT_READY, EXIT_BUSY = 2, 4, 5, 6
 
-__all__ = ["EXIT_AWS", "EXIT_BUSY", "EXIT_CONFIG", "EXIT_NOT_READY", "EXIT_TIMEOUT", "AwsError",
-           "Busy", "HostError", "HostTimeout", "InstanceInfo", "InstanceState", "NotReady",
-           "describe", "ensure_running", "stop"]
+__all__ = [
+    "EXIT_AWS",
+    "EXIT_BUSY",
+    "EXIT_CONFIG",
+    "EXIT_NOT_READY",
+    "EXIT_TIMEOUT",
+    "AwsError",
+    "Busy",
+    "HostError",
+    "HostTimeout",
+    "InstanceInfo",
+    "InstanceState",
+    "NotReady",
+    "describe",
+    "ensure_running",
+    "stop",
+]
 
 
 class HostTimeout(HostError):
@@ -84,12 +99,19 @@ def describe(ec2: Any, instance_id: str) -> InstanceInfo:
         raise aws_error(exc, "ec2:DescribeInstances", instance_id) from None
     instances = [i for r in reservations for i in r.get("Instances", [])]
     if not instances:
-        raise AwsError(f"instance {instance_id} does not exist in this region: check "
-                       "aws.instance_id and aws.region in server_config.json")
+        raise AwsError(
+            f"instance {instance_id} does not exist in this region: check "
+            "aws.instance_id and aws.region in server_config.json"
+        )
     i = instances[0]
-    return InstanceInfo(instance_id=instance_id, state=InstanceState(i["State"]["Name"]),
-                        public_dns=i.get("PublicDnsName") or None, public_ip=i.get("PublicIpAddress"),
-                        launch_time=i.get("LaunchTime"), instance_type=i.get("InstanceType"))
+    return InstanceInfo(
+        instance_id=instance_id,
+        state=InstanceState(i["State"]["Name"]),
+        public_dns=i.get("PublicDnsName") or None,
+        public_ip=i.get("PublicIpAddress"),
+        launch_time=i.get("LaunchTime"),
+        instance_type=i.get("InstanceType"),
+    )
 
 
 def _call(ec2: Any, method: str, action: str, instance_id: str) -> Any:
@@ -101,10 +123,16 @@ def _call(ec2: Any, method: str, action: str, instance_id: str) -> Any:
         raise aws_error(exc, f"ec2:{action}", instance_id) from None
 
 
-def ensure_running(ec2: Any, instance_id: str, *, timeout: float, poll: float = 5.0,
-                   progress: Callable[[InstanceInfo, float], None] = lambda info, elapsed: None,
-                   clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> InstanceInfo:
+def ensure_running(
+    ec2: Any,
+    instance_id: str,
+    *,
+    timeout: float,
+    poll: float = 5.0,
+    progress: Callable[[InstanceInfo, float], None] = lambda info, elapsed: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> InstanceInfo:
     """Bring the instance to ``running``: start it if stopped, wait out ``stopping``
     (then start) and ``pending``. Returns its description."""
     began = clock()
@@ -116,8 +144,10 @@ def ensure_running(ec2: Any, instance_id: str, *, timeout: float, poll: float = 
         if state is InstanceState.RUNNING:
             return info
         if state.gone:
-            raise AwsError(f"instance {instance_id} is {state}: it cannot be started again; "
-                           "launch a new one and put its id in aws.instance_id")
+            raise AwsError(
+                f"instance {instance_id} is {state}: it cannot be started again; "
+                "launch a new one and put its id in aws.instance_id"
+            )
         if state is InstanceState.STOPPED and not started:
             log.info("starting %s", instance_id)
             started = _call(ec2, "start_instances", "StartInstances", instance_id) is not None

@@ -4,13 +4,14 @@
 ``/ready`` with 200: the models are loaded, a batch can go. Progress is reported
 through a callback (text); the commands show it.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from gpu_audio import aws, readiness, services
@@ -58,14 +59,20 @@ def _servers_ready_text(count: int) -> str:
     return "both servers ready" if count == 2 else f"all {count} servers ready"
 
 
-def wait_servers_ready(urls: dict[str, str], *, timeout: float, poll: float = 3.0,
-                       progress: Callable[[dict[str, readiness.Status], float], None] | None = None,
-                       clock: Callable[[], float] = time.monotonic,
-                       sleep: Callable[[float], None] = time.sleep) -> None:
+def wait_servers_ready(
+    urls: dict[str, str],
+    *,
+    timeout: float,
+    poll: float = 3.0,
+    progress: Callable[[dict[str, readiness.Status], float], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Until every ``/ready`` is 200. A server whose model failed to load will never
     be ready: that is NotReady at once, not a wait until the timeout."""
-    pending = readiness.wait_ready(urls, timeout=timeout, poll=poll, progress=progress,
-                                   clock=clock, sleep=sleep)
+    pending = readiness.wait_ready(
+        urls, timeout=timeout, poll=poll, progress=progress, clock=clock, sleep=sleep
+    )
     for name, status in pending.items():
         if status.failed:
             raise NotReady(f"the {name} server at {urls[name]} cannot serve: {status.error}")
@@ -78,14 +85,21 @@ def _clients(config, ec2):
     if ec2 is not None:
         return ec2
     if not config.aws.instance_id:
-        raise ConfigMissing("no instance: set aws.instance_id in server_config.json "
-                            "(or GPU_INSTANCE_ID)")
+        raise ConfigMissing("no instance: set aws.instance_id in server_config.json (or GPU_INSTANCE_ID)")
     return aws.make_client(config.aws, "ec2")
 
 
-def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float = 900,
-                     poll: float = 5.0, progress: Callable[[str], None] | None = None,
-                     clock=time.monotonic, sleep=time.sleep) -> dict:
+def ensure_gpu_ready(
+    config=None,
+    ec2=None,
+    *,
+    wait: bool = True,
+    timeout: float = 900,
+    poll: float = 5.0,
+    progress: Callable[[str], None] | None = None,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> dict:
     """Start the host if needed and (``wait``) until every server is ready.
     ``progress(text)`` hears each step. Returns ``{"instance": ..., "urls": {name: url}}``."""
     config = config or load_client_config(accept_whisper_url=True)
@@ -95,19 +109,26 @@ def ensure_gpu_ready(config=None, ec2=None, *, wait: bool = True, timeout: float
     if config.aws.instance_id or ec2 is not None:
         client = _clients(config, ec2)
         info = ec2mod.ensure_running(
-            client, config.aws.instance_id, timeout=timeout, poll=poll, clock=clock, sleep=sleep,
-            progress=lambda i, t: line(f"instance {i.state} · {t:.0f} s"))
+            client,
+            config.aws.instance_id,
+            timeout=timeout,
+            poll=poll,
+            clock=clock,
+            sleep=sleep,
+            progress=lambda i, t: line(f"instance {i.state} · {t:.0f} s"),
+        )
     urls = server_urls(config, info)
     if wait:
         left = max(1.0, timeout - (clock() - began))
 
         def show(pending, elapsed):
             waiting = ", ".join(f"{n} {s}" for n, s in pending.items())
-            line(f"instance running · {clock() - began:.0f} s · "
-                 + (f"waiting for {waiting}" if pending else _servers_ready_text(len(urls))))
+            line(
+                f"instance running · {clock() - began:.0f} s · "
+                + (f"waiting for {waiting}" if pending else _servers_ready_text(len(urls)))
+            )
 
-        wait_servers_ready(urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock,
-                           sleep=sleep)
+        wait_servers_ready(urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock, sleep=sleep)
     return {"instance": info, "urls": urls}
 
 
@@ -142,9 +163,12 @@ def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
 def gpu_status(config=None, ec2=None, *, now=None) -> dict:
     """Instance state, address, both servers' health, in flight, idle time, uptime, cost."""
     config = config or load_client_config(accept_whisper_url=True)
-    now = now or datetime.now(timezone.utc)
-    info = ec2mod.describe(_clients(config, ec2), config.aws.instance_id) \
-        if (config.aws.instance_id or ec2 is not None) else None
+    now = now or datetime.now(UTC)
+    info = (
+        ec2mod.describe(_clients(config, ec2), config.aws.instance_id)
+        if (config.aws.instance_id or ec2 is not None)
+        else None
+    )
     urls = server_urls(config, info)
     servers = {name: readiness.health(url) for name, url in urls.items()}
     status = {"instance": info, "urls": urls, "servers": servers}

@@ -5,6 +5,7 @@ MODELS_DIR as their cache), so a model fetched here is used as it is at start.
 What is already complete is skipped; a hub that cannot be reached is one clear
 sentence and exit code 3, never a traceback.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -79,14 +80,17 @@ def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
         if local and known and Path(local).name == known.get("sha"):
             missing = _missing(local, known.get("files") or [])
             if missing:
-                raise Unreachable(f"{repo_id} in {models_dir} was cut short ({len(missing)} of its files "
-                                  f"missing) and the hub cannot be reached ({reason}) to finish it")
+                raise Unreachable(
+                    f"{repo_id} in {models_dir} was cut short ({len(missing)} of its files "
+                    f"missing) and the hub cannot be reached ({reason}) to finish it"
+                ) from None
             return local, "already present, skipped (hub not reachable: checked against its file list)"
         if local:
             return local, "already present, skipped (hub not reachable: not re-checked)"
         raise Unreachable(
             f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the network "
-            f"or HF_ENDPOINT, or pre-fill {models_dir}") from None
+            f"or HF_ENDPOINT, or pre-fill {models_dir}"
+        ) from None
     files = [s.rfilename for s in info.siblings or []]
     _remember(models_dir, repo_id, info.sha, files)
     if local and Path(local).name == info.sha and not _missing(local, files):
@@ -95,12 +99,16 @@ def fetch_snapshot(repo_id: str, models_dir: str) -> tuple[str, str]:
         path = snapshot_download(repo_id, cache_dir=models_dir)  # by branch: refs/main is written
     except Exception as exc:
         reason = _reason(exc)
-        raise Unreachable(f"fetching {repo_id} from the Hugging Face hub failed ({reason}); "
-                          "run download-models again to resume") from None
+        raise Unreachable(
+            f"fetching {repo_id} from the Hugging Face hub failed ({reason}); "
+            "run download-models again to resume"
+        ) from None
     missing = _missing(path, files) if Path(path).name == info.sha else []
     if missing:
-        raise Unreachable(f"{repo_id} is still missing {', '.join(missing[:3])} after the download; "
-                          "run download-models again to resume")
+        raise Unreachable(
+            f"{repo_id} is still missing {', '.join(missing[:3])} after the download; "
+            "run download-models again to resume"
+        )
     if local is None:
         return path, "fetched"
     if Path(local).name != Path(path).name:
@@ -113,8 +121,10 @@ def whisper_repo(name: str) -> str:
     if "/" in name or os.path.isdir(name):
         return name
     if importlib.util.find_spec("faster_whisper") is None:
-        raise ConfigError(f"WHISPERX_MODEL={name!r} is a size name; resolving it needs the gpu extra "
-                          "(pip install '.[gpu]'), or give a hub id such as Systran/faster-whisper-large-v3")
+        raise ConfigError(
+            f"WHISPERX_MODEL={name!r} is a size name; resolving it needs the gpu extra "
+            "(pip install '.[gpu]'), or give a hub id such as Systran/faster-whisper-large-v3"
+        )
     from faster_whisper.utils import _MODELS
 
     if name not in _MODELS:
@@ -133,8 +143,11 @@ def plan(env, only=None) -> list[tuple[str, str, object]]:
         if "whisper" in wanted and not os.path.isdir(wx.model):
             steps.append(("whisper", wx.model, wx.model))
         if "align" in wanted:
-            languages = [lang.strip() for lang in (env.get("WHISPERX_ALIGN_LANGUAGES") or wx.language).split(",")
-                         if lang.strip()]
+            languages = [
+                lang.strip()
+                for lang in (env.get("WHISPERX_ALIGN_LANGUAGES") or wx.language).split(",")
+                if lang.strip()
+            ]
             steps += [("align", f"alignment model for {lang!r}", lang) for lang in languages]
     return steps
 
@@ -142,16 +155,21 @@ def plan(env, only=None) -> list[tuple[str, str, object]]:
 def fetch_align_model(language: str, models_dir: str, env) -> bool:
     """whisperx's own loader fetches into MODELS_DIR what the server will load from there."""
     if importlib.util.find_spec("whisperx") is None:
-        raise ConfigError("alignment models are fetched with whisperx: install the gpu extra "
-                          "(pip install '.[gpu]') or set WHISPERX_ENGINE=pocketsphinx")
+        raise ConfigError(
+            "alignment models are fetched with whisperx: install the gpu extra "
+            "(pip install '.[gpu]') or set WHISPERX_ENGINE=pocketsphinx"
+        )
     import whisperx
 
     try:
-        whisperx.load_align_model(language, "cpu", model_name=env.get("WHISPERX_ALIGN_MODEL") or None,
-                                  model_dir=models_dir)
+        whisperx.load_align_model(
+            language, "cpu", model_name=env.get("WHISPERX_ALIGN_MODEL") or None, model_dir=models_dir
+        )
     except (OSError, ValueError) as exc:
-        raise Unreachable(f"cannot fetch the alignment model for {language!r} ({exc}); check the "
-                          f"network, or pre-fill {models_dir}") from None
+        raise Unreachable(
+            f"cannot fetch the alignment model for {language!r} ({exc}); check the "
+            f"network, or pre-fill {models_dir}"
+        ) from None
     return True
 
 
@@ -187,6 +205,9 @@ def download_models(args, env=None) -> int:
         except ConfigError as exc:
             print(f"gpu-audio: {exc}", file=sys.stderr)
             return EXIT_MISSING_STACK
-        print(f"{prefix}: {state} ({_size_mb(path):.0f} MB in {path}, "
-              f"{time.monotonic() - began:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"{prefix}: {state} ({_size_mb(path):.0f} MB in {path}, {time.monotonic() - began:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
     return 0

@@ -5,6 +5,7 @@ supervisord runs in its own session, so a Ctrl-C in the terminal reaches only
 us: the first one asks supervisord to stop (servers drain their in-flight
 requests), a second one kills everything in that session at once.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -45,11 +46,14 @@ def pick_engines(requested: str | None, env: Mapping[str, str]) -> tuple[dict[st
     chosen = [s for s in services.SERVICES if s.engine_variable and not env.get(s.engine_variable)]
     if requested or profile == GPU or not chosen:
         return engines, None
-    serving = ", ".join(f"{s.title or s.name}: {engines[s.name]}"
-                        for s in services.SERVICES if engines[s.name])
+    serving = ", ".join(
+        f"{s.title or s.name}: {engines[s.name]}" for s in services.SERVICES if engines[s.name]
+    )
     instead = ", ".join(f"{s.title or s.name}: {s.engines[GPU]}" for s in chosen if GPU in s.engines)
-    return engines, ("No GPU stack installed (pip install '.[gpu]'): serving the embedded engines "
-                     f"({serving}) instead of the GPU ones ({instead}).")
+    return engines, (
+        "No GPU stack installed (pip install '.[gpu]'): serving the embedded engines "
+        f"({serving}) instead of the GPU ones ({instead})."
+    )
 
 
 def _die_with_parent():
@@ -79,8 +83,13 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
     engines, notice = pick_engines(engine, env)
     if notice:
         print(f"gpu-audio: {notice}", file=sys.stderr, flush=True)
-    env.update({s.engine_variable: engines[s.name] for s in services.SERVICES
-                if s.engine_variable and engines[s.name]})
+    env.update(
+        {
+            s.engine_variable: engines[s.name]
+            for s in services.SERVICES
+            if s.engine_variable and engines[s.name]
+        }
+    )
     if host:
         env["BIND_HOST"] = host
     bind = env.setdefault("BIND_HOST", services.DEFAULT_HOST)
@@ -88,15 +97,19 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
     urls = {s.name: s.url(env, shown) for s in services.SERVICES}
     titles = {s.name: s.title or s.name for s in services.SERVICES}
     conf = supervise.prepare(env)
-    proc = subprocess.Popen(supervise.command(conf), env=supervise.environment(env),
-                            preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(
+        supervise.command(conf), env=supervise.environment(env), preexec_fn=_die_with_parent
+    )
     stopping = []
 
     def on_signal(signum, frame):
         if not stopping:
             stopping.append(time.monotonic())
-            print("gpu-audio: stopping; servers finish their in-flight requests "
-                  "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+            print(
+                "gpu-audio: stopping; servers finish their in-flight requests (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
             proc.send_signal(signal.SIGTERM)
         else:
             for pid in _session_pids(proc.pid):
@@ -107,14 +120,21 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    pending = readiness.wait_ready(urls, timeout=READY_WAIT_S, poll=0.3, request_timeout=2,
-                                   keep_waiting=lambda: proc.poll() is None and not stopping)
+    pending = readiness.wait_ready(
+        urls,
+        timeout=READY_WAIT_S,
+        poll=0.3,
+        request_timeout=2,
+        keep_waiting=lambda: proc.poll() is None and not stopping,
+    )
     if not pending:
         lines = "  ".join(f"{titles[name]}: {url}" for name, url in urls.items())
         print(f"gpu-audio: ready  {lines}  (Ctrl-C stops them all)", file=sys.stderr, flush=True)
     elif proc.poll() is None and not stopping:
-        waiting = ", ".join(f"{titles[name]} {status}" + (f" ({status.error})" if status.failed else "")
-                            for name, status in pending.items())
+        waiting = ", ".join(
+            f"{titles[name]} {status}" + (f" ({status.error})" if status.failed else "")
+            for name, status in pending.items()
+        )
         print(f"gpu-audio: not ready yet ({waiting}); see the log above", file=sys.stderr)
     code = proc.wait()
     leftovers = _session_pids(proc.pid)

@@ -6,6 +6,7 @@ one entry there, not one more hand-copied section. The full configuration is
 rendered into a private runtime folder and supervisord is started with it, by
 ``gpu-audio supervise`` (the Docker image) and ``gpu-audio serve`` alike.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,13 @@ def base_conf(cwd: Path | None = None) -> Path:
 
 def program(service: services.App, directory: Path) -> str:
     """One service's [program:NAME] section."""
-    return PROGRAM.format(name=service.name, gunicorn_conf=GUNICORN_CONF, factory=_escape(service.factory),
-                          directory=_escape(str(directory)), stopwaitsecs=STOPWAITSECS)
+    return PROGRAM.format(
+        name=service.name,
+        gunicorn_conf=GUNICORN_CONF,
+        factory=_escape(service.factory),
+        directory=_escape(str(directory)),
+        stopwaitsecs=STOPWAITSECS,
+    )
 
 
 def render(base: Path) -> str:
@@ -76,9 +82,11 @@ def render(base: Path) -> str:
     directory = base.resolve().parent
     text = base.read_text(encoding="utf-8").replace("%(here)s", _escape(str(directory)))
     programs = "\n".join(program(service, directory) for service in services.SERVICES)
-    return (f"; Rendered by gpu-audio from {base.resolve()} and the services table\n"
-            f"; (gpu_audio/services.py); edit those, not this file.\n\n"
-            f"{text.rstrip()}\n\n; The services (gpu_audio/host/supervise.py).\n{programs}")
+    return (
+        f"; Rendered by gpu-audio from {base.resolve()} and the services table\n"
+        f"; (gpu_audio/services.py); edit those, not this file.\n\n"
+        f"{text.rstrip()}\n\n; The services (gpu_audio/host/supervise.py).\n{programs}"
+    )
 
 
 def runtime_dir(env: Mapping[str, str]) -> Path:
@@ -101,8 +109,9 @@ def write_conf(base: Path, folder: Path) -> Path:
     text = render(base)
     path = folder / f"supervisord-{hashlib.sha256(text.encode()).hexdigest()[:12]}.conf"
     if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp",
-                                         encoding="utf-8") as tmp:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=folder, delete=False, suffix=".tmp", encoding="utf-8"
+        ) as tmp:
             tmp.write(text)
         os.replace(tmp.name, path)
     return path

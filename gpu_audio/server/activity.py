@@ -4,6 +4,7 @@ The idle watchdog runs in its own process and must never stop the host while a
 request is in flight, so each server process keeps its record in a small JSON
 file (one per process, replaced atomically) that anyone on the host can read.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -74,9 +75,14 @@ class Activity:
             self._write()
 
     def snapshot(self) -> dict:
-        return {"server": self.server, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
-                "in_flight": self.in_flight,
-                "last_request_at": self.last_request_at, "started_at": self.started_at}
+        return {
+            "server": self.server,
+            "pid": os.getpid(),
+            "proc_start": _proc_start(os.getpid()),
+            "in_flight": self.in_flight,
+            "last_request_at": self.last_request_at,
+            "started_at": self.started_at,
+        }
 
     def close(self) -> None:
         """At exit: the record stays when it holds a last-request time (read back as
@@ -190,10 +196,13 @@ class ActivityMiddleware:
         if host_draining(self.directory):
             self.activity.end()
             log.info("refused %s %s: the host is stopping (idle)", environ.get("REQUEST_METHOD"), path)
-            return wsgi_error(start_response, 503,
-                              "The GPU host is stopping because it was idle; retry in a minute "
-                              "(a retry cancels the stop or finds it started again).",
-                              [("Retry-After", str(DRAIN_RETRY_AFTER_S))])
+            return wsgi_error(
+                start_response,
+                503,
+                "The GPU host is stopping because it was idle; retry in a minute "
+                "(a retry cancels the stop or finds it started again).",
+                [("Retry-After", str(DRAIN_RETRY_AFTER_S))],
+            )
         status = []
 
         def noting_start_response(line, headers, exc_info=None):
@@ -211,4 +220,3 @@ class ActivityMiddleware:
 def _unused(status: list) -> bool:
     """A 404/405 answer: the request asked for nothing the server does."""
     return bool(status) and status[0][:3] in ("404", "405")
-

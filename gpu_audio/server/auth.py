@@ -4,6 +4,7 @@ Keys are kept as SHA-256 hashes and every stored hash is compared, in constant
 time, on every request: neither timing nor early exit says which key was close.
 Refusals are logged as a rate (ratelog.py): a flood of 401s must not flood the log.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -71,12 +72,15 @@ class ApiKeyMiddleware:
         return self._reject(environ, start_response, key is not None)
 
     def _reject(self, environ, start_response, had_key: bool):
-        in_url = any(name.lower() in KEY_QUERY_NAMES
-                     for name, _ in parse_qsl(environ.get("QUERY_STRING", "")))
+        in_url = any(
+            name.lower() in KEY_QUERY_NAMES for name, _ in parse_qsl(environ.get("QUERY_STRING", ""))
+        )
         if in_url and not had_key:
             kind = "key in the URL"
-            message = ("API keys are not accepted in the URL (it ends up in logs); "
-                       "send it as X-API-Key or Authorization: Bearer.")
+            message = (
+                "API keys are not accepted in the URL (it ends up in logs); "
+                "send it as X-API-Key or Authorization: Bearer."
+            )
         elif had_key:
             kind = "wrong key"
             message = "The API key is not valid."
@@ -84,9 +88,14 @@ class ApiKeyMiddleware:
             kind = "missing key"
             message = "A valid API key is required: send it as X-API-Key or Authorization: Bearer."
         self.refusals.record(
-            kind, "401 %s %s from %s (%s); further refusals are counted, one line every %.0f s",
-            environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), environ.get("REMOTE_ADDR"),
-            kind, self.refusals.interval)
+            kind,
+            "401 %s %s from %s (%s); further refusals are counted, one line every %.0f s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("PATH_INFO"),
+            environ.get("REMOTE_ADDR"),
+            kind,
+            self.refusals.interval,
+        )
         headers = [("WWW-Authenticate", 'Bearer realm="gpu-audio"')]
         origin = environ.get("HTTP_ORIGIN")
         if origin and self.allow_origin(origin):
@@ -106,8 +115,11 @@ def is_loopback(host: str) -> bool:
 
 def public_binds(binds) -> list[str]:
     """The gunicorn binds reachable from other machines (not loopback, not a socket file)."""
-    return [b for b in binds if not b.startswith(("unix:", "fd://"))
-            and not is_loopback(b.rsplit(":", 1)[0] if ":" in b else b)]
+    return [
+        b
+        for b in binds
+        if not b.startswith(("unix:", "fd://")) and not is_loopback(b.rsplit(":", 1)[0] if ":" in b else b)
+    ]
 
 
 def check_bind_allowed(binds, settings) -> None:
@@ -118,10 +130,14 @@ def check_bind_allowed(binds, settings) -> None:
     if settings.auth_enabled:
         return
     exposed = public_binds(binds)
-    log.warning("NO API KEY CONFIGURED: every route is open to anyone who can reach %s. "
-                "Set TTS_API_KEY or TTS_API_KEY_FILE.", ", ".join(binds) or "this server")
+    log.warning(
+        "NO API KEY CONFIGURED: every route is open to anyone who can reach %s. "
+        "Set TTS_API_KEY or TTS_API_KEY_FILE.",
+        ", ".join(binds) or "this server",
+    )
     if exposed and not settings.allow_no_auth:
         raise RuntimeError(
             f"refusing to bind {', '.join(exposed)} without an API key: anyone on the network "
             "could use the GPU. Set TTS_API_KEY (or TTS_API_KEY_FILE), or ALLOW_NO_AUTH=1 "
-            "if something in front of this server checks keys.")
+            "if something in front of this server checks keys."
+        )

@@ -30,6 +30,7 @@ Settings (environment): ``CLOUDWATCH_METRICS`` (``1`` turns it on),
 IAM: ``cloudwatch:PutMetricData`` with the condition
 ``{"StringEquals": {"cloudwatch:namespace": "GpuAudio"}}``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -61,16 +62,25 @@ def percentile(values: list[float], q: float) -> float:
 class CloudWatchPublisher:
     """Publishes one server's figures (``metrics``: its ``Metrics``) every ``interval`` s."""
 
-    def __init__(self, metrics, server_name: str, cloudwatch_client, instance_id: str,
-                 interval: float = 60, clock=time.time):
+    def __init__(
+        self,
+        metrics,
+        server_name: str,
+        cloudwatch_client,
+        instance_id: str,
+        interval: float = 60,
+        clock=time.time,
+    ):
         self.metrics = metrics
         self.server_name = server_name
         self.client = cloudwatch_client
         self.instance_id = instance_id
         self.interval = float(interval)
         self.clock = clock
-        self.dimensions = [{"Name": "InstanceId", "Value": instance_id},
-                           {"Name": "Server", "Value": server_name}]
+        self.dimensions = [
+            {"Name": "InstanceId", "Value": instance_id},
+            {"Name": "Server", "Value": server_name},
+        ]
         # The window of the next publish starts where the last successful one ended.
         self._since = clock()
         self._base = self._totals()
@@ -108,21 +118,31 @@ class CloudWatchPublisher:
         now = self.clock() if now is None else now
         since = self._since
         # (time, seconds, status[, route]): the route, when recorded, lets probes out.
-        latencies = [entry[1] * 1000.0 for entry in self.metrics.recent(since)
-                     if since < entry[0] <= now and not (len(entry) > 3 and entry[3] in PROBE_ROUTES)]
+        latencies = [
+            entry[1] * 1000.0
+            for entry in self.metrics.recent(since)
+            if since < entry[0] <= now and not (len(entry) > 3 and entry[3] in PROBE_ROUTES)
+        ]
         totals = self._totals()
         self._pending = (now, totals)
-        requests, errors, engine = (max(0.0, new - old) for new, old in zip(totals, self._base))
-        stamp = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        requests, errors, engine = (max(0.0, new - old) for new, old in zip(totals, self._base, strict=True))
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC)
 
         def datum(name, value, unit):
-            return {"MetricName": name, "Dimensions": self.dimensions, "Timestamp": stamp,
-                    "Value": float(value), "Unit": unit}
+            return {
+                "MetricName": name,
+                "Dimensions": self.dimensions,
+                "Timestamp": stamp,
+                "Value": float(value),
+                "Unit": unit,
+            }
 
         data = [datum("Requests", requests, "Count"), datum("Errors", errors, "Count")]
         if latencies:
-            data += [datum("LatencyP50", round(percentile(latencies, 50), 3), "Milliseconds"),
-                     datum("LatencyP99", round(percentile(latencies, 99), 3), "Milliseconds")]
+            data += [
+                datum("LatencyP50", round(percentile(latencies, 50), 3), "Milliseconds"),
+                datum("LatencyP99", round(percentile(latencies, 99), 3), "Milliseconds"),
+            ]
         data.append(datum("EngineSeconds", round(engine, 6), "Seconds"))
         data.append(datum("InFlight", self._sample(IN_FLIGHT) or 0.0, "Count"))
         gpu = self._gpu_percent()
@@ -136,14 +156,19 @@ class CloudWatchPublisher:
         try:
             data = self.collect()
             for start in range(0, len(data), MAX_DATUMS_PER_CALL):
-                self.client.put_metric_data(Namespace=aws.METRICS_NAMESPACE,
-                                            MetricData=data[start:start + MAX_DATUMS_PER_CALL])
+                self.client.put_metric_data(
+                    Namespace=aws.METRICS_NAMESPACE, MetricData=data[start : start + MAX_DATUMS_PER_CALL]
+                )
         except Exception as exc:  # a publish must never fail anything else
             self.metrics.cloudwatch_errors.inc()
             message = f"{type(exc).__name__}: {exc}"
             if message != self._last_error:  # one line per new kind of failure, not per minute
-                log.warning("%s: CloudWatch publish failed (will retry every %.0f s): %s",
-                            self.server_name, self.interval, message)
+                log.warning(
+                    "%s: CloudWatch publish failed (will retry every %.0f s): %s",
+                    self.server_name,
+                    self.interval,
+                    message,
+                )
             else:
                 log.debug("%s: CloudWatch publish failed again: %s", self.server_name, message)
             self._last_error = message
@@ -158,15 +183,21 @@ class CloudWatchPublisher:
         while not self._stop.wait(self.interval):
             self.publish_once()
 
-    def start(self) -> "CloudWatchPublisher":
+    def start(self) -> CloudWatchPublisher:
         """Publish every ``interval`` s from a daemon thread (idempotent)."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, daemon=True,
-                                            name=f"cloudwatch-{self.server_name}")
+            self._thread = threading.Thread(
+                target=self._run, daemon=True, name=f"cloudwatch-{self.server_name}"
+            )
             self._thread.start()
-            log.info("%s: publishing metrics to CloudWatch (%s, instance %s) every %.0f s",
-                     self.server_name, aws.METRICS_NAMESPACE, self.instance_id, self.interval)
+            log.info(
+                "%s: publishing metrics to CloudWatch (%s, instance %s) every %.0f s",
+                self.server_name,
+                aws.METRICS_NAMESPACE,
+                self.instance_id,
+                self.interval,
+            )
         return self
 
     def stop(self, flush: bool = False, timeout: float = 5.0) -> None:
@@ -197,8 +228,11 @@ def from_env(metrics, server_name: str, env=None, *, client=None, start: bool = 
 def _from_env(metrics, server_name, env, client, start):
     instance_id = (env.get("CLOUDWATCH_INSTANCE_ID") or "").strip() or aws.imds("instance-id")
     if not instance_id:
-        log.warning("%s: CLOUDWATCH_METRICS=1 but no instance id (not on EC2 and no "
-                    "CLOUDWATCH_INSTANCE_ID): not publishing to CloudWatch", server_name)
+        log.warning(
+            "%s: CLOUDWATCH_METRICS=1 but no instance id (not on EC2 and no "
+            "CLOUDWATCH_INSTANCE_ID): not publishing to CloudWatch",
+            server_name,
+        )
         return None
     try:
         interval = float(env.get("CLOUDWATCH_INTERVAL") or 60)
@@ -217,6 +251,7 @@ def _client(env):
     try:
         config = load_client_config(env=env).aws
     except ConfigError:
-        config = AwsConfig(region=env.get("GPU_AWS_REGION") or env.get("AWS_REGION")
-                           or env.get("AWS_DEFAULT_REGION"))
+        config = AwsConfig(
+            region=env.get("GPU_AWS_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        )
     return aws.make_client(aws.with_region(config), "cloudwatch")

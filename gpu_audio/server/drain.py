@@ -34,6 +34,7 @@ stream shares its socket with other streams.
 A closed connection is logged as a rate (ratelog.py): after a flood of early
 401s each with a body, one line per request would flood the log.
 """
+
 from __future__ import annotations
 
 import logging
@@ -138,8 +139,9 @@ class DrainMiddleware:
     def __init__(self, app, max_bytes: int, closes: RateLog | None = None):
         self.app = app
         self.max_bytes = max_bytes
-        self.closes = closes or RateLog(log, "connections closed with an unread request body",
-                                        level=logging.INFO)
+        self.closes = closes or RateLog(
+            log, "connections closed with an unread request body", level=logging.INFO
+        )
 
     def __call__(self, environ, start_response):
         length = declared_length(environ)
@@ -199,12 +201,23 @@ class _Drain:
                 pass
         if self.body.unread != 0 or watchdog.expired:
             self.close_connection()
-            kind = ("deadline" if watchdog.expired else "byte bound" if dropped >= self.max_bytes
-                    else "sender stopped")
+            kind = (
+                "deadline"
+                if watchdog.expired
+                else "byte bound"
+                if dropped >= self.max_bytes
+                else "sender stopped"
+            )
             self.closes.record(
-                kind, "closed a connection after dropping %d bytes of an unread request body in %.1f s "
+                kind,
+                "closed a connection after dropping %d bytes of an unread request body in %.1f s "
                 "(bounds: %d bytes, %.0f s); further closes are counted, one line every %.0f s",
-                dropped, time.monotonic() - began, self.max_bytes, DRAIN_DEADLINE_S, self.closes.interval)
+                dropped,
+                time.monotonic() - began,
+                self.max_bytes,
+                DRAIN_DEADLINE_S,
+                self.closes.interval,
+            )
 
 
 class _Watchdog:

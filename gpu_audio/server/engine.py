@@ -5,6 +5,7 @@ The model loads in a background thread of the worker, so gunicorn's heartbeat,
 load is reported (``/health`` status "error", 503 on model routes), never
 replaced by another engine.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,8 +15,6 @@ import threading
 import time
 from collections.abc import Sequence, Sized
 from typing import TypeVar
-
-from gpu_audio.config import ConfigError
 
 from .errors import RETRY_AFTER_FAILED_S, RETRY_AFTER_LOADING_S, ApiError
 
@@ -138,7 +137,9 @@ class EngineState:
         if self.status == "ok":
             return
         if self.status == "error":
-            raise ApiError(503, f"The model is not available: {self.error}",
-                           {"Retry-After": str(RETRY_AFTER_FAILED_S)})
-        raise ApiError(503, "The model is still loading; retry shortly.",
-                       {"Retry-After": str(RETRY_AFTER_LOADING_S)})
+            raise ApiError(
+                503, f"The model is not available: {self.error}", {"Retry-After": str(RETRY_AFTER_FAILED_S)}
+            )
+        raise ApiError(
+            503, "The model is still loading; retry shortly.", {"Retry-After": str(RETRY_AFTER_LOADING_S)}
+        )

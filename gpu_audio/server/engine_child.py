@@ -6,6 +6,7 @@ one for quick questions (``describe``, ``check_language``, GPU memory) that must
 not wait behind a 10-minute batch. It ignores SIGTERM and SIGINT: a stop drains
 the worker first, and the worker's exit (the sockets close) ends this process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,7 +16,6 @@ import sys
 import threading
 import time
 import traceback
-
 from multiprocessing.connection import Connection
 
 from . import wire
@@ -87,8 +87,11 @@ def main(argv=None) -> int:
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
     target, settings, log_level = wire.recv(work)
-    logging.basicConfig(level=log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
     log.info("engine process for %s (worker %d)", target, parent)
     try:
         engine = load_class(target)(settings)

@@ -13,6 +13,7 @@ work (``synthesize``, ``transcribe``, ``align``) crosses to the child one call
 at a time; ``check_language`` goes over a second socket so it never waits
 behind a batch; ``describe`` is answered from what the child last reported.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -29,9 +30,9 @@ import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 
-from . import wire
 from gpu_audio.config import ConfigError
 
+from . import wire
 from .engine import EngineCrashed, EngineError, EngineUnavailable, UnsupportedRequest, load_class
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ MAX_BACKOFF_S = 600.0
 LANGUAGE_MEMO = 256
 SECRETS = frozenset({"TTS_API_KEY", "TTS_API_KEY_FILE", "PROXY_ACCESS_KEY"})
 
-_live: "weakref.WeakSet[EngineProcess]" = weakref.WeakSet()
+_live: weakref.WeakSet[EngineProcess] = weakref.WeakSet()
 
 
 class OutOfMemoryError(EngineError):
@@ -56,8 +57,7 @@ class RemoteFailure(Exception):
     """An unexpected error inside the engine; its trace is in the engine's log."""
 
 
-_ERRORS = {"unsupported": UnsupportedRequest, "out_of_memory": OutOfMemoryError,
-           "engine": EngineError}
+_ERRORS = {"unsupported": UnsupportedRequest, "out_of_memory": OutOfMemoryError, "engine": EngineError}
 
 
 class _Death(Exception):
@@ -81,14 +81,16 @@ class _Child:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gpu_audio.server.engine_child", *map(str, fds)],
-                pass_fds=fds, env=_engine_environment())
+                pass_fds=fds,
+                env=_engine_environment(),
+            )
         finally:
             work_end.close()
             quick_end.close()
         self.work = Connection(work.detach())
         self.quick = Connection(quick.detach())
         self.quick_lock = threading.Lock()
-        self.hung = False     # killed by us for not answering
+        self.hung = False  # killed by us for not answering
         self.closing = False  # stopped on purpose: no restart
         level = logging.getLogger().getEffectiveLevel()
         wire.send(self.work, (target, settings, level))
@@ -135,8 +137,11 @@ class _Child:
                     raise TimeoutError
                 self.hung = True
                 self.kill()
-                raise _Death("hang", f"the engine process did not answer within {timeout:.0f} s "
-                                     "(ENGINE_TIMEOUT_S) and was killed")
+                raise _Death(
+                    "hang",
+                    f"the engine process did not answer within {timeout:.0f} s "
+                    "(ENGINE_TIMEOUT_S) and was killed",
+                )
 
     def kill(self) -> None:
         try:
@@ -159,16 +164,27 @@ class _Child:
 class EngineProcess:
     """Runs ``target`` (``"module:Class"``) in a child process and forwards calls there."""
 
-    def __init__(self, target: str, settings, *, local=None, timeout_s: float | None = None,
-                 restart_backoff_s: float | None = None, crash_loop: tuple[int, float] = CRASH_LOOP):
+    def __init__(
+        self,
+        target: str,
+        settings,
+        *,
+        local=None,
+        timeout_s: float | None = None,
+        restart_backoff_s: float | None = None,
+        crash_loop: tuple[int, float] = CRASH_LOOP,
+    ):
         self.target = target
         # The child never needs the keys (hashes only, but still).
         self.settings = dataclasses.replace(settings, api_key_hashes=())
         self.local = local if local is not None else load_class(target)(settings)
         self.name = self.local.name
         self.timeout_s = timeout_s or getattr(settings, "engine_timeout_s", None)
-        self.restart_backoff_s = (restart_backoff_s if restart_backoff_s is not None
-                                  else getattr(settings, "engine_restart_backoff_s", 30.0))
+        self.restart_backoff_s = (
+            restart_backoff_s
+            if restart_backoff_s is not None
+            else getattr(settings, "engine_restart_backoff_s", 30.0)
+        )
         self.crash_loop = crash_loop
         self.restarts = 0
         self.last_exit: dict | None = None
@@ -262,8 +278,10 @@ class EngineProcess:
         delay = 0.0
         if looping:
             delay = self._backoff()
-            why = (f"{reason}; it died {len(self._deaths)} times in "
-                   f"{self.crash_loop[1] / 60:.0f} minutes, next restart in {delay:.0f} s")
+            why = (
+                f"{reason}; it died {len(self._deaths)} times in "
+                f"{self.crash_loop[1] / 60:.0f} minutes, next restart in {delay:.0f} s"
+            )
             log.error("%s: crash loop: %s", self.name, why)
             self._report("failed", why)
         else:
@@ -272,7 +290,9 @@ class EngineProcess:
         self._restart(delay)
 
     def _backoff(self) -> float:
-        return min(MAX_BACKOFF_S, self.restart_backoff_s * 2 ** max(0, len(self._deaths) - self.crash_loop[0]))
+        return min(
+            MAX_BACKOFF_S, self.restart_backoff_s * 2 ** max(0, len(self._deaths) - self.crash_loop[0])
+        )
 
     def _restart(self, delay: float) -> None:
         while not self._stop.wait(delay):

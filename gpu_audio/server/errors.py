@@ -2,6 +2,7 @@
 
 Stack traces go to the log only; the client gets one clear sentence.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,10 @@ def json_body(max_values: int | None = None):
     if not data.strip():
         raise bad_request("The request body is empty: send a JSON object.")
     if max_values is not None and _too_many_values(data, max_values):
-        raise bad_request(f"The request body holds more than {max_values} JSON values and "
-                          "separators; this route never needs that many.")
+        raise bad_request(
+            f"The request body holds more than {max_values} JSON values and "
+            "separators; this route never needs that many."
+        )
     try:
         return current_app.json.loads(data)
     except (ValueError, RecursionError):  # RecursionError: nested thousands deep
@@ -93,11 +96,14 @@ def wsgi_error(start_response, status: int, message: str, headers=()):
     """A JSON error answered from WSGI middleware, outside Flask."""
     body = json.dumps(error_body(message)).encode()
     reason = {401: "UNAUTHORIZED", 400: "BAD REQUEST", 503: "SERVICE UNAVAILABLE"}.get(status, "ERROR")
-    start_response(f"{status} {reason}", [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(body))),
-        *headers,
-    ])
+    start_response(
+        f"{status} {reason}",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ],
+    )
     return [body]
 
 

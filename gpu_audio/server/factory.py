@@ -3,6 +3,7 @@
 Layers, outermost first: path prefix (``/tts/...`` reaches ``/...``), API key,
 activity count, Flask (JSON errors, CORS, body limit, health, the routes).
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,12 +35,16 @@ EXTENSION = "gpu_audio"  # app.extensions[EXTENSION] is the app's Server
 
 def lane_config(settings) -> LaneConfig:
     """The lane's limits from the server's settings."""
-    return LaneConfig(max_queue=settings.max_queue, max_batch=settings.max_batch,
-                      batch_wait_ms=settings.batch_wait_ms, deadline_s=settings.request_deadline_s,
-                      max_requests=max(1, settings.request_threads - RESERVED_THREADS))
+    return LaneConfig(
+        max_queue=settings.max_queue,
+        max_batch=settings.max_batch,
+        batch_wait_ms=settings.batch_wait_ms,
+        deadline_s=settings.request_deadline_s,
+        max_requests=max(1, settings.request_threads - RESERVED_THREADS),
+    )
 
 
-def watch(metrics: Metrics, server: "Server") -> None:
+def watch(metrics: Metrics, server: Server) -> None:
     """Point the metrics' gauges and the build info at the server's parts."""
     lane, activity, state = server.lane, server.activity, server.state
     metrics.queue_depth.set_function(lambda: lane.queue_depth)
@@ -48,8 +53,13 @@ def watch(metrics: Metrics, server: "Server") -> None:
     metrics.gpu_memory_source = getattr(server.engine, "gpu_memory", None)
     state.on_death = lambda cause: metrics.engine_restarts.labels(cause).inc()
     described = server.engine.describe()
-    metrics.build.info({"version": __version__, "engine": str(described.get("engine")),
-                        "model": str(described.get("model") or described.get("model_size"))})
+    metrics.build.info(
+        {
+            "version": __version__,
+            "engine": str(described.get("engine")),
+            "model": str(described.get("model") or described.get("model_size")),
+        }
+    )
 
 
 class Server:
@@ -64,8 +74,12 @@ class Server:
         self.state = EngineState(engine)
         self.activity = Activity(name, settings.activity_dir)
         self.metrics = Metrics(name)
-        self.lane = Lane(lane_config(settings), load=self.activity, observer=self.metrics,
-                         free_memory=getattr(engine, "free_memory", None))
+        self.lane = Lane(
+            lane_config(settings),
+            load=self.activity,
+            observer=self.metrics,
+            free_memory=getattr(engine, "free_memory", None),
+        )
         watch(self.metrics, self)
         self.stopping = False  # SIGTERM: this process drains and exits
         self.cloudwatch = None  # the optional CloudWatch publisher, once started
@@ -119,7 +133,7 @@ class PrefixMiddleware:
         path = environ.get("PATH_INFO", "")
         if path == self.prefix or path.startswith(self.prefix + "/"):
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.prefix
-            environ["PATH_INFO"] = path[len(self.prefix):] or "/"
+            environ["PATH_INFO"] = path[len(self.prefix) :] or "/"
         return self.app(environ, start_response)
 
 
@@ -141,11 +155,19 @@ def route_matcher(app):
         except HTTPException:  # NotFound, MethodNotAllowed, RequestRedirect
             return False
         return True
+
     return is_route
 
 
-def build_app(import_name: str, *, service: Service, settings, engine, routes: Blueprint,
-              health_extra: Callable[[], dict] | None = None) -> Flask:
+def build_app(
+    import_name: str,
+    *,
+    service: Service,
+    settings,
+    engine,
+    routes: Blueprint,
+    health_extra: Callable[[], dict] | None = None,
+) -> Flask:
     """A configured Flask app of ``service`` (from gpu_audio.services) serving
     ``routes`` with ``engine``; its threads are started (``Server.start``)."""
     app = Flask(import_name)
@@ -154,8 +176,13 @@ def build_app(import_name: str, *, service: Service, settings, engine, routes: B
     register_error_handlers(app)
     origins = cors_origins(settings)
     if origins:
-        CORS(app, origins=origins, allow_headers=["Content-Type", "X-API-Key", "Authorization"],
-             expose_headers=["Retry-After"], max_age=600)
+        CORS(
+            app,
+            origins=origins,
+            allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     app.register_blueprint(health_blueprint())
     app.register_blueprint(routes)
 

@@ -1,9 +1,10 @@
 """``/health`` and ``/ready``: answered from memory, never through the lane, so
 they stay instant while a long batch runs."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify
 
@@ -15,7 +16,7 @@ from .errors import RETRY_AFTER_LOADING_S
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def health_payload(server) -> dict:
@@ -26,15 +27,17 @@ def health_payload(server) -> dict:
     if state.error:
         payload["error"] = state.error
     activity = server.activity
-    payload.update({
-        "version": __version__,
-        "uptime_s": round(time.time() - activity.started_at, 1),
-        "in_flight": activity.in_flight,
-        "queue_depth": server.lane.queue_depth,
-        "last_request_at": _iso(activity.last_request_at),
-        "load_seconds": None if state.load_seconds is None else round(state.load_seconds, 2),
-        "auth": server.settings.auth_enabled,
-    })
+    payload.update(
+        {
+            "version": __version__,
+            "uptime_s": round(time.time() - activity.started_at, 1),
+            "in_flight": activity.in_flight,
+            "queue_depth": server.lane.queue_depth,
+            "last_request_at": _iso(activity.last_request_at),
+            "load_seconds": None if state.load_seconds is None else round(state.load_seconds, 2),
+            "auth": server.settings.auth_enabled,
+        }
+    )
     payload.update(server.health_extra())
     return payload
 

@@ -5,6 +5,7 @@ long lines) in a single call that holds the GIL for a few hundred ms, so
 ``/health`` would stall while it runs. Here each list item is its own piece:
 the body is never joined and the GIL is released between pieces.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,5 +22,9 @@ def json_with_list(key: str, items: list[str], fields: dict) -> Response:
         pieces.append((("," if i else "") + json.dumps(item)).encode())
     pieces.append(tail)
     length = sum(len(p) for p in pieces)
-    return Response(iter(pieces), content_type="application/json",
-                    headers={"Content-Length": str(length)}, direct_passthrough=True)
+    return Response(
+        iter(pieces),
+        content_type="application/json",
+        headers={"Content-Length": str(length)},
+        direct_passthrough=True,
+    )

@@ -23,6 +23,7 @@
 - Deadlines: items whose request passed its deadline, or whose client has
   gone, are dropped before they cost engine time.
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,7 +100,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
     and CTranslate2's (faster-whisper's) plain RuntimeError "CUDA failed with error out
     of memory"."""
     return type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def as_api_error(exc: BaseException, what: str) -> ApiError:
@@ -108,13 +110,17 @@ def as_api_error(exc: BaseException, what: str) -> ApiError:
     if isinstance(exc, UnsupportedRequest):
         return ApiError(400, str(exc))
     if isinstance(exc, (DeadlinePassed, ClientGone)):
-        return ApiError(503, f"Not processed: the request {exc}; retry.",
-                        {"Retry-After": str(RETRY_AFTER_DROPPED_S)})
+        return ApiError(
+            503, f"Not processed: the request {exc}; retry.", {"Retry-After": str(RETRY_AFTER_DROPPED_S)}
+        )
     if isinstance(exc, EngineCrashed):
         return ApiError(503, f"Not processed: {exc}; retry.", {"Retry-After": str(RETRY_AFTER_RESTART_S)})
     if is_out_of_memory(exc):
-        return ApiError(507, f"The GPU ran out of memory on {what}, even alone; shorten it or "
-                             "retry when the server is less busy.")
+        return ApiError(
+            507,
+            f"The GPU ran out of memory on {what}, even alone; shorten it or "
+            "retry when the server is less busy.",
+        )
     if isinstance(exc, EngineError):
         log.error("engine failed on %s: %s", what, exc)
         return ApiError(500, f"The engine failed on {what}: {exc}")
@@ -138,6 +144,7 @@ def client_gone_check(environ):
             return False
         except OSError:
             return True
+
     return gone
 
 
@@ -170,10 +177,15 @@ class _Request:
 
 
 class Lane:
-    def __init__(self, config: LaneConfig, *, load: Load | None = None,
-                 observer: LaneObserver | None = None,
-                 free_memory: Callable[[], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        config: LaneConfig,
+        *,
+        load: Load | None = None,
+        observer: LaneObserver | None = None,
+        free_memory: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.config = config
         self.max_queue = config.max_queue
         self.max_requests = config.max_requests or config.max_queue
@@ -187,7 +199,7 @@ class Lane:
         self.free_memory = free_memory or (lambda: None)
         self.clock = clock
         self.callers = 0  # requests inside run()
-        self.queue_depth = 0        # items admitted, not yet handed to the engine
+        self.queue_depth = 0  # items admitted, not yet handed to the engine
         self._requests: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -197,8 +209,16 @@ class Lane:
         self._idle_base: int | None = self.load.began
 
     # -- request side --------------------------------------------------------------------
-    def run(self, items: list, call, *, key=None, mergeable: bool = True, gone=None,
-            deadline_s: float | None = None) -> list:
+    def run(
+        self,
+        items: list,
+        call,
+        *,
+        key=None,
+        mergeable: bool = True,
+        gone=None,
+        deadline_s: float | None = None,
+    ) -> list:
         """Run ``call`` over ``items`` in the lane; returns one result per item, in
         order, where a result may be the exception that item ended with.
 
@@ -208,8 +228,14 @@ class Lane:
         """
         if not items:
             return []
-        request = _Request(list(items), key, call, mergeable,
-                           self.clock() + (deadline_s or self.deadline_s), gone or (lambda: False))
+        request = _Request(
+            list(items),
+            key,
+            call,
+            mergeable,
+            self.clock() + (deadline_s or self.deadline_s),
+            gone or (lambda: False),
+        )
         with self._cond:
             self._refuse_if_full(len(items))
             self.callers += 1
@@ -238,12 +264,15 @@ class Lane:
         if busy > self.max_requests:
             why = f"{busy - 1} requests are in progress (limit {self.max_requests})"
         elif self.queue_depth + count > self.max_queue:
-            why = (f"{self.queue_depth} items are waiting and this request brings {count} "
-                   f"(limit {self.max_queue})")
+            why = (
+                f"{self.queue_depth} items are waiting and this request brings {count} "
+                f"(limit {self.max_queue})"
+            )
         else:
             return
-        raise ApiError(503, f"The server is busy: {why}; retry shortly.",
-                       {"Retry-After": str(RETRY_AFTER_FULL_S)})
+        raise ApiError(
+            503, f"The server is busy: {why}; retry shortly.", {"Retry-After": str(RETRY_AFTER_FULL_S)}
+        )
 
     # -- worker side ---------------------------------------------------------------------
     def _ensure_worker(self):
@@ -278,8 +307,10 @@ class Lane:
             if request.gone():
                 reason = ClientGone("the client disconnected")
             elif now > request.deadline:
-                reason = DeadlinePassed(f"waited past its deadline ({self.deadline_s:.0f} s, "
-                                        "REQUEST_DEADLINE_S) without reaching the engine")
+                reason = DeadlinePassed(
+                    f"waited past its deadline ({self.deadline_s:.0f} s, "
+                    "REQUEST_DEADLINE_S) without reaching the engine"
+                )
             if reason is None:
                 continue
             self._requests.remove(request)
@@ -350,8 +381,9 @@ class Lane:
                 self.free_memory()
                 if len(batch) > 1:
                     half = len(batch) // 2
-                    log.warning("out of memory on %d items: retrying as %d + %d", len(batch), half,
-                                len(batch) - half)
+                    log.warning(
+                        "out of memory on %d items: retrying as %d + %d", len(batch), half, len(batch) - half
+                    )
                     self._call(batch[:half])
                     self._call(batch[half:])
                     return
@@ -360,5 +392,5 @@ class Lane:
                 request.settle(index, exc)
             return
         self.observer.observe_engine_call(len(batch), time.perf_counter() - began, None)
-        for (request, index), result in zip(batch, results):
+        for (request, index), result in zip(batch, results, strict=True):
             request.settle(index, result)

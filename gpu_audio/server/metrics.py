@@ -5,14 +5,14 @@ process-local registry is the truth. If a server ever runs more than one worker
 process, switch to prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR)
 or the counts will be per worker.
 """
+
 from __future__ import annotations
 
 import collections
 import threading
 import time
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
-                               generate_latest)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from werkzeug.wsgi import ClosingIterator
 
@@ -29,36 +29,58 @@ class Metrics:
     def __init__(self, server: str):
         self.server = server
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("gpu_audio_requests", "HTTP requests by route and status",
-                                ["route", "status"], registry=r)
-        self.latency = Histogram("gpu_audio_request_seconds", "HTTP request latency by route", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.rejected = Counter("gpu_audio_rejected", "requests answered 503 (busy, loading, draining)",
-                                ["route"], registry=r)
-        self.engine_call = Histogram("gpu_audio_engine_call_seconds", "engine time per call",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.engine_item = Histogram("gpu_audio_engine_item_seconds",
-                                     "engine time per item (TTS text, WhisperX audio)",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_items = Histogram("gpu_audio_engine_call_items", "items per engine call",
-                                     buckets=ITEM_BUCKETS, registry=r)
-        self.engine_errors = Counter("gpu_audio_engine_errors", "engine failures by kind", ["kind"],
-                                     registry=r)
-        self.audio_seconds = Counter("gpu_audio_audio_seconds",
-                                     "audio produced (TTS) or processed (WhisperX)", ["direction"],
-                                     registry=r)
+        self.requests = Counter(
+            "gpu_audio_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "gpu_audio_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gpu_audio_rejected", "requests answered 503 (busy, loading, draining)", ["route"], registry=r
+        )
+        self.engine_call = Histogram(
+            "gpu_audio_engine_call_seconds", "engine time per call", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.engine_item = Histogram(
+            "gpu_audio_engine_item_seconds",
+            "engine time per item (TTS text, WhisperX audio)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "gpu_audio_engine_call_items", "items per engine call", buckets=ITEM_BUCKETS, registry=r
+        )
+        self.engine_errors = Counter(
+            "gpu_audio_engine_errors", "engine failures by kind", ["kind"], registry=r
+        )
+        self.audio_seconds = Counter(
+            "gpu_audio_audio_seconds",
+            "audio produced (TTS) or processed (WhisperX)",
+            ["direction"],
+            registry=r,
+        )
         self.model_load = Gauge("gpu_audio_model_load_seconds", "time the model took to load", registry=r)
         self.queue_depth = Gauge("gpu_audio_queue_depth", "items waiting for the GPU lane", registry=r)
         self.in_flight = Gauge("gpu_audio_in_flight", "requests in flight", registry=r)
         self.uptime = Gauge("gpu_audio_uptime_seconds", "seconds since this process started", registry=r)
-        self.gpu_memory = Gauge("gpu_audio_gpu_memory_bytes", "GPU memory (when a GPU is used)", ["kind"],
-                                registry=r)
-        self.engine_restarts = Counter("gpu_audio_engine_restarts",
-                                       "engine process deaths, each followed by a restart, by cause "
-                                       "(crash: killed by a signal, hang: killed for not answering, "
-                                       "exit: exited by itself)", ["cause"], registry=r)
-        self.cloudwatch_errors = Counter("gpu_audio_cloudwatch_errors", "failed CloudWatch publishes",
-                                         registry=r)
+        self.gpu_memory = Gauge(
+            "gpu_audio_gpu_memory_bytes", "GPU memory (when a GPU is used)", ["kind"], registry=r
+        )
+        self.engine_restarts = Counter(
+            "gpu_audio_engine_restarts",
+            "engine process deaths, each followed by a restart, by cause "
+            "(crash: killed by a signal, hang: killed for not answering, "
+            "exit: exited by itself)",
+            ["cause"],
+            registry=r,
+        )
+        self.cloudwatch_errors = Counter(
+            "gpu_audio_cloudwatch_errors", "failed CloudWatch publishes", registry=r
+        )
         self.build = Info("gpu_audio_build", "version, engine and model", registry=r)
         self.gpu_memory_source = None  # () -> (used, total) | None; None: this process's GPU
         self.started = time.time()
@@ -106,9 +128,13 @@ def error_kind(error: BaseException) -> str:
     if is_out_of_memory(error):
         return "out_of_memory"
     name = type(error).__name__
-    return {"UnsupportedRequest": "unsupported", "DeadlinePassed": "deadline",
-            "ClientGone": "client_gone", "EngineCrashed": "engine_crashed",
-            "EngineUnavailable": "engine_crashed"}.get(name, "engine")
+    return {
+        "UnsupportedRequest": "unsupported",
+        "DeadlinePassed": "deadline",
+        "ClientGone": "client_gone",
+        "EngineCrashed": "engine_crashed",
+        "EngineUnavailable": "engine_crashed",
+    }.get(name, "engine")
 
 
 class MetricsMiddleware:
@@ -132,5 +158,9 @@ class MetricsMiddleware:
         except BaseException:
             self.metrics.observe_request(self.routes(path), 500, time.perf_counter() - began)
             raise
-        return ClosingIterator(result, lambda: self.metrics.observe_request(
-            self.routes(path), seen.get("status", 500), time.perf_counter() - began))
+        return ClosingIterator(
+            result,
+            lambda: self.metrics.observe_request(
+                self.routes(path), seen.get("status", 500), time.perf_counter() - began
+            ),
+        )

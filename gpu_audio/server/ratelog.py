@@ -8,6 +8,7 @@ it are only counted, by kind, and reported as one summary line per interval:
 
 The clock and the timer are injected, so tests are deterministic.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,16 @@ class RateLog:
     by the first event after the interval ended, whichever comes first. An interval
     with no events ends the spell: the next event is logged in full again."""
 
-    def __init__(self, logger: logging.Logger, noun: str, *, interval: float = INTERVAL_S,
-                 level: int = logging.WARNING, clock=time.monotonic, timer=_daemon_timer):
+    def __init__(
+        self,
+        logger: logging.Logger,
+        noun: str,
+        *,
+        interval: float = INTERVAL_S,
+        level: int = logging.WARNING,
+        clock=time.monotonic,
+        timer=_daemon_timer,
+    ):
         self.logger, self.noun, self.interval, self.level = logger, noun, interval, level
         self.clock, self.timer = clock, timer
         self._lock = threading.Lock()

@@ -7,6 +7,7 @@ all: only a file descriptor of their memory crosses, and the engine maps the
 same pages. A 3-hour clip (690 MB of float32) is then in memory once, not once
 per process.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,9 +15,9 @@ import mmap
 import os
 import pickle
 import weakref
+from multiprocessing.reduction import recv_handle, send_handle
 
 import numpy as np
-from multiprocessing.reduction import recv_handle, send_handle
 
 _MEMFD = hasattr(os, "memfd_create")
 
@@ -92,8 +93,7 @@ class _Unpickler(pickle.Unpickler):
         _, index, offset, shape, dtype, strides = pid
         # Private copy-on-write mapping: the engine may scribble on its input
         # without the worker seeing it.
-        return np.ndarray(shape, np.dtype(dtype), buffer=self.maps[index], offset=offset,
-                          strides=strides)
+        return np.ndarray(shape, np.dtype(dtype), buffer=self.maps[index], offset=offset, strides=strides)
 
 
 def send(conn, obj) -> None:
@@ -108,7 +108,7 @@ def send(conn, obj) -> None:
     for raw in raws:  # sizes are known to both ends: raw bytes, no framing, no copies
         view = raw.cast("B")
         while view:
-            view = view[os.write(conn.fileno(), view):]
+            view = view[os.write(conn.fileno(), view) :]
     for fd in fds:
         send_handle(conn, fd, None)
 
@@ -131,8 +131,7 @@ def recv(conn):
     for _ in range(fd_count):
         fd = recv_handle(conn)
         try:
-            maps.append(mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE,
-                                  prot=mmap.PROT_READ | mmap.PROT_WRITE))
+            maps.append(mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE))
         finally:
             os.close(fd)  # the mapping holds the memory
     return _Unpickler(io.BytesIO(header), maps, buffers).load()

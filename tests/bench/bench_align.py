@@ -4,6 +4,7 @@ directly and through HTTP /align on the real gunicorn, side by side in one run.
 
     python tests/bench/bench_align.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ from tts.engines.espeak import EspeakEngine  # noqa: E402
 from whisperx_server.engines.pocketsphinx import PocketsphinxEngine  # noqa: E402
 
 SENTENCES = [
-    "Welcome back to the course.", "In this section we look at how captions follow the narration.",
-    "Each slide has a marker, and each marker has a time.", "In 2026 we moved the servers to a cloud GPU.",
+    "Welcome back to the course.",
+    "In this section we look at how captions follow the narration.",
+    "Each slide has a marker, and each marker has a time.",
+    "In 2026 we moved the servers to a cloud GPU.",
     "The host starts when a batch needs it and stops itself when idle.",
     "Every word of the script gets a start and an end.",
 ]
@@ -49,9 +52,11 @@ def main():
     aligner = PocketsphinxEngine()
     aligner.load()
     with tempfile.TemporaryDirectory() as tmp:
-        server = Gunicorn("whisperx_server.app:create_app()",
-                          {"WHISPERX_ENGINE": "pocketsphinx", "TTS_API_KEY": "bench-key", "ACTIVITY_DIR": tmp},
-                          Path(tmp) / "gunicorn.log").wait_ready()
+        server = Gunicorn(
+            "whisperx_server.app:create_app()",
+            {"WHISPERX_ENGINE": "pocketsphinx", "TTS_API_KEY": "bench-key", "ACTIVITY_DIR": tmp},
+            Path(tmp) / "gunicorn.log",
+        ).wait_ready()
         session = requests.Session()
         session.headers["X-API-Key"] = "bench-key"
         try:
@@ -69,9 +74,12 @@ def main():
                 def http():
                     r = session.post(server.url + "/align", json=body, timeout=600)
                     r.raise_for_status()
+
                 http_s = median_seconds(http, args.repeats)
-                print(f"{seconds:>8.1f} {len(tokens):>6} {seconds / direct:>11.1f} "
-                      f"{seconds / http_s:>9.1f} {http_s / direct:>12.2f}")
+                print(
+                    f"{seconds:>8.1f} {len(tokens):>6} {seconds / direct:>11.1f} "
+                    f"{seconds / http_s:>9.1f} {http_s / direct:>12.2f}"
+                )
         finally:
             server.stop()
 

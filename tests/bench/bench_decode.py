@@ -7,6 +7,7 @@ is read after it; figures are scaled from ``--seconds`` of audio to one hour.
 
     python tests/bench/bench_decode.py [--seconds 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,18 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     per_hour = 3600 / args.seconds
     log.info("decode to 16 kHz mono, %.0f s of audio per case, figures per audio hour", args.seconds)
-    log.info("%-5s %6s %3s | %9s %9s %6s | %9s %9s %6s", "fmt", "rate", "ch", "old s/h",
-             "new s/h", "ratio", "old MB/h", "new MB/h", "ratio")
+    log.info(
+        "%-5s %6s %3s | %9s %9s %6s | %9s %9s %6s",
+        "fmt",
+        "rate",
+        "ch",
+        "old s/h",
+        "new s/h",
+        "ratio",
+        "old MB/h",
+        "new MB/h",
+        "ratio",
+    )
     for fmt in ("WAV", "FLAC", "MP3", "OGG"):
         for rate in (16000, 48000):
             for channels in (1, 2):
@@ -107,9 +118,18 @@ def main():
                 new_s, new_mb, new_n = measure(decode_audio, data)
                 if old_n != new_n:
                     log.warning("%s %d %d: %d samples old, %d new", fmt, rate, channels, old_n, new_n)
-                log.info("%-5s %6d %3d | %9.1f %9.1f %6.2f | %9.0f %9.0f %6.2f", fmt, rate, channels,
-                         old_s * per_hour, new_s * per_hour, new_s / old_s,
-                         old_mb * per_hour, new_mb * per_hour, new_mb / max(old_mb, 1e-3))
+                log.info(
+                    "%-5s %6d %3d | %9.1f %9.1f %6.2f | %9.0f %9.0f %6.2f",
+                    fmt,
+                    rate,
+                    channels,
+                    old_s * per_hour,
+                    new_s * per_hour,
+                    new_s / old_s,
+                    old_mb * per_hour,
+                    new_mb * per_hour,
+                    new_mb / max(old_mb, 1e-3),
+                )
     log.info("the output alone, 16 kHz mono float32, is %.0f MB/h", TARGET * 4 * 3600 / 2**20)
 
 

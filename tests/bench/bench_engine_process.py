@@ -5,6 +5,7 @@ and a 30-minute clip crossing as shared memory vs through the socket.
 
     python tests/bench/bench_engine_process.py [--repeats 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ def peak_mb(pid: int) -> float:
 
 
 def row(name, inside, outside):
-    print(f"{name:<28} {inside * 1000:>10.2f} {outside * 1000:>10.2f} {outside - inside:>+10.4f} "
-          f"{outside / inside:>7.2f}")
+    print(
+        f"{name:<28} {inside * 1000:>10.2f} {outside * 1000:>10.2f} {outside - inside:>+10.4f} "
+        f"{outside / inside:>7.2f}"
+    )
 
 
 def main():
@@ -51,8 +54,9 @@ def main():
     tts_out.load()
     asr_in = PocketsphinxEngine()
     asr_in.load()
-    asr_out = EngineProcess("whisperx_server.engines.pocketsphinx:PocketsphinxEngine",
-                            WhisperXSettings(engine="pocketsphinx"))
+    asr_out = EngineProcess(
+        "whisperx_server.engines.pocketsphinx:PocketsphinxEngine", WhisperXSettings(engine="pocketsphinx")
+    )
     asr_out.load()
     try:
         one = [SynthesisItem(TEXT, "English", "Aiden")]
@@ -62,18 +66,21 @@ def main():
         tokens = text.split()
         print(f"{'call':<28} {'in-proc ms':>10} {'process ms':>10} {'extra s':>10} {'ratio':>7}")
         for name, inside, outside in (
-                ("eSpeak, 1 text", lambda: tts_in.synthesize(one), lambda: tts_out.synthesize(one)),
-                ("eSpeak, 10 texts", lambda: tts_in.synthesize(ten), lambda: tts_out.synthesize(ten)),
-                (f"align {audio16.size / 16000:.0f} s, {len(tokens)} words",
-                 lambda: asr_in.align(audio16, tokens, "en"),
-                 lambda: asr_out.align(audio16, tokens, "en"))):
+            ("eSpeak, 1 text", lambda: tts_in.synthesize(one), lambda: tts_out.synthesize(one)),
+            ("eSpeak, 10 texts", lambda: tts_in.synthesize(ten), lambda: tts_out.synthesize(ten)),
+            (
+                f"align {audio16.size / 16000:.0f} s, {len(tokens)} words",
+                lambda: asr_in.align(audio16, tokens, "en"),
+                lambda: asr_out.align(audio16, tokens, "en"),
+            ),
+        ):
             inside(), outside()  # warm
             repeats = args.repeats if "align" not in name else max(3, args.repeats // 5)
             row(name, median_seconds(inside, repeats), median_seconds(outside, repeats))
         # A 30-minute clip crossing to the engine (a token with no reading: the engine
         # returns at once, so the crossing is what is measured), shared vs piped.
         child = asr_out.describe()["engine_pid"]
-        plain = np.tile(audio16, int(np.ceil(1800 * 16000 / audio16.size)))[:1800 * 16000].copy()
+        plain = np.tile(audio16, int(np.ceil(1800 * 16000 / audio16.size)))[: 1800 * 16000].copy()
         shared = to_shared(plain)
         print(f"\n30 min clip ({plain.nbytes / 2**20:.0f} MB float32) to the engine process:")
         print(f"{'as':<10} {'ms':>8} {'engine peak RSS +MB':>20}")

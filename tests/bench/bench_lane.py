@@ -15,6 +15,7 @@ in-flight count exceeds the lane's callers, from any lane state), in one run:
 
     python tests/bench/bench_lane.py [--runs 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,14 +74,23 @@ class BeforeLane(Lane):
 
     def _wait_for_company(self, first, taken, idle_base):
         until = self.clock() + self.batch_wait_s
-        while (taken + self._compatible(first) < self.max_batch and self.load.in_flight > self.callers
-               and self.clock() < until):
+        while (
+            taken + self._compatible(first) < self.max_batch
+            and self.load.in_flight > self.callers
+            and self.clock() < until
+        ):
             self._cond.wait(timeout=until - self.clock())
 
 
 def make_client(engine, tmp, policy):
-    settings = TTSSettings(engine="espeak", load_in_background=False, activity_dir=tmp,
-                           max_batch=MAX_BATCH, batch_wait_ms=20, request_threads=256)
+    settings = TTSSettings(
+        engine="espeak",
+        load_in_background=False,
+        activity_dir=tmp,
+        max_batch=MAX_BATCH,
+        batch_wait_ms=20,
+        request_threads=256,
+    )
     app = create_app(settings, engine)
     if policy == "before":
         server = server_of(app)
@@ -103,6 +113,7 @@ def burst(client, k):
         began = time.perf_counter()
         post(client, "/generate", {"text": LINE})
         latencies.append(time.perf_counter() - began)
+
     threads = [threading.Thread(target=one) for _ in range(k)]
     began = time.perf_counter()
     for t in threads:
@@ -128,6 +139,7 @@ def steady(client, rate, count, seed):
         ended = time.perf_counter()
         latencies.append(ended - began)
         done.append(ended)
+
     start = time.perf_counter()
     for offset in offsets:
         time.sleep(max(0.0, start + offset - time.perf_counter()))
@@ -147,7 +159,9 @@ def pct(latencies, q):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (default 5)")
     parser.add_argument("--load", type=float, default=0.85, help="steady state: share of capacity")
     parser.add_argument("--requests", type=int, default=250, help="steady state: requests per run")
@@ -158,8 +172,10 @@ def main():
         espeak = EspeakEngine()
         espeak.load()
         print(f"burst: K one-text clients at once vs one K-text batch; min/median/max of {args.runs} runs")
-        print(f"{'engine':>8} {'K':>3} {'policy':>6} {'K clients s':>17} {'1 batch s':>17} "
-              f"{'ratio':>14} {'p50 ms':>14} {'p99 ms':>14}")
+        print(
+            f"{'engine':>8} {'K':>3} {'policy':>6} {'K clients s':>17} {'1 batch s':>17} "
+            f"{'ratio':>14} {'p50 ms':>14} {'p99 ms':>14}"
+        )
         for name, engine in (("gpu-like", GpuLike()), ("espeak", espeak)):
             for k in (1, 8, 32):
                 clients = {policy: make_client(engine, tmp, policy) for policy in policies}
@@ -173,13 +189,17 @@ def main():
                     ratio = spread(r[1] / r[0] for r in runs[policy])
                     p50 = spread(pct(r[2], 50) for r in runs[policy])
                     p99 = spread(pct(r[2], 99) for r in runs[policy])
-                    print(f"{name:>8} {k:>3} {policy:>6} {conc:>17.3f} {batch:>17.3f} {ratio:>14.2f} "
-                          f"{p50:>14.0f} {p99:>14.0f}")
+                    print(
+                        f"{name:>8} {k:>3} {policy:>6} {conc:>17.3f} {batch:>17.3f} {ratio:>14.2f} "
+                        f"{p50:>14.0f} {p99:>14.0f}"
+                    )
 
         capacity = MAX_BATCH / (PER_CALL_S + PER_TEXT_S * MAX_BATCH)
         rate = args.load * capacity
-        print(f"\nsteady state (gpu-like): {args.requests} one-text clients, Poisson at {rate:.1f}/s "
-              f"({args.load:.0%} of capacity {capacity:.1f}/s); min/median/max of {args.runs} runs")
+        print(
+            f"\nsteady state (gpu-like): {args.requests} one-text clients, Poisson at {rate:.1f}/s "
+            f"({args.load:.0%} of capacity {capacity:.1f}/s); min/median/max of {args.runs} runs"
+        )
         print(f"{'policy':>6} {'ratio':>14} {'answers/s':>17} {'p50 ms':>17} {'p99 ms':>17}")
         clients = {policy: make_client(GpuLike(), tmp, policy) for policy in policies}
         runs = {policy: [] for policy in policies}
@@ -200,13 +220,18 @@ def main():
         for _ in range(5):
             lane.run(items, call)
         for _ in range(200):  # interleaved
-            for what, fn in (("direct", lambda: espeak.synthesize(items)), ("lane", lambda: lane.run(items, call))):
+            for what, fn in (
+                ("direct", lambda: espeak.synthesize(items)),
+                ("lane", lambda: lane.run(items, call)),
+            ):
                 began = time.perf_counter()
                 fn()
                 times[what].append((time.perf_counter() - began) * 1000)
         direct, through = spread(times["direct"]), spread(times["lane"])
-        print(f"\nlane overhead (eSpeak, one text, 200 calls), ms min/median/max: direct {direct:.2f}, "
-              f"through the lane {through:.2f}; medians +{through.median - direct.median:.2f} ms")
+        print(
+            f"\nlane overhead (eSpeak, one text, 200 calls), ms min/median/max: direct {direct:.2f}, "
+            f"through the lane {through:.2f}; medians +{through.median - direct.median:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

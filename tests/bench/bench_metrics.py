@@ -6,6 +6,7 @@ measured side by side in one run, in process (no network noise).
 
     python tests/bench/bench_metrics.py [--requests 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,19 @@ def main():
             results["without"].append(rate(without, args.requests))
             results["with"].append(rate(with_metrics, args.requests))
         w, wo = statistics.median(results["with"]), statistics.median(results["without"])
-        print(f"requests/s (median of 7 rounds of {args.requests}): without metrics {wo:.0f}, "
-              f"with metrics {w:.0f}, ratio {w / wo:.3f} ({(1 / w - 1 / wo) * 1e6:+.0f} µs per request)")
+        print(
+            f"requests/s (median of 7 rounds of {args.requests}): without metrics {wo:.0f}, "
+            f"with metrics {w:.0f}, ratio {w / wo:.3f} ({(1 / w - 1 / wo) * 1e6:+.0f} µs per request)"
+        )
         metrics = Metrics("bench")
         began = time.perf_counter()
         for _ in range(20000):
             metrics.observe_request("/generate", 200, 0.01)
             metrics.observe_engine_call(1, 0.01, None)
-        print(f"recording alone: {(time.perf_counter() - began) / 20000 * 1e6:.1f} µs per request "
-              "(one request + one engine call observed)")
+        print(
+            f"recording alone: {(time.perf_counter() - began) / 20000 * 1e6:.1f} µs per request "
+            "(one request + one engine call observed)"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ planning per minute of audio, and how that grows with the length (1.0 = linear).
 
     python tests/bench/bench_pieces.py [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ def talk(minutes: int, seed: int = 7, spaced: bool = True):
     syllables = ["ka", "to", "ri", "mu", "sen", "lo", "pa", "vi", "de", "nor"]
     vocabulary = ["".join(rng.choices(syllables, k=rng.randint(1, 3))) for _ in range(3000)]
     if not spaced:
-        vocabulary = ["".join(chr(0x4E00 + rng.randrange(2000)) for _ in range(rng.randint(1, 3)))
-                      for _ in range(3000)]
+        vocabulary = [
+            "".join(chr(0x4E00 + rng.randrange(2000)) for _ in range(rng.randint(1, 3))) for _ in range(3000)
+        ]
     count = int(minutes * 60 * WORDS_PER_S)
     tokens = rng.choices(vocabulary, k=count)
     audio = (np.random.default_rng(seed).standard_normal(minutes * 60 * RATE) * 0.1).astype(np.float32)
@@ -43,7 +45,7 @@ def talk(minutes: int, seed: int = 7, spaced: bool = True):
         end = t + (stop - first) / WORDS_PER_S
         heard = [w if rng.random() > 0.05 else rng.choice(vocabulary) for w in tokens[first:stop]]
         segments.append({"start": t, "end": end, "text": (" " if spaced else "").join(heard)})
-        audio[int((end - 0.2) * RATE):int(end * RATE)] = 0.0  # the pause the VAD cut at
+        audio[int((end - 0.2) * RATE) : int(end * RATE)] = 0.0  # the pause the VAD cut at
         first, t = stop, end
     return tokens, audio, segments
 
@@ -72,8 +74,10 @@ def main() -> None:
         if spaced and base is None:
             base = per_minute
         label = f"{minutes} min, {'words' if spaced else 'characters (ja/zh)'}"
-        print(f"{label:>28} {seconds * 1000:>8.0f} ms {per_minute * 1000:>8.1f} ms "
-              f"{minutes * 60 / seconds:>10.0f}× {pieces:>7} {per_minute / base:>7.2f}")
+        print(
+            f"{label:>28} {seconds * 1000:>8.0f} ms {per_minute * 1000:>8.1f} ms "
+            f"{minutes * 60 / seconds:>10.0f}× {pieces:>7} {per_minute / base:>7.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 
     python tests/bench/bench_proxy.py [--repeats 30] [--mb 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ MiB = 1 << 20
 
 # ---- upstream stub ----------------------------------------------------------------------------
 
+
 def start_stub(size: int):
     """A threaded werkzeug server: GET /big streams ``size`` bytes, POST /generate_batch
     streams a JSON answer with one ``size``-byte base64 string, POST /align reads the
@@ -44,17 +46,20 @@ def start_stub(size: int):
 
     def body(n):
         while n > 0:
-            yield block[:min(n, CHUNK)]
+            yield block[: min(n, CHUNK)]
             n -= CHUNK
 
     @Request.application
     def app(request):
-        path = request.path.removeprefix("/tts").removeprefix("/whisperx")  # direct calls use the prefixes too
+        path = request.path.removeprefix("/tts").removeprefix(
+            "/whisperx"
+        )  # direct calls use the prefixes too
         if path == "/ready":
             return Response('{"status": "ok"}', content_type="application/json")
         if path == "/big":
-            return Response(body(size), content_type="application/octet-stream",
-                            headers={"Content-Length": str(size)})
+            return Response(
+                body(size), content_type="application/octet-stream", headers={"Content-Length": str(size)}
+            )
         if path == "/generate_batch":
             head, tail = b'{"audios": ["', b'"], "sample_rate": 24000, "count": 1, "success": true}'
 
@@ -62,16 +67,22 @@ def start_stub(size: int):
                 yield head
                 yield from body(size)
                 yield tail
-            return Response(answer(), content_type="application/json",
-                            headers={"Content-Length": str(len(head) + size + len(tail))})
+
+            return Response(
+                answer(),
+                content_type="application/json",
+                headers={"Content-Length": str(len(head) + size + len(tail))},
+            )
         if path == "/align":
             got = 0
             while data := request.stream.read(CHUNK):
                 got += len(data)
-            return Response(f'{{"received": {got}, "words": [], "success": true}}',
-                            content_type="application/json")
-        return Response('{"success": false, "error": "no such route"}', status=404,
-                        content_type="application/json")
+            return Response(
+                f'{{"received": {got}, "words": [], "success": true}}', content_type="application/json"
+            )
+        return Response(
+            '{"success": false, "error": "no such route"}', status=404, content_type="application/json"
+        )
 
     class Quiet(WSGIRequestHandler):
         def log_request(self, *args, **kwargs):
@@ -83,6 +94,7 @@ def start_stub(size: int):
 
 
 # ---- process memory ---------------------------------------------------------------------------
+
 
 def worker_pid(master: int, timeout=10.0) -> int:
     """The gunicorn worker: the master's (only) child."""
@@ -137,9 +149,10 @@ def upload(size):
             yield head
             n = size
             while n > 0:
-                yield block[:min(n, CHUNK)]
+                yield block[: min(n, CHUNK)]
                 n -= CHUNK
             yield tail
+
     return Body()
 
 
@@ -151,10 +164,18 @@ def relay_case(tmp: Path, name: str, upstream: str, size: int, send):
     direct_mb_s = size / MiB / (time.perf_counter() - began)
     config = tmp / "server_config.json"
     config.write_text("{}")
-    proxy = Gunicorn("proxy.app:create_app()",
-                     {"TTS_SERVER_URL": upstream, "TTS_WHISPER_URL": upstream, "TTS_API_KEY": KEY,
-                      "GPU_AUDIO_CONFIG": str(config), "PROXY_ACCESS_KEY": "", "LOG_LEVEL": "warning"},
-                     tmp / f"proxy-{len(list(tmp.glob('proxy-*.log')))}.log").wait_ready()
+    proxy = Gunicorn(
+        "proxy.app:create_app()",
+        {
+            "TTS_SERVER_URL": upstream,
+            "TTS_WHISPER_URL": upstream,
+            "TTS_API_KEY": KEY,
+            "GPU_AUDIO_CONFIG": str(config),
+            "PROXY_ACCESS_KEY": "",
+            "LOG_LEVEL": "warning",
+        },
+        tmp / f"proxy-{len(list(tmp.glob('proxy-*.log')))}.log",
+    ).wait_ready()
     try:
         pid = worker_pid(proxy.proc.pid)
         send(proxy.url, small=True)  # warm up: imports, the upstream session, a first relay
@@ -168,12 +189,21 @@ def relay_case(tmp: Path, name: str, upstream: str, size: int, send):
     finally:
         proxy.stop()
     growth_mb = (peak_kb - max(before_kb, 0)) / 1024
-    return {"case": name, "body_mb": moved / MiB, "rss_before": before_kb / 1024,
-            "hwm_before": hwm_before_kb / 1024, "peak": peak_kb / 1024, "growth": growth_mb,
-            "ratio": growth_mb / (moved / MiB), "mb_s": moved / MiB / seconds, "direct_mb_s": direct_mb_s}
+    return {
+        "case": name,
+        "body_mb": moved / MiB,
+        "rss_before": before_kb / 1024,
+        "hwm_before": hwm_before_kb / 1024,
+        "peak": peak_kb / 1024,
+        "growth": growth_mb,
+        "ratio": growth_mb / (moved / MiB),
+        "mb_s": moved / MiB / seconds,
+        "direct_mb_s": direct_mb_s,
+    }
 
 
 # ---- latency ----------------------------------------------------------------------------------
+
 
 def median_ms(fns, repeats):
     """Median ms of each of ``fns``, run interleaved so drift hits them alike."""
@@ -193,20 +223,31 @@ def latency(tmp: Path, repeats: int):
     tts = Gunicorn("tts.app:create_app()", {**common, "TTS_ENGINE": "espeak"}, tmp / "tts.log")
     config = tmp / "server_config.json"
     config.write_text("{}")
-    proxy = Gunicorn("proxy.app:create_app()",
-                     {"TTS_SERVER_URL": tts.url, "TTS_WHISPER_URL": tts.url, "TTS_API_KEY": KEY,
-                      "GPU_AUDIO_CONFIG": str(config), "PROXY_ACCESS_KEY": "", "LOG_LEVEL": "warning"},
-                     tmp / "proxy.log")
+    proxy = Gunicorn(
+        "proxy.app:create_app()",
+        {
+            "TTS_SERVER_URL": tts.url,
+            "TTS_WHISPER_URL": tts.url,
+            "TTS_API_KEY": KEY,
+            "GPU_AUDIO_CONFIG": str(config),
+            "PROXY_ACCESS_KEY": "",
+            "LOG_LEVEL": "warning",
+        },
+        tmp / "proxy.log",
+    )
     rows = []
     try:
         tts.wait_ready()
         proxy.wait_ready()
         direct, via = requests.Session(), requests.Session()
         direct.headers["X-API-Key"] = KEY  # the proxy adds its own; the browser sends none
-        cases = [("/generate", "generate", {"text": LINE}),
-                 ("/generate_batch x10", "generate_batch", {"texts": [f"{LINE} Line {i}." for i in range(10)]}),
-                 ("/health", "health", None)]
+        cases = [
+            ("/generate", "generate", {"text": LINE}),
+            ("/generate_batch x10", "generate_batch", {"texts": [f"{LINE} Line {i}." for i in range(10)]}),
+            ("/health", "health", None),
+        ]
         for label, path, body in cases:
+
             def call(session, base):
                 def run():
                     if body is None:
@@ -215,7 +256,9 @@ def latency(tmp: Path, repeats: int):
                         r = session.post(f"{base}/{path}", json=body, timeout=120)
                     r.raise_for_status()
                     run.size = len(r.content)
+
                 return run
+
             d_call, p_call = call(direct, tts.url), call(via, proxy.url + "/tts")
             d_ms, p_ms = median_ms([d_call, p_call], repeats)
             rows.append((label, d_call.size / 1024, d_ms, p_ms, p_ms - d_ms, p_ms / d_ms))
@@ -226,7 +269,9 @@ def latency(tmp: Path, repeats: int):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--mb", type=int, default=100, help="size of the relayed body in MiB")
     args = parser.parse_args()
@@ -235,7 +280,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"latency, median of {args.repeats} (eSpeak NG TTS server, one gunicorn each)")
-        print(f"{'request':<20} {'resp KiB':>9} {'direct ms':>10} {'proxy ms':>9} {'added ms':>9} {'ratio':>6}")
+        print(
+            f"{'request':<20} {'resp KiB':>9} {'direct ms':>10} {'proxy ms':>9} {'added ms':>9} {'ratio':>6}"
+        )
         for label, kib, d_ms, p_ms, added, ratio in latency(tmp, args.repeats):
             print(f"{label:<20} {kib:>9.1f} {d_ms:>10.2f} {p_ms:>9.2f} {added:>9.2f} {ratio:>6.2f}")
 
@@ -246,34 +293,50 @@ def main():
                 if small:
                     return len(requests.get(base + "/health", timeout=30).content)
                 moved = 0
-                with requests.request(method, f"{base}/tts/{path}", json={} if method == "POST" else None,
-                                      stream=True, timeout=300) as r:
+                with requests.request(
+                    method,
+                    f"{base}/tts/{path}",
+                    json={} if method == "POST" else None,
+                    stream=True,
+                    timeout=300,
+                ) as r:
                     r.raise_for_status()
                     for chunk in r.iter_content(CHUNK):
                         moved += len(chunk)
                 return moved
+
             return send
 
         def send_upload(base, small=False):
             n = 1024 if small else size
-            r = requests.post(base + "/whisperx/align", data=upload(n),
-                              headers={"Content-Type": "application/json"}, timeout=300)
+            r = requests.post(
+                base + "/whisperx/align",
+                data=upload(n),
+                headers={"Content-Type": "application/json"},
+                timeout=300,
+            )
             r.raise_for_status()
             return r.json()["received"]
 
         try:
-            rows = [relay_case(tmp, "GET /big", upstream, size, download("big")),
-                    relay_case(tmp, "POST /generate_batch", upstream, size, download("generate_batch", "POST")),
-                    relay_case(tmp, "upload POST /align", upstream, size, send_upload)]
+            rows = [
+                relay_case(tmp, "GET /big", upstream, size, download("big")),
+                relay_case(tmp, "POST /generate_batch", upstream, size, download("generate_batch", "POST")),
+                relay_case(tmp, "upload POST /align", upstream, size, send_upload),
+            ]
         finally:
             stub.shutdown()
         print()
         print("proxy worker memory while relaying a large body (fresh proxy per case; MiB)")
-        print(f"{'case':<22} {'body':>7} {'RSS before':>11} {'peak RSS':>9} {'growth':>7} "
-              f"{'growth/body':>12} {'MiB/s direct':>13} {'MiB/s proxy':>12}")
+        print(
+            f"{'case':<22} {'body':>7} {'RSS before':>11} {'peak RSS':>9} {'growth':>7} "
+            f"{'growth/body':>12} {'MiB/s direct':>13} {'MiB/s proxy':>12}"
+        )
         for r in rows:
-            print(f"{r['case']:<22} {r['body_mb']:>7.1f} {r['rss_before']:>11.1f} {r['peak']:>9.1f} "
-                  f"{r['growth']:>7.1f} {r['ratio']:>12.3f} {r['direct_mb_s']:>13.0f} {r['mb_s']:>12.0f}")
+            print(
+                f"{r['case']:<22} {r['body_mb']:>7.1f} {r['rss_before']:>11.1f} {r['peak']:>9.1f} "
+                f"{r['growth']:>7.1f} {r['ratio']:>12.3f} {r['direct_mb_s']:>13.0f} {r['mb_s']:>12.0f}"
+            )
 
 
 if __name__ == "__main__":

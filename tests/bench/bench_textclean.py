@@ -7,6 +7,7 @@ Figures: ms per text for n and 2n spaces, and the ratio (2 = linear, 4 = quadrat
 
     python tests/bench/bench_textclean.py [--n 5000] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,12 @@ def main() -> None:
     log.info("%-8s %10s %12s %12s %7s", "cleaner", "text", f"n={args.n}", f"2n={2 * args.n}", "ratio")
     for name, fn in (("old", old_clean_text), ("new", clean_text)):
         for label, tail in (("spaces", ""), ("spaces+x", "x")):
-            small, large = (median_seconds(lambda k=k: fn(" " * k + tail), args.repeats)
-                            for k in (args.n, 2 * args.n))
-            log.info("%-8s %10s %9.3f ms %9.3f ms %7.1f", name, label, small * 1e3, large * 1e3,
-                     large / small)
+            small, large = (
+                median_seconds(lambda k=k: fn(" " * k + tail), args.repeats) for k in (args.n, 2 * args.n)
+            )
+            log.info(
+                "%-8s %10s %9.3f ms %9.3f ms %7.1f", name, label, small * 1e3, large * 1e3, large / small
+            )
 
 
 if __name__ == "__main__":

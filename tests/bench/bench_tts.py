@@ -11,6 +11,7 @@ JSON answer and loopback HTTP. "engine" alone is shown too.
 
     python tests/bench/bench_tts.py [--repeats 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ LINE = "Welcome back. In this section we look at how the captions follow the nar
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
@@ -42,16 +45,22 @@ def main():
     engine = EspeakEngine(settings)
     engine.load()
     with tempfile.TemporaryDirectory() as tmp:
-        server = Gunicorn("tts.app:create_app()", {"TTS_ENGINE": "espeak", "TTS_API_KEY": "bench-key",
-                                                    "ACTIVITY_DIR": tmp},
-                          Path(tmp) / "gunicorn.log").wait_ready()
+        server = Gunicorn(
+            "tts.app:create_app()",
+            {"TTS_ENGINE": "espeak", "TTS_API_KEY": "bench-key", "ACTIVITY_DIR": tmp},
+            Path(tmp) / "gunicorn.log",
+        ).wait_ready()
         session = requests.Session()
         session.headers["X-API-Key"] = "bench-key"
         try:
-            print(f"ms, min/median/max of {args.repeats} runs; BATCH_WAIT_MS "
-                  f"{settings.batch_wait_ms} (in the HTTP figures)")
-            print(f"{'texts':>5} {'engine':>17} {'engine + encode':>17} {'http':>17} "
-                  f"{'http adds (med)':>16} {'http / same work':>17} {'audio s':>8}")
+            print(
+                f"ms, min/median/max of {args.repeats} runs; BATCH_WAIT_MS "
+                f"{settings.batch_wait_ms} (in the HTTP figures)"
+            )
+            print(
+                f"{'texts':>5} {'engine':>17} {'engine + encode':>17} {'http':>17} "
+                f"{'http adds (med)':>16} {'http / same work':>17} {'audio s':>8}"
+            )
             for n in (1, 10):
                 texts = [f"{LINE} Line {i}." for i in range(n)]
                 items = [SynthesisItem(t, "English", "Aiden") for t in texts]
@@ -78,8 +87,10 @@ def main():
                         times[what].append((time.perf_counter() - began) * 1000)
                 engine_ms, same_ms, http_ms = (spread(times[w]) for w in ("engine", "same", "http"))
                 ratio = spread(h / s for h, s in zip(times["http"], times["same"]))
-                print(f"{n:>5} {engine_ms:>17.1f} {same_ms:>17.1f} {http_ms:>17.1f} "
-                      f"{http_ms.median - same_ms.median:>16.1f} {ratio:>17.2f} {audio_s:>8.1f}")
+                print(
+                    f"{n:>5} {engine_ms:>17.1f} {same_ms:>17.1f} {http_ms:>17.1f} "
+                    f"{http_ms.median - same_ms.median:>16.1f} {ratio:>17.2f} {audio_s:>8.1f}"
+                )
         finally:
             server.stop()
 

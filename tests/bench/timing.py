@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmark scripts: a figure is never one timing but
 min / median / max over several runs, and what is compared is measured side by side
 in one run (a shared machine drifts between runs)."""
+
 from __future__ import annotations
 
 import re
@@ -61,4 +62,3 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> Spread:
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs, after one warm-up run."""
     return timed(fn, repeats).median
-

@@ -4,6 +4,7 @@ engines loaded on them once per session (shared/TINY_MODELS.md).
 Run from the repository root with the gpu venv (scripts/gpu_venv.py):
 ``python -m pytest -m gpu tests/gpu``.
 """
+
 import os
 
 # No model hub here, ever: set before anything imports huggingface_hub.
@@ -38,10 +39,18 @@ def qwen_settings(tmp_path_factory):
     activity = str(tmp_path_factory.mktemp("activity"))
 
     def make(model, **changes):
-        values = dict(engine="qwen", model=str(model), device="cpu", dtype="float32",
-                      attn_implementation="sdpa", max_new_tokens=MAX_NEW_TOKENS,
-                      speaker="Aiden", language="English", activity_dir=activity,
-                      load_in_background=False)
+        values = dict(
+            engine="qwen",
+            model=str(model),
+            device="cpu",
+            dtype="float32",
+            attn_implementation="sdpa",
+            max_new_tokens=MAX_NEW_TOKENS,
+            speaker="Aiden",
+            language="English",
+            activity_dir=activity,
+            load_in_background=False,
+        )
         values.update(changes)
         return TTSSettings(**values)
 

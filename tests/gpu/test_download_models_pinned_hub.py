@@ -1,6 +1,7 @@
 """``download-models`` against the fake hub again, this time with the huggingface_hub the
 gpu extra pins (< 1.0, what the image runs): that version takes an interrupted download
 for a whole snapshot unless the hub is asked."""
+
 import pytest
 
 from ..test_download_models import (  # noqa: F401  (collected here too)

@@ -1,5 +1,6 @@
 """The real TTS Flask app with QwenEngine on tiny checkpoints: the compat contract end to
 end through qwen_tts (CPU), and what qwen_tts was actually asked to do."""
+
 import base64
 import dataclasses
 import io
@@ -12,8 +13,11 @@ from ..helpers import decode_wav
 
 pytestmark = pytest.mark.gpu
 
-BATCH = {"texts": ["Speaker 0: Hello there. Amazing.", "Second line."],
-         "instructs": ["", "whisper it"], "batch": True}
+BATCH = {
+    "texts": ["Speaker 0: Hello there. Amazing.", "Second line."],
+    "instructs": ["", "whisper it"],
+    "batch": True,
+}
 
 
 @pytest.fixture
@@ -32,8 +36,9 @@ def make_client(tmp_path):
 def wav_b64(seconds=1.0, rate=16000):
     t = np.arange(int(seconds * rate)) / rate
     buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate,
-             format="WAV", subtype="PCM_16")
+    sf.write(
+        buf, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate, format="WAV", subtype="PCM_16"
+    )
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -79,9 +84,15 @@ def test_batch_false_is_one_call_per_text(make_client, custom_voice_engine, spy)
 
 def test_generate_single_with_speaker_and_language(make_client, custom_voice_engine, spy):
     calls = spy(custom_voice_engine, "generate_custom_voice")
-    r = make_client(custom_voice_engine).post("/generate", json={
-        "text": "Speaker 1: Hi there. Amazing.", "instruct": "speak slowly",
-        "speaker": "Ryan", "language": "de"})
+    r = make_client(custom_voice_engine).post(
+        "/generate",
+        json={
+            "text": "Speaker 1: Hi there. Amazing.",
+            "instruct": "speak slowly",
+            "speaker": "Ryan",
+            "language": "de",
+        },
+    )
     body = r.get_json()
     assert r.status_code == 200, body
     assert body["success"] is True and body["sample_rate"] == 24000
@@ -129,8 +140,10 @@ def test_voice_design_over_http(make_client, voice_design_engine, spy):
 
 def test_base_clones_the_posted_reference(make_client, base_engine, spy):
     calls = spy(base_engine, "generate_voice_clone")
-    r = make_client(base_engine).post("/generate_batch", json={
-        "texts": ["Hello there.", "Second line."], "ref_audio": wav_b64(), "ref_text": "A reference."})
+    r = make_client(base_engine).post(
+        "/generate_batch",
+        json={"texts": ["Hello there.", "Second line."], "ref_audio": wav_b64(), "ref_text": "A reference."},
+    )
     body = r.get_json()
     assert r.status_code == 200, body
     for b64 in body["audios"]:

@@ -36,6 +36,7 @@ def assert_audios(audios, rate, count):
 
 # --- without loading -------------------------------------------------------------------
 
+
 def test_describe_before_load_reports_what_is_known(qwen_settings):
     from tts.engines.qwen import QwenEngine
 
@@ -46,8 +47,11 @@ def test_describe_before_load_reports_what_is_known(qwen_settings):
     assert info["device"] == "cpu" and info["gpu_name"] is None
     assert (info["speaker"], info["language"]) == ("Aiden", "English")
     assert info["supports_instruct"] is True and info["voice_clone"] is False
-    for name, kind in (("Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign", "voice_design"),
-                       ("Qwen/Qwen3-TTS-12Hz-0.6B-Base", "base"), ("/models/mine", None)):
+    for name, kind in (
+        ("Qwen/Qwen3-TTS-12Hz-1.7B-VoiceDesign", "voice_design"),
+        ("Qwen/Qwen3-TTS-12Hz-0.6B-Base", "base"),
+        ("/models/mine", None),
+    ):
         assert QwenEngine(qwen_settings(name)).describe()["model_type"] == kind
 
 
@@ -71,10 +75,13 @@ def test_cuda_requested_without_cuda_says_how_to_run_on_the_cpu(qwen_settings, q
     assert engine.model is None
 
 
-@pytest.mark.parametrize("field, value, variable", [
-    ("dtype", "float64", "TTS_DTYPE"),
-    ("attn_implementation", "magic", "TTS_ATTN_IMPLEMENTATION"),
-])
+@pytest.mark.parametrize(
+    "field, value, variable",
+    [
+        ("dtype", "float64", "TTS_DTYPE"),
+        ("attn_implementation", "magic", "TTS_ATTN_IMPLEMENTATION"),
+    ],
+)
 def test_bad_dtype_or_attention_is_refused(qwen_settings, qwen_checkpoints, field, value, variable):
     from tts.engines.qwen import QwenEngine
 
@@ -84,6 +91,7 @@ def test_bad_dtype_or_attention_is_refused(qwen_settings, qwen_checkpoints, fiel
 
 
 # --- CustomVoice -----------------------------------------------------------------------
+
 
 def test_custom_voice_describe(custom_voice_engine):
     info = custom_voice_engine.describe()
@@ -96,9 +104,11 @@ def test_custom_voice_describe(custom_voice_engine):
 
 def test_custom_voice_one_batched_call_with_per_item_fields(custom_voice_engine, spy):
     calls = spy(custom_voice_engine, "generate_custom_voice")
-    items = [item("Hello there.", "English", "Aiden"),
-             item("Second line.", "en", "ryan", "whisper it"),
-             item("Third.", "auto", "", "")]
+    items = [
+        item("Hello there.", "English", "Aiden"),
+        item("Second line.", "en", "ryan", "whisper it"),
+        item("Third.", "auto", "", ""),
+    ]
     audios, rate = custom_voice_engine.synthesize(items)
     assert_audios(audios, rate, 3)
     assert len(calls.calls) == 1
@@ -141,8 +151,9 @@ def test_out_of_memory_propagates_unchanged(custom_voice_engine, monkeypatch):
     assert caught.value is oom
 
 
-def test_cached_gpu_memory_is_given_back_after_every_batch_even_a_failed_one(custom_voice_engine,
-                                                                             monkeypatch):
+def test_cached_gpu_memory_is_given_back_after_every_batch_even_a_failed_one(
+    custom_voice_engine, monkeypatch
+):
     """On CUDA, each batch ends with torch.cuda.empty_cache() on the engine's device, so the
     other server on the GPU can have the memory (the CPU run stands in for the device)."""
     import contextlib
@@ -160,6 +171,7 @@ def test_cached_gpu_memory_is_given_back_after_every_batch_even_a_failed_one(cus
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
+
     monkeypatch.setattr(custom_voice_engine.model, "generate_custom_voice", oom)
     with pytest.raises(torch.OutOfMemoryError):
         custom_voice_engine.synthesize([item("Three.")])
@@ -220,8 +232,9 @@ def test_same_seed_same_audio_other_seed_other_audio(custom_voice_engine, monkey
     monkeypatch.setattr(inner, "generate", recording)
 
     def speak(seed):
-        audios, _ = custom_voice_engine.synthesize([item("Hello there.", seed=seed),
-                                                    item("Second line.", "en", "ryan", seed=seed)])
+        audios, _ = custom_voice_engine.synthesize(
+            [item("Hello there.", seed=seed), item("Second line.", "en", "ryan", seed=seed)]
+        )
         return [a.tobytes() for a in audios], codes[-1]
 
     unseeded = [speak(None)[1] for _ in range(2)]
@@ -250,6 +263,7 @@ def test_load_twice_keeps_the_model(custom_voice_engine):
 
 # --- VoiceDesign -----------------------------------------------------------------------
 
+
 def test_voice_design_describe(voice_design_engine):
     info = voice_design_engine.describe()
     assert info["model_type"] == "voice_design"
@@ -261,8 +275,10 @@ def test_voice_design_instructs_and_default_description(voice_design_engine, spy
     from tts.engines.qwen import DEFAULT_VOICE_DESCRIPTION
 
     calls = spy(voice_design_engine, "generate_voice_design")
-    items = [item("Hello there.", instruct="A deep, calm male voice."),
-             item("Second line.", "de", instruct=None)]
+    items = [
+        item("Hello there.", instruct="A deep, calm male voice."),
+        item("Second line.", "de", instruct=None),
+    ]
     audios, rate = voice_design_engine.synthesize(items)
     assert_audios(audios, rate, 2)
     args, kwargs = calls.last
@@ -275,6 +291,7 @@ def test_voice_design_instructs_and_default_description(voice_design_engine, spy
 
 # --- Base (voice clone) ----------------------------------------------------------------
 
+
 def test_base_describe(base_engine):
     info = base_engine.describe()
     assert info["model_type"] == "base" and info["voice_clone"] is True
@@ -284,8 +301,9 @@ def test_base_describe(base_engine):
 def test_base_shared_reference_is_passed_once(base_engine, spy):
     calls = spy(base_engine, "generate_voice_clone")
     ref = reference()
-    audios, rate = base_engine.synthesize([item("Hello there.", ref=ref),
-                                           item("Second line.", "auto", ref=ref)])
+    audios, rate = base_engine.synthesize(
+        [item("Hello there.", ref=ref), item("Second line.", "auto", ref=ref)]
+    )
     assert_audios(audios, rate, 2)
     assert len(calls.calls) == 1
     args, kwargs = calls.last
@@ -317,6 +335,7 @@ def test_base_without_reference_is_unsupported(base_engine, spy):
 
 # --- loading -----------------------------------------------------------------------------
 
+
 def test_hub_id_resolves_through_models_dir(qwen_checkpoints, qwen_settings, tmp_path):
     """With MODELS_DIR set, a hub id loads from the HF cache layout inside it (offline)."""
     import shutil
@@ -340,8 +359,7 @@ def test_cuda_load_and_speak(qwen_checkpoints, qwen_settings):
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    engine = QwenEngine(qwen_settings(qwen_checkpoints["custom_voice"], device="cuda",
-                                      dtype="bfloat16"))
+    engine = QwenEngine(qwen_settings(qwen_checkpoints["custom_voice"], device="cuda", dtype="bfloat16"))
     engine.load()
     assert engine.describe()["gpu_name"] == torch.cuda.get_device_name(0)
     audios, rate = engine.synthesize([item("Hello there."), item("Second.", instruct="fast")])

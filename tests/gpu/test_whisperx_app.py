@@ -1,13 +1,16 @@
 """The real WhisperX Flask app with WhisperXEngine on tiny offline models: the compat
 contract end to end through whisperx on the CPU, real eSpeak speech in."""
+
 import dataclasses
 
 import pytest
 
 from ..helpers import check_promise, spoken
 
-pytestmark = [pytest.mark.gpu,  # pyannote warns that torchcodec has no FFmpeg: we pass arrays
-              pytest.mark.filterwarnings("ignore:\\s*torchcodec is not installed:UserWarning")]
+pytestmark = [
+    pytest.mark.gpu,  # pyannote warns that torchcodec has no FFmpeg: we pass arrays
+    pytest.mark.filterwarnings("ignore:\\s*torchcodec is not installed:UserWarning"),
+]
 
 ESPEAK_RATE = 22050
 TEXT = "Hello 42 world & friends. This is a test, isn't it?"
@@ -32,8 +35,7 @@ def client(make_client, wx_engine):
 
 def test_align_batch_keeps_the_promise(client):
     b64, audio, _ = spoken(TEXT)
-    r = client.post("/align_batch",
-                    json={"items": [{"audio": b64, "text": TEXT}], "language": "en"})
+    r = client.post("/align_batch", json={"items": [{"audio": b64, "text": TEXT}], "language": "en"})
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert body["success"] is True and body["count"] == 1
@@ -45,8 +47,11 @@ def test_align_batch_keeps_the_promise(client):
 
 def test_align_batch_item_errors_do_not_fail_the_batch(client):
     b64, audio, _ = spoken("Good morning everyone.")
-    items = [{"audio": b64, "text": "   "}, {"audio": b64, "text": "Good morning everyone."},
-             {"text": "no audio"}]
+    items = [
+        {"audio": b64, "text": "   "},
+        {"audio": b64, "text": "Good morning everyone."},
+        {"text": "no audio"},
+    ]
     body = client.post("/align_batch", json={"items": items, "language": "en"}).get_json()
     assert body["success"] is True and body["count"] == 3
     first, second, third = body["alignments"]
@@ -106,10 +111,11 @@ def test_health(client, whisper_models):
 
 def test_unknown_language_is_400_naming_it(client):
     b64, _, _ = spoken("Hello.")
-    for path, body in (("/align", {"audio": b64, "text": "Hello.", "language": "xx"}),
-                       ("/align_batch", {"items": [{"audio": b64, "text": "Hello."}],
-                                         "language": "xx"}),
-                       ("/transcribe", {"audio": b64, "language": "xx"})):
+    for path, body in (
+        ("/align", {"audio": b64, "text": "Hello.", "language": "xx"}),
+        ("/align_batch", {"items": [{"audio": b64, "text": "Hello."}], "language": "xx"}),
+        ("/transcribe", {"audio": b64, "language": "xx"}),
+    ):
         r = client.post(path, json=body)
         assert r.status_code == 400 and "'xx'" in r.get_json()["error"]
 
@@ -140,8 +146,10 @@ def test_items_too_long_to_align_at_once_and_impossible_to_cut_are_item_errors(m
     client = make_client(engine)
     short_b64, short_audio, _ = spoken("Hi.")
     long_b64, _, _ = spoken("This line is much longer than one second of speech.")
-    body = client.post("/align_batch", json={"items": [{"audio": long_b64, "text": "This line."},
-                                                       {"audio": short_b64, "text": "Hi."}]}).get_json()
+    body = client.post(
+        "/align_batch",
+        json={"items": [{"audio": long_b64, "text": "This line."}, {"audio": short_b64, "text": "Hi."}]},
+    ).get_json()
     first, second = body["alignments"]
     assert first["words"] == [] and "WHISPERX_MAX_ALIGN_SECONDS" in first["error"]
     check_promise(second["words"], "Hi.", short_audio.size / ESPEAK_RATE)

@@ -2,6 +2,7 @@
 wav2vec2 code runs on the CPU (shared/TINY_MODELS.md). Outputs are noise; the
 calls, shapes, types and bookkeeping are the real ones.
 """
+
 import dataclasses
 import gc
 import weakref
@@ -13,8 +14,10 @@ from whisperx_server.engines.base import EngineError, TokenTiming, Transcript, U
 
 from .tiny_whisper import TIMESTAMP_TOKENS
 
-pytestmark = [pytest.mark.gpu,  # pyannote warns that torchcodec has no FFmpeg: we pass arrays
-              pytest.mark.filterwarnings("ignore:\\s*torchcodec is not installed:UserWarning")]
+pytestmark = [
+    pytest.mark.gpu,  # pyannote warns that torchcodec has no FFmpeg: we pass arrays
+    pytest.mark.filterwarnings("ignore:\\s*torchcodec is not installed:UserWarning"),
+]
 
 RATE = 16000
 TEXTS = ("Hello there, this is the first test.", "Another sentence for the second audio file.")
@@ -31,6 +34,7 @@ def assert_timings(timings, tokens, duration):
 
 
 # --- without loading -------------------------------------------------------------------
+
 
 def test_describe_before_load(wx_settings):
     from whisperx_server.engines.whisperx import WhisperXEngine
@@ -76,6 +80,7 @@ def test_a_model_that_cannot_load_raises(wx_settings, tmp_path):
 
 # --- loaded ----------------------------------------------------------------------------
 
+
 def test_load_and_describe(wx_engine, whisper_models):
     info = wx_engine.describe()
     assert info["engine"] == "whisperx" and info["model_size"] == whisper_models["whisper"]
@@ -103,10 +108,12 @@ def test_transcribe_text_path(wx_engine, speech, monkeypatch):
     speak: then the text is the segments' texts joined."""
     tokenizer = wx_engine.model.model.hf_tokenizer
     vocab = tokenizer.get_vocab_size() + TIMESTAMP_TOKENS
-    letters = {i for i in range(256) if tokenizer.decode([i]).isascii()
-               and tokenizer.decode([i]).isalpha()}
-    options = dataclasses.replace(wx_engine.model.options, temperatures=[0.0],
-                                  suppress_tokens=[i for i in range(vocab) if i not in letters])
+    letters = {i for i in range(256) if tokenizer.decode([i]).isascii() and tokenizer.decode([i]).isalpha()}
+    options = dataclasses.replace(
+        wx_engine.model.options,
+        temperatures=[0.0],
+        suppress_tokens=[i for i in range(vocab) if i not in letters],
+    )
     monkeypatch.setattr(wx_engine.model, "options", options)
     (result,) = wx_engine.transcribe([speech(TEXTS[0])], "en")
     assert result.text and result.text.replace(" ", "").isalpha()
@@ -206,6 +213,7 @@ def test_missing_punkt_language_is_an_engine_error_not_a_download(wx_engine, spe
 
 # --- mapping whisperx words back to tokens ---------------------------------------------
 
+
 def test_map_words_keeps_only_measured_times():
     """Words whisperx could not time (no start/end, NaN, or its own interpolated copy
     with no score) are left out for the server to estimate; numpy values become float
@@ -214,10 +222,9 @@ def test_map_words_keeps_only_measured_times():
 
     tokens = ["Hello", "42", "&", "world.", "Again", "now"]
     words = [
-        {"word": "Hello", "start": np.float64(-0.01), "end": np.float64(0.3),
-         "score": np.float64(1.2)},
-        {"word": "42"},                                                     # unalignable
-        {"word": "&", "start": 0.3, "end": 0.35},                           # interpolated: no score
+        {"word": "Hello", "start": np.float64(-0.01), "end": np.float64(0.3), "score": np.float64(1.2)},
+        {"word": "42"},  # unalignable
+        {"word": "&", "start": 0.3, "end": 0.35},  # interpolated: no score
         {"word": "world.", "start": 0.4, "end": float("nan"), "score": 0.5},
         {"word": "Again", "start": 0.6, "end": 9.0, "score": np.float32(0.25)},
         {"word": "now", "start": None, "end": 1.0, "score": 0.5},
@@ -233,13 +240,17 @@ def test_map_words_merges_pieces_and_survives_strays():
     from whisperx_server.engines.whisperx import map_words
 
     tokens = ["こんにちは", "世界", "a", "cat"]
-    words = [{"word": c, "start": 0.1 * i, "end": 0.1 * i + 0.05, "score": 0.5}
-             for i, c in enumerate("こんにちは世界")]
-    words += [{"word": "", "start": 0.0, "end": 0.0, "score": 1.0},
-              {"word": "zzz", "start": 0.0, "end": 0.0, "score": 1.0},
-              {"word": "a", "start": 0.8, "end": 0.85, "score": 0.5},
-              {"word": "ca", "start": 0.9, "end": 0.95, "score": 0.2},
-              {"word": "t", "start": 0.95, "end": 1.0, "score": 0.4}]
+    words = [
+        {"word": c, "start": 0.1 * i, "end": 0.1 * i + 0.05, "score": 0.5}
+        for i, c in enumerate("こんにちは世界")
+    ]
+    words += [
+        {"word": "", "start": 0.0, "end": 0.0, "score": 1.0},
+        {"word": "zzz", "start": 0.0, "end": 0.0, "score": 1.0},
+        {"word": "a", "start": 0.8, "end": 0.85, "score": 0.5},
+        {"word": "ca", "start": 0.9, "end": 0.95, "score": 0.2},
+        {"word": "t", "start": 0.95, "end": 1.0, "score": 0.4},
+    ]
     timings = map_words(tokens, words, duration=2.0)
     assert timings[0] == TokenTiming(0.0, 0.45, 0.5)
     assert timings[1].start == pytest.approx(0.5) and timings[1].end == pytest.approx(0.65)
@@ -248,12 +259,15 @@ def test_map_words_merges_pieces_and_survives_strays():
     assert timings[3].score == pytest.approx(0.3)
 
 
-LONG_TALK = ["The quarterly numbers are in.", "Revenue grew by twelve percent, mostly in Europe.",
-             "Costs stayed flat for the third quarter in a row.", "Finally, thank you all for listening."]
+LONG_TALK = [
+    "The quarterly numbers are in.",
+    "Revenue grew by twelve percent, mostly in Europe.",
+    "Costs stayed flat for the third quarter in a row.",
+    "Finally, thank you all for listening.",
+]
 
 
-def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses(
-        wx_settings, monkeypatch):
+def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses(wx_settings, monkeypatch):
     """A 10 s talk with WHISPERX_MAX_ALIGN_SECONDS=4: the transcription (here a faithful
     one, from eSpeak's own word events: the tiny model hears nothing) gives the pauses,
     whisperx.align gets one segment per piece, each at most 4 s, holding whole tokens,
@@ -271,18 +285,29 @@ def test_a_clip_longer_than_the_aligner_takes_is_aligned_in_pieces_cut_at_pauses
     tokens, segments, first = text.split(), [], 0
     for sentence in LONG_TALK:
         stop = first + len(sentence.split())
-        segments.append({"start": truth[first], "text": sentence,
-                         "end": truth[stop] if stop < len(tokens) else audio.size / RATE})
+        segments.append(
+            {
+                "start": truth[first],
+                "text": sentence,
+                "end": truth[stop] if stop < len(tokens) else audio.size / RATE,
+            }
+        )
         first = stop
     engine = WhisperXEngine(wx_settings(max_align_seconds=4.0))
     engine.load()
     heard = []
-    monkeypatch.setattr(engine, "transcribe", lambda audios, language: heard.append(language) or
-                        [Transcript(text=text, segments=segments, language=language)])
+    monkeypatch.setattr(
+        engine,
+        "transcribe",
+        lambda audios, language: (
+            heard.append(language) or [Transcript(text=text, segments=segments, language=language)]
+        ),
+    )
     sent = []
     real_align = whisperx.align
-    monkeypatch.setattr(whisperx, "align",
-                        lambda segs, *a, **k: sent.append((segs, k)) or real_align(segs, *a, **k))
+    monkeypatch.setattr(
+        whisperx, "align", lambda segs, *a, **k: sent.append((segs, k)) or real_align(segs, *a, **k)
+    )
 
     timings = engine.align(audio, tokens, "en")
 
@@ -328,14 +353,20 @@ def test_a_long_clip_in_a_language_without_spaces_is_cut_between_characters(wx_s
     for sentence in english:
         starts.append(truth[first])
         first += len(sentence.split())
-    segments = [{"start": s, "end": e, "text": t}
-                for s, e, t in zip(starts, starts[1:] + [audio.size / RATE], japanese)]
+    segments = [
+        {"start": s, "end": e, "text": t}
+        for s, e, t in zip(starts, starts[1:] + [audio.size / RATE], japanese)
+    ]
     engine = WhisperXEngine(wx_settings(max_align_seconds=4.0))
     engine.load()
-    monkeypatch.setattr(engine, "transcribe", lambda audios, language: [Transcript("".join(japanese), segments, "ja")])
+    monkeypatch.setattr(
+        engine, "transcribe", lambda audios, language: [Transcript("".join(japanese), segments, "ja")]
+    )
     sent = []
     real_align = whisperx.align
-    monkeypatch.setattr(whisperx, "align", lambda segs, *a, **k: sent.append(segs) or real_align(segs, *a, **k))
+    monkeypatch.setattr(
+        whisperx, "align", lambda segs, *a, **k: sent.append(segs) or real_align(segs, *a, **k)
+    )
 
     token = "".join(japanese)
     timings = engine.align(audio, [token], "ja")

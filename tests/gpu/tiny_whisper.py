@@ -5,15 +5,24 @@ faster-whisper / ctranslate2 / transformers code path are the real ones, so the
 engine adapter runs exactly as it would with real weights. All three build in
 about two seconds on the CPU.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 # Whisper's special tokens, in Whisper's order: faster-whisper finds the timestamp
 # tokens right after <|notimestamps|>.
-WHISPER_SPECIALS = ("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>",
-                    "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>",
-                    "<|notimestamps|>")
+WHISPER_SPECIALS = (
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+)
 TIMESTAMP_TOKENS = 1501
 ALIGN_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz", "'"]
 PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
@@ -29,8 +38,9 @@ def whisper_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(t, special=True) for t in WHISPER_SPECIALS])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
 
 
 def build_whisper(out: Path) -> Path:
@@ -44,12 +54,22 @@ def build_whisper(out: Path) -> Path:
     tokenizer = whisper_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in WHISPER_SPECIALS}
     config = WhisperConfig(
-        vocab_size=len(tokenizer) + TIMESTAMP_TOKENS, num_mel_bins=80, d_model=64,
-        encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=1500,
-        max_target_positions=448, pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"],
-        decoder_start_token_id=ids["<|startoftranscript|>"])
+        vocab_size=len(tokenizer) + TIMESTAMP_TOKENS,
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,
+        max_target_positions=448,
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|endoftext|>"],
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+    )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config)
     model.generation_config.suppress_tokens = []
@@ -58,7 +78,8 @@ def build_whisper(out: Path) -> Path:
     tokenizer.save_pretrained(source)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(source)
     ctranslate2.converters.TransformersConverter(
-        str(source), copy_files=["tokenizer.json", "preprocessor_config.json"],
+        str(source),
+        copy_files=["tokenizer.json", "preprocessor_config.json"],
     ).convert(str(out), quantization="int8", force=True)
     return out
 
@@ -68,23 +89,38 @@ def build_aligner(out: Path) -> Path:
     import json
 
     import torch
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2ForCTC, Wav2Vec2Processor)
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     vocab_file = out / "vocab.json"
     vocab_file.write_text(json.dumps({c: i for i, c in enumerate(ALIGN_VOCAB)}))
-    tokenizer = Wav2Vec2CTCTokenizer(str(vocab_file), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                         do_normalize=True, return_attention_mask=False)
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
+    )
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
     config = Wav2Vec2Config(
-        vocab_size=len(ALIGN_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        pad_token_id=0, do_stable_layer_norm=False, feat_extract_norm="group")
+        vocab_size=len(ALIGN_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32, 32, 32, 32, 32),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+        do_stable_layer_norm=False,
+        feat_extract_norm="group",
+    )
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(out)
     return out

@@ -3,6 +3,7 @@ CPU settings, one engine loaded on them per session, and real eSpeak speech.
 
 Imported by tests/gpu/conftest.py, which also sets HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE.
 """
+
 import os
 
 import numpy as np
@@ -21,9 +22,11 @@ __all__ = ["whisper_models", "wx_settings", "wx_engine", "speech"]
 def whisper_models(tmp_path_factory):
     """{"whisper", "aligner", "nltk_data"}: folders of the tiny models (built once, ~3 s)."""
     root = tmp_path_factory.mktemp("whisperx")
-    return {"whisper": str(build_whisper(root / "whisper-tiny-ct2")),
-            "aligner": str(build_aligner(root / "wav2vec2-tiny")),
-            "nltk_data": str(build_punkt_tab(root / "nltk_data"))}
+    return {
+        "whisper": str(build_whisper(root / "whisper-tiny-ct2")),
+        "aligner": str(build_aligner(root / "wav2vec2-tiny")),
+        "nltk_data": str(build_punkt_tab(root / "nltk_data")),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +37,18 @@ def wx_settings(whisper_models, tmp_path_factory):
     activity = str(tmp_path_factory.mktemp("wx-activity"))
 
     def make(**changes):
-        values = dict(engine="whisperx", model=whisper_models["whisper"], device="cpu",
-                      compute_type="int8", vad_method="pyannote", batch_size=4,
-                      align_model=whisper_models["aligner"], nltk_data=whisper_models["nltk_data"],
-                      load_in_background=False, activity_dir=activity)
+        values = dict(
+            engine="whisperx",
+            model=whisper_models["whisper"],
+            device="cpu",
+            compute_type="int8",
+            vad_method="pyannote",
+            batch_size=4,
+            align_model=whisper_models["aligner"],
+            nltk_data=whisper_models["nltk_data"],
+            load_in_background=False,
+            activity_dir=activity,
+        )
         values.update(changes)
         return WhisperXSettings(**values)
 

@@ -3,6 +3,7 @@
 The Flask app only ever talks to this interface, so tests can pass in a double
 and the app never imports torch or an engine library.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -56,16 +57,18 @@ class Capabilities:
         return fields
 
     @classmethod
-    def from_health(cls, fields: Mapping) -> "Capabilities":
+    def from_health(cls, fields: Mapping) -> Capabilities:
         """Read back from a description; what an engine does not claim, it cannot do."""
         speakers, languages = fields.get("speakers"), fields.get("languages")
-        return cls(instruct=fields.get("supports_instruct") is True,
-                   voice_clone=fields.get("voice_clone") is True,
-                   speakers=None if speakers is None else tuple(speakers),
-                   languages=None if languages is None else tuple(languages))
+        return cls(
+            instruct=fields.get("supports_instruct") is True,
+            voice_clone=fields.get("voice_clone") is True,
+            speakers=None if speakers is None else tuple(speakers),
+            languages=None if languages is None else tuple(languages),
+        )
 
     @classmethod
-    def of(cls, engine) -> "Capabilities":
+    def of(cls, engine) -> Capabilities:
         """The capabilities of the engine the app holds. They travel in its ``describe()``:
         an engine in its own process (EngineProcess) answers that from what its loaded
         model last reported, where asking the worker's unloaded copy would guess."""
@@ -98,4 +101,11 @@ class TTSEngine:
         raise NotImplementedError
 
 
-__all__ = ["Capabilities", "VoiceReference", "SynthesisItem", "TTSEngine", "EngineError", "UnsupportedRequest"]
+__all__ = [
+    "Capabilities",
+    "VoiceReference",
+    "SynthesisItem",
+    "TTSEngine",
+    "EngineError",
+    "UnsupportedRequest",
+]

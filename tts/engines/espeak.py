@@ -2,6 +2,7 @@
 
 The library binding (ctypes, one instance per process) is gpu_audio.espeak.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,19 +17,62 @@ log = logging.getLogger(__name__)
 
 # Qwen3-TTS language names (and ISO codes) -> eSpeak NG voice names.
 LANGUAGES = {
-    "english": "en-us", "en": "en-us", "en-us": "en-us", "en-gb": "en",
-    "chinese": "cmn", "zh": "cmn", "japanese": "ja", "ja": "ja",
-    "korean": "ko", "ko": "ko", "german": "de", "de": "de",
-    "french": "fr", "fr": "fr", "russian": "ru", "ru": "ru",
-    "portuguese": "pt", "pt": "pt", "spanish": "es", "es": "es",
-    "italian": "it", "it": "it", "auto": "en-us",
+    "english": "en-us",
+    "en": "en-us",
+    "en-us": "en-us",
+    "en-gb": "en",
+    "chinese": "cmn",
+    "zh": "cmn",
+    "japanese": "ja",
+    "ja": "ja",
+    "korean": "ko",
+    "ko": "ko",
+    "german": "de",
+    "de": "de",
+    "french": "fr",
+    "fr": "fr",
+    "russian": "ru",
+    "ru": "ru",
+    "portuguese": "pt",
+    "pt": "pt",
+    "spanish": "es",
+    "es": "es",
+    "italian": "it",
+    "it": "it",
+    "auto": "en-us",
 }
-LANGUAGE_NAMES = ["Auto", "Chinese", "English", "French", "German", "Italian", "Japanese",
-                  "Korean", "Portuguese", "Russian", "Spanish"]
+LANGUAGE_NAMES = [
+    "Auto",
+    "Chinese",
+    "English",
+    "French",
+    "German",
+    "Italian",
+    "Japanese",
+    "Korean",
+    "Portuguese",
+    "Russian",
+    "Spanish",
+]
 # eSpeak voice variants a client may name as `speaker`; other names (Qwen's
 # speakers such as "Aiden") get the language's default voice.
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7",
-            "f1", "f2", "f3", "f4", "f5", "croak", "klatt", "whisper")
+VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "croak",
+    "klatt",
+    "whisper",
+)
 
 
 class EspeakEngine(TTSEngine):
@@ -55,8 +99,9 @@ class EspeakEngine(TTSEngine):
         log.info("eSpeak NG ready (%d Hz)", self.sample_rate)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(instruct=False, voice_clone=False, speakers=VARIANTS,
-                            languages=tuple(LANGUAGE_NAMES))
+        return Capabilities(
+            instruct=False, voice_clone=False, speakers=VARIANTS, languages=tuple(LANGUAGE_NAMES)
+        )
 
     def describe(self) -> dict:
         s = self.settings
@@ -81,7 +126,8 @@ class EspeakEngine(TTSEngine):
         if voice is None:
             raise UnsupportedRequest(
                 f"language {language!r} is not supported by eSpeak NG here; "
-                f"use one of {', '.join(LANGUAGE_NAMES)}")
+                f"use one of {', '.join(LANGUAGE_NAMES)}"
+            )
         variant = (speaker or "").strip().lower()
         return f"{voice}+{variant}" if variant in VARIANTS else voice
 
@@ -90,8 +136,7 @@ class EspeakEngine(TTSEngine):
         if self._espeak is None:
             raise EngineError("eSpeak NG is not loaded")
         try:
-            pcm, words = self._espeak.synth(text, self.voice_for(language, speaker),
-                                            self.words_per_minute)
+            pcm, words = self._espeak.synth(text, self.voice_for(language, speaker), self.words_per_minute)
         except EspeakError as exc:
             raise EngineError(str(exc)) from exc
         return pcm.astype(np.float32) / 32768.0, words

@@ -3,6 +3,7 @@
 torch and qwen_tts are imported inside methods only, so importing this module works
 where the GPU stack is not installed (the design notes: nothing heavy at import).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,16 @@ SAMPLE_RATE = 24000  # every 12 Hz Qwen3-TTS model speaks at 24 kHz
 
 # ISO 639-1 codes (what WhisperX and many clients send) for the languages Qwen3-TTS names.
 ISO_LANGUAGES = {
-    "zh": "chinese", "en": "english", "ja": "japanese", "ko": "korean", "de": "german",
-    "fr": "french", "ru": "russian", "pt": "portuguese", "es": "spanish", "it": "italian",
+    "zh": "chinese",
+    "en": "english",
+    "ja": "japanese",
+    "ko": "korean",
+    "de": "german",
+    "fr": "french",
+    "ru": "russian",
+    "pt": "portuguese",
+    "es": "spanish",
+    "it": "italian",
 }
 
 # A VoiceDesign model invents the voice from the instruct. Compat clients send "" for
@@ -83,27 +92,35 @@ class QwenEngine(TTSEngine):
         if s.dtype not in DTYPES:
             raise EngineError(f"TTS_DTYPE must be one of {', '.join(DTYPES)}, not {s.dtype!r}")
         if s.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise EngineError(f"TTS_ATTN_IMPLEMENTATION must be one of "
-                              f"{', '.join(ATTN_IMPLEMENTATIONS)}, not {s.attn_implementation!r}")
+            raise EngineError(
+                f"TTS_ATTN_IMPLEMENTATION must be one of "
+                f"{', '.join(ATTN_IMPLEMENTATIONS)}, not {s.attn_implementation!r}"
+            )
         from qwen_tts import Qwen3TTSModel
 
         device_map = self._device_map
         started = time.monotonic()
         tts = Qwen3TTSModel.from_pretrained(
-            self._model_source(), dtype=getattr(torch, s.dtype), device_map=device_map,
-            attn_implementation=s.attn_implementation)
+            self._model_source(),
+            dtype=getattr(torch, s.dtype),
+            device_map=device_map,
+            attn_implementation=s.attn_implementation,
+        )
         model_type = getattr(tts.model, "tts_model_type", None)
         if model_type not in MODEL_TYPES:
-            raise EngineError(f"{s.model} is not a Qwen3-TTS CustomVoice, VoiceDesign or Base "
-                              f"model (tts_model_type={model_type!r})")
+            raise EngineError(
+                f"{s.model} is not a Qwen3-TTS CustomVoice, VoiceDesign or Base "
+                f"model (tts_model_type={model_type!r})"
+            )
         self._model_type = model_type
         self._model_size = getattr(tts.model, "tts_model_size", None)
         self._speakers = tts.get_supported_speakers() or []
         self._languages = tts.get_supported_languages() or []
         self._gpu_name = torch.cuda.get_device_name(device_map) if self._on_cuda else None
         self._tts = tts
-        log.info("loaded %s (%s) on %s in %.1f s", s.model, model_type, device_map,
-                 time.monotonic() - started)
+        log.info(
+            "loaded %s (%s) on %s in %.1f s", s.model, model_type, device_map, time.monotonic() - started
+        )
 
     def _model_source(self) -> str:
         """A local folder as is; a hub id through MODELS_DIR when set.
@@ -134,9 +151,12 @@ class QwenEngine(TTSEngine):
     def capabilities(self) -> Capabilities:
         """Speakers are listed for CustomVoice models only (the others take none)."""
         speakers = self._speakers if self._model_type == "custom_voice" else None
-        return Capabilities(instruct=self._supports_instruct(), voice_clone=self._model_type == "base",
-                            speakers=None if speakers is None else tuple(speakers),
-                            languages=None if self._languages is None else tuple(self._languages))
+        return Capabilities(
+            instruct=self._supports_instruct(),
+            voice_clone=self._model_type == "base",
+            speakers=None if speakers is None else tuple(speakers),
+            languages=None if self._languages is None else tuple(self._languages),
+        )
 
     def _supports_instruct(self) -> bool:
         # qwen_tts drops instruct for the 0.6B CustomVoice model.
@@ -162,7 +182,7 @@ class QwenEngine(TTSEngine):
             for seed in seeds:
                 where = [i for i, item in enumerate(items) if item.seed == seed]
                 part, rate = self.synthesize([items[i] for i in where])
-                for i, audio in zip(where, part):
+                for i, audio in zip(where, part, strict=True):
                     audios[i] = audio
             return audios, rate
         if seeds[0] is not None:
@@ -177,19 +197,26 @@ class QwenEngine(TTSEngine):
                 wavs, rate = self._clone(items, texts, languages, kwargs)
             else:
                 if any(item.reference is not None for item in items):
-                    raise UnsupportedRequest("voice cloning (ref_audio) needs a Qwen3-TTS Base "
-                                             "model; this server runs a "
-                                             f"{self._model_type} model")
+                    raise UnsupportedRequest(
+                        "voice cloning (ref_audio) needs a Qwen3-TTS Base "
+                        "model; this server runs a "
+                        f"{self._model_type} model"
+                    )
                 if self._model_type == "custom_voice":
                     wavs, rate = self._tts.generate_custom_voice(
-                        texts, speaker=[item.speaker or self.settings.speaker for item in items],
-                        language=languages, instruct=[item.instruct or None for item in items],
-                        **kwargs)
+                        texts,
+                        speaker=[item.speaker or self.settings.speaker for item in items],
+                        language=languages,
+                        instruct=[item.instruct or None for item in items],
+                        **kwargs,
+                    )
                 else:
                     wavs, rate = self._tts.generate_voice_design(
-                        texts, language=languages,
+                        texts,
+                        language=languages,
                         instruct=[item.instruct or DEFAULT_VOICE_DESCRIPTION for item in items],
-                        **kwargs)
+                        **kwargs,
+                    )
         except ValueError as exc:
             log.info("qwen_tts refused a request: %s", exc)
             raise UnsupportedRequest(str(exc)) from None
@@ -230,15 +257,19 @@ class QwenEngine(TTSEngine):
             refs = refs[:1]  # qwen_tts broadcasts a single prompt over the batch
         # With a transcript qwen_tts continues the reference (ICL); without one it
         # clones from the speaker embedding alone.
-        audio = [(np.asarray(r.audio, dtype=np.float32).reshape(-1), int(r.sample_rate))
-                 for r in refs]
+        audio = [(np.asarray(r.audio, dtype=np.float32).reshape(-1), int(r.sample_rate)) for r in refs]
         ref_text = [r.text or None for r in refs]
         x_vector_only = [not r.text for r in refs]
         if len(refs) == 1:
             audio, ref_text, x_vector_only = audio[0], ref_text[0], x_vector_only[0]
         return self._tts.generate_voice_clone(
-            texts, language=languages, ref_audio=audio, ref_text=ref_text,
-            x_vector_only_mode=x_vector_only, **kwargs)
+            texts,
+            language=languages,
+            ref_audio=audio,
+            ref_text=ref_text,
+            x_vector_only_mode=x_vector_only,
+            **kwargs,
+        )
 
     def _language(self, language: str | None) -> str:
         """Request language to a qwen_tts name: ISO codes mapped, "auto" kept, case ignored."""

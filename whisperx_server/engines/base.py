@@ -5,6 +5,7 @@ works on the reference text's whitespace tokens; an engine returns times for
 the tokens it could time and the server fills in the rest (words.py), so the
 "every token timed" promise is kept in one place for every engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,5 +58,12 @@ class ASREngine:
         raise NotImplementedError
 
 
-__all__ = ["SAMPLE_RATE", "Transcript", "TokenTiming", "ASREngine", "EngineError", "EngineCrashed",
-           "UnsupportedRequest"]
+__all__ = [
+    "SAMPLE_RATE",
+    "Transcript",
+    "TokenTiming",
+    "ASREngine",
+    "EngineError",
+    "EngineCrashed",
+    "UnsupportedRequest",
+]

@@ -5,6 +5,7 @@ Alignment settings are the ones measured here (in the design notes): dither and 
 beams aligned 40 of 40 eSpeak utterances where the defaults failed 17. Decoders
 cost 100-300 ms to build, so each engine keeps one aligner and one transcriber.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,14 +58,14 @@ def _feed(decoder, audio: np.ndarray, whole: bool) -> None:
         return
     step = FEED_SECONDS * SAMPLE_RATE * 2
     for begin in range(0, len(pcm), step):
-        decoder.process_raw(pcm[begin:begin + step], full_utt=False)
+        decoder.process_raw(pcm[begin : begin + step], full_utt=False)
 
 
 def _grammar(readings: list[list[list[str]]], optional: list[bool]) -> str:
     """A JSGF grammar: the tokens in order, each as ( reading | reading ), the
     optional ones in [ ] (the reader may skip them)."""
     parts = []
-    for alternatives, skippable in zip(readings, optional):
+    for alternatives, skippable in zip(readings, optional, strict=True):
         if alternatives:
             spoken = [" ".join(r) for r in alternatives]  # words are [a-z']+: safe tokens
             part = spoken[0] if len(spoken) == 1 else "( " + " | ".join(spoken) + " )"
@@ -93,16 +94,19 @@ def _by_token(readings, timed, duration, energy) -> dict[int, TokenTiming]:
     spoken = [i for i, w in enumerate(words) if w != SILENCE]
     for index, alternatives in enumerate(readings):
         rest = [words[i] for i in spoken[k:]]
-        match = max((r for r in alternatives if rest[:len(r)] == r), key=len, default=None)
+        match = max((r for r in alternatives if rest[: len(r)] == r), key=len, default=None)
         if match is None:
             continue  # not heard as any reading: the server estimates its time
         first, last = spoken[k], spoken[k + len(match) - 1]
         k += len(match)
         before = timed[first - 1] if first > 0 and words[first - 1] == SILENCE else None
         start = _onset(timed[first][1], before[1] if before else None, energy)
-        probs = [timed[i][3] for i in spoken[k - len(match):k]]
-        result[index] = TokenTiming(start * FRAME_S, min(duration, (timed[last][2] + 1) * FRAME_S),
-                                    float(np.clip(np.mean(probs), 0.0, 1.0)))
+        probs = [timed[i][3] for i in spoken[k - len(match) : k]]
+        result[index] = TokenTiming(
+            start * FRAME_S,
+            min(duration, (timed[last][2] + 1) * FRAME_S),
+            float(np.clip(np.mean(probs), 0.0, 1.0)),
+        )
     return result
 
 
@@ -123,8 +127,17 @@ class PocketsphinxEngine(ASREngine):
 
     @staticmethod
     def _new_aligner():
-        return Decoder(samprate=SAMPLE_RATE, lm=None, bestpath=False, dither=True, seed=1,
-                       beam=1e-80, pbeam=1e-80, wbeam=1e-60, loglevel="FATAL")
+        return Decoder(
+            samprate=SAMPLE_RATE,
+            lm=None,
+            bestpath=False,
+            dither=True,
+            seed=1,
+            beam=1e-80,
+            pbeam=1e-80,
+            wbeam=1e-60,
+            loglevel="FATAL",
+        )
 
     @staticmethod
     def _new_transcriber():
@@ -134,14 +147,21 @@ class PocketsphinxEngine(ASREngine):
         return Decoder(samprate=SAMPLE_RATE, fwdflat=False, bestpath=False, loglevel="FATAL")
 
     def describe(self) -> dict:
-        return {"engine": self.name, "model_size": "en-us", "model": "pocketsphinx en-us",
-                "device": "cpu", "gpu_name": None, "languages": list(LANGUAGES)}
+        return {
+            "engine": self.name,
+            "model_size": "en-us",
+            "model": "pocketsphinx en-us",
+            "device": "cpu",
+            "gpu_name": None,
+            "languages": list(LANGUAGES),
+        }
 
     def check_language(self, language: str, task: str) -> None:
         if (language or "en").lower().split("-")[0] not in LANGUAGES:
             raise UnsupportedRequest(
                 f"language {language!r} cannot be {'aligned' if task == 'align' else 'transcribed'} "
-                "by the pocketsphinx engine: it has an English model only (language \"en\")")
+                'by the pocketsphinx engine: it has an English model only (language "en")'
+            )
 
     # -- alignment ---------------------------------------------------------------------
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
@@ -151,8 +171,7 @@ class PocketsphinxEngine(ASREngine):
         fit the audio, a second pass lets the decoder skip any token."""
         self._require_loaded()
         with self._lock:
-            readings = [[r for r in token_readings(t) if all(self._known(w) for w in r)]
-                        for t in tokens]
+            readings = [[r for r in token_readings(t) if all(self._known(w) for w in r)] for t in tokens]
             if not any(readings):
                 return {}
             timed = self._decode(_grammar(readings, [not is_spoken_word(t) for t in tokens]), audio)
@@ -160,10 +179,11 @@ class PocketsphinxEngine(ASREngine):
                 log.info("the text does not fit the audio; aligning with every token optional")
                 timed = self._decode(_grammar(readings, [True] * len(tokens)), audio)
             if timed is None:
-                log.info("pocketsphinx could not align %d tokens; times will be estimated",
-                         len(tokens))
+                log.info("pocketsphinx could not align %d tokens; times will be estimated", len(tokens))
                 return {}
-        return _by_token(readings, timed, audio.size / SAMPLE_RATE, frame_energy_db(audio, SAMPLE_RATE, FRAME_S))
+        return _by_token(
+            readings, timed, audio.size / SAMPLE_RATE, frame_energy_db(audio, SAMPLE_RATE, FRAME_S)
+        )
 
     def _decode(self, grammar: str, audio: np.ndarray):
         """[(word, start_frame, end_frame, prob)] through ``grammar``, or None."""
@@ -176,8 +196,11 @@ class PocketsphinxEngine(ASREngine):
         if decoder.hyp() is None:
             return None
         segments = decoder.seg()
-        timed = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame, s.prob)
-                 for s in (segments or []) if not FILLERS.match(s.word)]
+        timed = [
+            (VARIANT.sub("", s.word), s.start_frame, s.end_frame, s.prob)
+            for s in (segments or [])
+            if not FILLERS.match(s.word)
+        ]
         return timed if any(w != SILENCE for w, *_ in timed) else None
 
     def _known(self, word: str) -> bool:
@@ -205,9 +228,11 @@ class PocketsphinxEngine(ASREngine):
             decoder.start_utt()
             _feed(decoder, audio, whole=False)
             decoder.end_utt()
-            words = [(VARIANT.sub("", s.word), s.start_frame, s.end_frame)
-                     for s in (decoder.seg() or [])
-                     if not FILLERS.match(s.word) and s.word != SILENCE]
+            words = [
+                (VARIANT.sub("", s.word), s.start_frame, s.end_frame)
+                for s in (decoder.seg() or [])
+                if not FILLERS.match(s.word) and s.word != SILENCE
+            ]
         segments: list[dict] = []
         for word, start, end in words:
             start_s, end_s = start * FRAME_S, (end + 1) * FRAME_S

@@ -7,6 +7,7 @@ Alignment models are loaded per language on first use and kept in a small LRU
 cache (``WHISPERX_ALIGN_CACHE``): a server asked for many languages must not keep
 every wav2vec2 model in GPU memory.
 """
+
 from __future__ import annotations
 
 import gc
@@ -24,8 +25,10 @@ from .base import SAMPLE_RATE, ASREngine, EngineError, TokenTiming, Transcript, 
 log = logging.getLogger(__name__)
 
 PIECE_SECONDS = 30.0  # what whisperx aligns at once after its own transcription
-NLTK_HINT = ("install it into a folder named by NLTK_DATA, e.g. "
-             "`python -m nltk.downloader -d /data/nltk_data punkt_tab`")
+NLTK_HINT = (
+    "install it into a folder named by NLTK_DATA, e.g. "
+    "`python -m nltk.downloader -d /data/nltk_data punkt_tab`"
+)
 
 
 def _number(value) -> float | None:
@@ -101,8 +104,10 @@ class WhisperXEngine(ASREngine):
 
         s = self.settings
         if self._on_cuda and not torch.cuda.is_available():
-            raise EngineError("CUDA is not available; set WHISPERX_DEVICE=cpu and "
-                              "WHISPERX_COMPUTE_TYPE=int8 to run WhisperX on the CPU")
+            raise EngineError(
+                "CUDA is not available; set WHISPERX_DEVICE=cpu and "
+                "WHISPERX_COMPUTE_TYPE=int8 to run WhisperX on the CPU"
+            )
         self._setup_nltk()
         import whisperx
         import whisperx.alignment  # noqa: F401  (imported now so the first align is not slow)
@@ -112,21 +117,32 @@ class WhisperXEngine(ASREngine):
         started = time.monotonic()
         try:
             model = whisperx.load_model(
-                s.model, device, device_index=device_index, compute_type=s.compute_type,
-                language=None, vad_method=s.vad_method, download_root=s.models_dir)
+                s.model,
+                device,
+                device_index=device_index,
+                compute_type=s.compute_type,
+                language=None,
+                vad_method=s.vad_method,
+                download_root=s.models_dir,
+            )
         except Exception as exc:
-            raise EngineError(f"cannot load Whisper model {s.model!r} on {s.device} "
-                              f"({s.compute_type}): {exc}") from exc
+            raise EngineError(
+                f"cannot load Whisper model {s.model!r} on {s.device} ({s.compute_type}): {exc}"
+            ) from exc
         self._gpu_name = torch.cuda.get_device_name(device_index) if self._on_cuda else None
         self._model = model
-        log.info("loaded Whisper %s on %s (%s) in %.1f s", s.model, s.device, s.compute_type,
-                 time.monotonic() - started)
+        log.info(
+            "loaded Whisper %s on %s (%s) in %.1f s",
+            s.model,
+            s.device,
+            s.compute_type,
+            time.monotonic() - started,
+        )
 
     def _setup_nltk(self) -> None:
         """whisperx.align splits sentences with NLTK's punkt_tab and would try to
         download it on a miss: point NLTK at NLTK_DATA and check the data is there."""
         import nltk  # reads NLTK_DATA once, at its first import
-
         from whisperx.utils import PUNKT_LANGUAGES
 
         folder = self.settings.nltk_data
@@ -144,7 +160,8 @@ class WhisperXEngine(ASREngine):
         except LookupError:
             raise EngineError(
                 f"NLTK's punkt_tab data for {punkt_language} is missing (WhisperX alignment "
-                f"needs it and cannot download it here); {NLTK_HINT}") from None
+                f"needs it and cannot download it here); {NLTK_HINT}"
+            ) from None
 
     def describe(self) -> dict:
         s = self.settings
@@ -174,10 +191,12 @@ class WhisperXEngine(ASREngine):
             if code not in known:
                 raise UnsupportedRequest(
                     f"language {language!r} has no alignment model in WhisperX; use one of "
-                    f"{', '.join(sorted(known))} (or set WHISPERX_ALIGN_MODEL)")
+                    f"{', '.join(sorted(known))} (or set WHISPERX_ALIGN_MODEL)"
+                )
         elif code not in LANGUAGES:
-            raise UnsupportedRequest(f"language {language!r} is not one Whisper knows; "
-                                     "send an ISO 639-1 code such as \"en\"")
+            raise UnsupportedRequest(
+                f'language {language!r} is not one Whisper knows; send an ISO 639-1 code such as "en"'
+            )
 
     def transcribe(self, audios: list[np.ndarray], language: str | None) -> list[Transcript]:
         if self._model is None:
@@ -186,13 +205,27 @@ class WhisperXEngine(ASREngine):
             language = "en"  # an English-only model cannot detect a language
         results = []
         for audio in audios:
-            out = self._model.transcribe(np.ascontiguousarray(audio, dtype=np.float32),
-                                         batch_size=self.settings.batch_size, language=language)
-            segments = [{"start": round(float(seg["start"]), 4), "end": round(float(seg["end"]), 4),
-                         "text": seg["text"].strip()}
-                        for seg in out["segments"] if seg["text"].strip()]
-            results.append(Transcript(text=" ".join(seg["text"] for seg in segments),
-                                      segments=segments, language=out.get("language") or language))
+            out = self._model.transcribe(
+                np.ascontiguousarray(audio, dtype=np.float32),
+                batch_size=self.settings.batch_size,
+                language=language,
+            )
+            segments = [
+                {
+                    "start": round(float(seg["start"]), 4),
+                    "end": round(float(seg["end"]), 4),
+                    "text": seg["text"].strip(),
+                }
+                for seg in out["segments"]
+                if seg["text"].strip()
+            ]
+            results.append(
+                Transcript(
+                    text=" ".join(seg["text"] for seg in segments),
+                    segments=segments,
+                    language=out.get("language") or language,
+                )
+            )
         return results
 
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
@@ -214,8 +247,9 @@ class WhisperXEngine(ASREngine):
         else:
             segments = self._pieces(audio, tokens, code)
         model, metadata = self._aligner(code)
-        result = whisperx.align(segments, model, metadata, audio, self.settings.device,
-                                return_char_alignments=False)
+        result = whisperx.align(
+            segments, model, metadata, audio, self.settings.device, return_char_alignments=False
+        )
         return map_words(tokens, result.get("word_segments") or [], duration)
 
     def _pieces(self, audio: np.ndarray, tokens: list[str], language: str) -> list[dict]:
@@ -235,7 +269,7 @@ class WhisperXEngine(ASREngine):
         # Japanese is one token). map_words puts a token cut in two back together.
         units, offsets, at = [], [], 0
         for token in tokens:
-            for unit in ([token] if spaced else list(token)):
+            for unit in [token] if spaced else list(token):
                 units.append(unit)
                 offsets.append(at)
                 at += len(unit)
@@ -247,12 +281,19 @@ class WhisperXEngine(ASREngine):
             raise UnsupportedRequest(
                 f"audio is {duration:.0f} s long, more than the {limit:.0f} s the WhisperX aligner "
                 f"takes at once (WHISPERX_MAX_ALIGN_SECONDS), and it cannot be cut: {exc}; "
-                "split it into shorter items") from None
-        log.info("aligning %.0f s in %d pieces (pauses found in %.1f s)", duration, len(planned),
-                 time.monotonic() - started)
+                "split it into shorter items"
+            ) from None
+        log.info(
+            "aligning %.0f s in %d pieces (pauses found in %.1f s)",
+            duration,
+            len(planned),
+            time.monotonic() - started,
+        )
         ends = offsets[1:] + [len(text)]
-        return [{"start": p.start, "end": p.end, "text": text[offsets[p.first]:ends[p.stop - 1]].strip()}
-                for p in planned]
+        return [
+            {"start": p.start, "end": p.end, "text": text[offsets[p.first] : ends[p.stop - 1]].strip()}
+            for p in planned
+        ]
 
     def _aligner(self, language: str) -> tuple:
         """The (model, metadata) for ``language``. A miss first evicts the least recently
@@ -262,20 +303,24 @@ class WhisperXEngine(ASREngine):
                 self._aligners.move_to_end(language)
                 return self._aligners[language]
             excess = len(self._aligners) - max(1, self.settings.align_cache_size) + 1
-            evicted = list(self._aligners)[:max(0, excess)]
+            evicted = list(self._aligners)[: max(0, excess)]
             for old in evicted:
                 del self._aligners[old]  # the only reference: nothing else may hold the model
         if evicted:
-            log.info("evicted alignment models for %s (WHISPERX_ALIGN_CACHE=%d)",
-                     ", ".join(evicted), self.settings.align_cache_size)
+            log.info(
+                "evicted alignment models for %s (WHISPERX_ALIGN_CACHE=%d)",
+                ", ".join(evicted),
+                self.settings.align_cache_size,
+            )
             self._free()
         import whisperx
 
         s = self.settings
         started = time.monotonic()
         try:
-            loaded = whisperx.load_align_model(language, s.device, model_name=s.align_model,
-                                               model_dir=s.models_dir)
+            loaded = whisperx.load_align_model(
+                language, s.device, model_name=s.align_model, model_dir=s.models_dir
+            )
         except Exception as exc:
             raise EngineError(f"cannot load the alignment model for {language!r}: {exc}") from exc
         log.info("loaded alignment model for %s in %.1f s", language, time.monotonic() - started)
