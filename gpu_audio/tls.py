@@ -96,7 +96,7 @@ def load_ca(ca: Pem) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         raise TlsError(f"the CA certificate or key is not PEM we can read: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise TlsError("the CA key is not an elliptic-curve key made by gpu-audio tls init")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    if cert.public_key() != key.public_key():
         raise TlsError("the CA key does not belong to the CA certificate")
     return cert, key
 
