@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from datetime import datetime
+from typing import Any
 
 from gpu_audio import aws
 from gpu_audio.client.progress import ProgressLine
@@ -123,7 +124,7 @@ def autostop(args: argparse.Namespace) -> int:
     return 0
 
 
-def cloudwatch_setup(args: argparse.Namespace, cloudwatch: object = None) -> int:
+def cloudwatch_setup(args: argparse.Namespace, cloudwatch: Any = None) -> int:
     """The command; ``cloudwatch`` (a boto3 client) is made from the config when None."""
     try:
         config = _config(args, cw_setup.SetupConfigError, accept_whisper_url=False).aws
@@ -229,7 +230,7 @@ def register_cloudwatch(sub: argparse._SubParsersAction) -> None:
     cloudwatch_arguments(p).set_defaults(func=cloudwatch_setup)
 
 
-def cloudwatch_main(argv: list[str] | None = None, cloudwatch: object = None) -> int:
+def cloudwatch_main(argv: list[str] | None = None, cloudwatch: Any = None) -> int:
     """``cloudwatch-setup`` on its own (tests call it with a moto or stubbed client)."""
     args = cloudwatch_arguments(argparse.ArgumentParser(prog="gpu-audio cloudwatch-setup")).parse_args(argv)
     return cloudwatch_setup(args, cloudwatch)

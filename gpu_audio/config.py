@@ -59,6 +59,10 @@ def parse_int(
     return value
 
 
+@typing.overload
+def parse_float(env: Env, name: str, default: float, minimum: float = 0.0) -> float: ...
+@typing.overload
+def parse_float(env: Env, name: str, default: None = None, minimum: float = 0.0) -> float | None: ...
 def parse_float(env: Env, name: str, default: float | None = None, minimum: float = 0.0) -> float | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -467,7 +471,7 @@ def load_client_config(
         raise ConfigError(f"'aws' in {found} must be an object")
 
     def number(name: str, raw: object, default: float) -> float:  # from the environment or the file
-        return parse_float({name: None if raw is None else str(raw)}, name, default)
+        return parse_float({} if raw is None else {name: str(raw)}, name, default)
 
     defaults = ClientConfig()
     key = env.get("TTS_API_KEY") or data.get("api_key") or None

@@ -54,6 +54,7 @@ import espeakng_loader
 import numpy as np
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
 POS_CHARACTER = 1
@@ -128,7 +129,7 @@ def elf_objects(path) -> dict:
     found: dict = {}
     with open(path, "rb") as f:
         table = ELFFile(f).get_section_by_name(".symtab")
-        if table is None:
+        if not isinstance(table, SymbolTableSection):  # None: stripped
             return found
         source = None
         for symbol in table.iter_symbols():

@@ -34,8 +34,9 @@ class App:
 
     def serves(self, app_uri: str | None) -> bool:
         """Whether gunicorn's app argument names this app (``module:factory()``)."""
-        module = self.factory.split(":", 1)[0]
-        return bool(app_uri) and app_uri.split(":", 1)[0].strip() == module
+        if not app_uri:
+            return False
+        return app_uri.split(":", 1)[0].strip() == self.factory.split(":", 1)[0]
 
 
 @dataclass(frozen=True)

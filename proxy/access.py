@@ -72,7 +72,9 @@ class AccessKey:
         self._tokens = URLSafeTimedSerializer(key or "unused", salt=SALT)
 
     def key_matches(self, given: str) -> bool:
-        return bool(self.key) and hmac.compare_digest(given.encode(), self.key.encode())
+        if not self.key:
+            return False
+        return hmac.compare_digest(given.encode(), self.key.encode())
 
     def token(self) -> str:
         return self._tokens.dumps("browser")

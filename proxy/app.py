@@ -30,6 +30,7 @@ from gpu_audio.config import ClientConfig, max_body_bytes
 from gpu_audio.server.auth import presented_key
 from gpu_audio.server.drain import DrainMiddleware, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers
+from gpu_audio.server.jsonstream import OrderedJSON
 from gpu_audio.server.metrics import Metrics, MetricsMiddleware
 
 from . import guard
@@ -218,7 +219,7 @@ def create_app(settings: ProxySettings | None = None):
     """App factory: upstreams and key from server_config.json and the environment."""
     settings = settings or ProxySettings.from_env()
     app = Flask(__name__, static_folder=None, template_folder="templates")
-    app.json.sort_keys = False
+    app.json = OrderedJSON(app)
     register_error_handlers(app)
     # X-API-Key / Authorization are allowed in (existing browser apps send them) and then
     # dropped: the proxy's own key replaces them (forward.CLIENT_ONLY).
@@ -241,7 +242,7 @@ def create_app(settings: ProxySettings | None = None):
     proxy = app.extensions["gpu_audio_proxy"] = Proxy(settings)
     # Outermost: the unread body behind an early 401/403 (or a relay cut short) is
     # dropped after the answer went out, so the client reads it (drain.py).
-    app.wsgi_app = DrainMiddleware(
+    app.wsgi_app = DrainMiddleware(  # type: ignore[method-assign]  # Flask's documented way
         MetricsMiddleware(app.wsgi_app, proxy.metrics, _route_label), drain_bound(max_body_bytes(os.environ))
     )
     if not settings.client.api_key:

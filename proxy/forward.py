@@ -126,9 +126,7 @@ class Upstreams:
                 conn.close()
         scheme, host, port = key
         if scheme == "https":
-            conn: HTTPConnection = HTTPSConnection(
-                host, port, timeout=connect_timeout, ca_certs=requests.certs.where()
-            )
+            conn = HTTPSConnection(host, port, timeout=connect_timeout, ca_certs=requests.certs.where())
         else:
             conn = HTTPConnection(host, port, timeout=connect_timeout)
         conn.connect()

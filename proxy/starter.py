@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from gpu_audio.aws import make_client
 from gpu_audio.config import ClientConfig
 from gpu_audio.host.ec2 import HostError, ensure_running
-from gpu_audio.host.lifecycle import server_urls
+from gpu_audio.host.lifecycle import ConfigMissing, server_urls
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def look_at_ec2(client: ClientConfig) -> HostUp:
     From gpu_audio.host it reads ``ensure_running``'s InstanceInfo: its ``launch_time``,
     and the whole of it goes to ``lifecycle.server_urls`` for the fresh address."""
     aws = client.aws
+    if not aws.instance_id:  # Starter is disabled then; a look of its own must say why
+        raise ConfigMissing("no instance: set aws.instance_id in server_config.json (or GPU_INSTANCE_ID)")
     info = ensure_running(make_client(aws, "ec2"), aws.instance_id, timeout=START_LATCH_S)
     since = info.launch_time.timestamp() if info.launch_time else time.time()
     return HostUp(urls=server_urls(client, info), running_since=since)

@@ -45,7 +45,7 @@ def _norm(text: str) -> str:
 def _units(pieces: list[str], spaced: bool) -> list[tuple[str, int]]:
     """(unit, index of the piece it came from): words where the language has spaces,
     characters where it has none (ja, zh)."""
-    units = []
+    units: list[tuple[str, int]] = []
     for index, piece in enumerate(pieces):
         words = piece.split() if spaced else list(piece)
         units.extend((word, index) for word in map(_norm, words) if word)

@@ -98,6 +98,8 @@ class Align(Task):
         return data, seconds, tokens
 
     def answer(self, engine, audio: np.ndarray, tokens: Tokens, language: str) -> dict:
+        if tokens is None:  # single() and item() always read them
+            raise TypeError("alignment needs the reference text's tokens")
         duration = audio.size / SAMPLE_RATE
         timings = {} if is_silent(audio) else engine.align(audio, tokens, language)
         words = complete_words(tokens, timings, duration, speech_span(audio, SAMPLE_RATE))

@@ -85,8 +85,9 @@ def complete_words(
             times[k] = TokenTiming(start, left + (right - left) * acc / total, 0.0)
         i = j
 
+    filled = [t for t in times if t is not None]  # all of them now (strict zip checks)
     words = []
-    for token, timing, was_estimated in zip(tokens, times, estimated, strict=True):
+    for token, timing, was_estimated in zip(tokens, filled, estimated, strict=True):
         word = {
             "word": token,
             "start": _round(timing.start),

@@ -4,11 +4,24 @@ characters, never longer than ``max_seconds``."""
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 # A URL or a long name stays whole on its line rather than cut mid-word.
 _wrap = partial(textwrap.wrap, break_long_words=False, break_on_hyphens=False)
+
+
+class TimedWord(Protocol):
+    """What a cue needs of a word (``api.Word`` fits): any object with these three."""
+
+    @property
+    def word(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -26,11 +39,14 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def cues_from_words(words, width: int = 42, max_lines: int = 2, max_seconds: float = 7.0) -> list[Cue]:
+def cues_from_words(
+    words: Iterable[TimedWord], width: int = 42, max_lines: int = 2, max_seconds: float = 7.0
+) -> list[Cue]:
     """Group timed words (objects with word/start/end) into readable cues."""
-    cues, current = [], []
+    cues: list[Cue] = []
+    current: list[TimedWord] = []
 
-    def flush():
+    def flush() -> None:
         if current:
             text = "\n".join(_wrap(" ".join(w.word for w in current), width)) or " "
             cues.append(Cue(current[0].start, max(current[-1].end, current[0].start), text))

@@ -64,13 +64,15 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
     """One WAV per line (``NNN-slug-hash.wav``), reusing what the manifest knows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
-    paths: list[Path | None] = [None] * len(lines)
+    paths: dict[int, Path] = {}  # line index -> its WAV; every line has one at the end
     todo = []
     for i, line in enumerate(lines):
         key = Manifest.key(line, settings)
-        paths[i] = manifest.cached(key, out_dir)
-        if paths[i] is None:
+        cached = manifest.cached(key, out_dir)
+        if cached is None:
             todo.append((i, line, key))
+        else:
+            paths[i] = cached
     if len(todo) < len(lines):
         log.info("%d of %d lines unchanged since the last run: reused", len(lines) - len(todo), len(lines))
     done = len(lines) - len(todo)
@@ -92,7 +94,7 @@ def synthesize_lines(client, lines, out_dir: Path, settings: dict, progress=None
         done += len(chunk)
         if progress:
             progress(done, len(lines))
-    return paths
+    return [paths[i] for i in range(len(lines))]
 
 
 def narrate(

@@ -252,22 +252,14 @@ def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
         return {"type": "metric", "x": x, "y": y, "width": width, "height": 6, "properties": props}
 
     latency = per_server("LatencyP50", "Average", " p50") + per_server("LatencyP99", "Maximum", " p99")
-    cost = [
-        [
-            "AWS/EC2",
-            "CPUUtilization",
-            "InstanceId",
-            instance_id,
-            {"id": "cpu", "stat": "SampleCount", "visible": False},
-        ],
-        [
-            {
-                "id": "cost",
-                "label": f"estimated cost (USD at {hourly_price}/h)",
-                "expression": f"RUNNING_SUM(IF(FILL(cpu, 0) > 0, PERIOD(cpu), 0)) / 3600 * {hourly_price}",
-            }
-        ],
-    ]
+    cpu = ["AWS/EC2", "CPUUtilization", "InstanceId", instance_id]
+    cpu_options = {"id": "cpu", "stat": "SampleCount", "visible": False}
+    cost_expression = {
+        "id": "cost",
+        "label": f"estimated cost (USD at {hourly_price}/h)",
+        "expression": f"RUNNING_SUM(IF(FILL(cpu, 0) > 0, PERIOD(cpu), 0)) / 3600 * {hourly_price}",
+    }
+    cost = [[*cpu, cpu_options], [cost_expression]]
     widgets = [
         {
             "type": "text",
@@ -315,8 +307,8 @@ def dashboard(instance_id: str, region: str, hourly_price: float) -> dict:
                 "start": "-P30D",
                 "period": 3600,
                 "metrics": [
-                    [*cost[0][:4], {**cost[0][4], "period": 3600}],
-                    [{**cost[1][0], "id": "cost30", "label": "last 30 days"}],
+                    [*cpu, {**cpu_options, "period": 3600}],
+                    [{**cost_expression, "id": "cost30", "label": "last 30 days"}],
                 ],
             },
         },

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gpu_audio import aws, readiness, services
@@ -134,7 +135,7 @@ def ensure_gpu_ready(
 
 def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
     """Requests in flight (and queued) per server that listens; None = it did not say."""
-    counts = {}
+    counts: dict[str, int | None] = {}
     for name, url in urls.items():
         health = readiness.health(url)
         if health["status"] == readiness.UNKNOWN:
@@ -171,8 +172,8 @@ def gpu_status(config=None, ec2=None, *, now=None) -> dict:
     )
     urls = server_urls(config, info)
     servers = {name: readiness.health(url) for name, url in urls.items()}
-    status = {"instance": info, "urls": urls, "servers": servers}
-    lasts = [s.get("last_request_at") for s in servers.values() if s.get("last_request_at")]
+    status: dict[str, Any] = {"instance": info, "urls": urls, "servers": servers}
+    lasts = [t for s in servers.values() if (t := s.get("last_request_at"))]
     if lasts:
         last = max(datetime.fromisoformat(t) for t in lasts)
         status["idle_seconds"] = max(0.0, (now - last).total_seconds())

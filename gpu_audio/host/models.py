@@ -28,7 +28,7 @@ class Unreachable(RuntimeError):
     pass
 
 
-def _size_mb(path: Path) -> float:
+def _size_mb(path: str | Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
@@ -42,7 +42,8 @@ def _downloads(models_dir: str) -> dict:
         return {}
 
 
-def _remember(models_dir: str, repo_id: str, sha: str, files: list[str]) -> None:
+def _remember(models_dir: str, repo_id: str, sha: str | None, files: list[str]) -> None:
+    """``sha``: the commit the hub named (its type allows None; no folder is named so)."""
     known = _downloads(models_dir)
     known[repo_id] = {"sha": sha, "files": files}
     (Path(models_dir) / DOWNLOADS).write_text(json.dumps(known, indent=1, sort_keys=True))
@@ -132,10 +133,11 @@ def whisper_repo(name: str) -> str:
     return _MODELS[name]
 
 
-def plan(env, only=None) -> list[tuple[str, str, object]]:
-    """(kind, what, how) for every model the configured engines need."""
+def plan(env, only=None) -> list[tuple[str, str, str]]:
+    """(kind, what, target: repo, size or language) for every model the configured
+    engines need."""
     tts, wx = TTSSettings.from_env(env), WhisperXSettings.from_env(env)
-    steps = []
+    steps: list[tuple[str, str, str]] = []
     wanted = set(only or ("tts", "whisper", "align"))
     if "tts" in wanted and tts.engine == "qwen" and not os.path.isdir(tts.model):
         steps.append(("tts", tts.model, tts.model))

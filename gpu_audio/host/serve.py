@@ -100,7 +100,7 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
     proc = subprocess.Popen(
         supervise.command(conf), env=supervise.environment(env), preexec_fn=_die_with_parent
     )
-    stopping = []
+    stopping: list[float] = []  # when the first signal came; a second kills at once
 
     def on_signal(signum, frame):
         if not stopping:

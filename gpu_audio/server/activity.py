@@ -33,7 +33,9 @@ def drain_flag(directory: str) -> Path:
 
 
 def host_draining(directory: str | None) -> bool:
-    return bool(directory) and drain_flag(directory).exists()
+    if not directory:
+        return False
+    return drain_flag(directory).exists()
 
 
 class Activity:
@@ -203,7 +205,7 @@ class ActivityMiddleware:
                 "(a retry cancels the stop or finds it started again).",
                 [("Retry-After", str(DRAIN_RETRY_AFTER_S))],
             )
-        status = []
+        status: list[str] = []
 
         def noting_start_response(line, headers, exc_info=None):
             status[:] = [line]

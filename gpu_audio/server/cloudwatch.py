@@ -84,7 +84,8 @@ class CloudWatchPublisher:
         # The window of the next publish starts where the last successful one ended.
         self._since = clock()
         self._base = self._totals()
-        self._pending = None  # (window end, totals) of the last collect()
+        # (window end, totals) of the last collect(); before one, the empty window.
+        self._pending: tuple[float, tuple[float, float, float]] = (self._since, self._base)
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -104,8 +104,8 @@ class CountingInput:
         data = self._stream.readline() if size is None or size < 0 else self._stream.readline(size)
         return self._seen(data, size)
 
-    def readlines(self, hint=-1):
-        lines = []
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines: list[bytes] = []
         while True:
             line = self.readline()
             if not line:

@@ -66,7 +66,7 @@ def _serve(conn, engine) -> None:
             wire.send(conn, reply)
         except (BrokenPipeError, ConnectionResetError, OSError):
             return
-        reply = None
+        del reply  # nor its result
 
 
 def _watch_parent(parent: int) -> None:

@@ -10,7 +10,7 @@ import logging
 import re
 
 from flask import current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def register_error_handlers(app) -> None:
                 message = f"The request body is larger than this server's limit of {limit // 2**20} MB (MAX_BODY_MB)."
         response = jsonify(error_body(message))
         response.status_code = status
-        if status == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 

@@ -23,6 +23,7 @@ from .drain import DrainMiddleware, drain_bound
 from .engine import EngineState
 from .errors import register_error_handlers
 from .health import health_blueprint
+from .jsonstream import OrderedJSON
 from .lane import Lane, LaneConfig
 from .metrics import Metrics, MetricsMiddleware
 
@@ -172,7 +173,7 @@ def build_app(
     ``routes`` with ``engine``; its threads are started (``Server.start``)."""
     app = Flask(import_name)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json = OrderedJSON(app)
     register_error_handlers(app)
     origins = cors_origins(settings)
     if origins:
@@ -190,7 +191,7 @@ def build_app(
     app.extensions[EXTENSION] = server
     # gunicorn loads the Flask app itself (its hooks find the Server through it); the
     # layers below wrap only its wsgi_app.
-    app.wsgi_app = wrap_wsgi(app, server, service.prefix)
+    app.wsgi_app = wrap_wsgi(app, server, service.prefix)  # type: ignore[method-assign]  # Flask's documented way
     server.start()
     return app
 
@@ -204,9 +205,9 @@ def wrap_wsgi(app: Flask, server: Server, prefix: str):
         return origins == ANY_ORIGIN or (origins is not None and origin in origins)
 
     known = {rule.rule for rule in app.url_map.iter_rules()}
-    wsgi = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir, route_matcher(app))
-    wsgi = ApiKeyMiddleware(wsgi, settings.api_key_hashes, allow_origin)
-    wsgi = MetricsMiddleware(wsgi, server.metrics, lambda path: path if path in known else "other")
+    active = ActivityMiddleware(app.wsgi_app, server.activity, settings.activity_dir, route_matcher(app))
+    keyed = ApiKeyMiddleware(active, settings.api_key_hashes, allow_origin)
+    counted = MetricsMiddleware(keyed, server.metrics, lambda path: path if path in known else "other")
     # Outermost: an early answer's unread body is dropped after the answer went out
     # and after metrics/activity counted the request done (drain.py).
-    return DrainMiddleware(PrefixMiddleware(wsgi, prefix), drain_bound(settings.max_body_bytes))
+    return DrainMiddleware(PrefixMiddleware(counted, prefix), drain_bound(settings.max_body_bytes))

@@ -11,6 +11,14 @@ from __future__ import annotations
 import json
 
 from flask import Response
+from flask.json.provider import DefaultJSONProvider
+
+
+class OrderedJSON(DefaultJSONProvider):
+    """Flask's JSON with the keys in the order an answer builds them (Flask sorts them);
+    set it with ``app.json = OrderedJSON(app)``."""
+
+    sort_keys = False
 
 
 def json_with_list(key: str, items: list[str], fields: dict) -> Response:

@@ -152,10 +152,10 @@ def client_gone_check(environ):
 class _Request:
     items: list
     key: object
-    call: object
+    call: Callable[[list], list]  # one engine call over a list of items
     mergeable: bool
     deadline: float
-    gone: object
+    gone: Callable[[], bool]  # whether the client hung up
     results: list = field(default_factory=list)
     next_item: int = 0
     remaining: int = 0
@@ -288,7 +288,7 @@ class Lane:
                     self._call(batch)
                 # Not kept while waiting for the next batch: it reaches its requests'
                 # items and results, which may be gigabytes of audio.
-                batch = None
+                del batch
             except Exception:  # the lane must outlive any bug in one batch
                 log.exception("GPU lane: unexpected error")
 
@@ -303,7 +303,7 @@ class Lane:
         """Settle (without running) the items of requests past their deadline or gone."""
         now = self.clock()
         for request in list(self._requests):
-            reason = None
+            reason: Exception | None = None
             if request.gone():
                 reason = ClientGone("the client disconnected")
             elif now > request.deadline:

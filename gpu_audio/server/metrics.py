@@ -85,7 +85,8 @@ class Metrics:
         self.gpu_memory_source = None  # () -> (used, total) | None; None: this process's GPU
         self.started = time.time()
         self.uptime.set_function(lambda: time.time() - self.started)
-        self._recent = collections.deque(maxlen=10000)  # (time, seconds, status) for CloudWatch
+        # (time, seconds, status, route) for CloudWatch
+        self._recent: collections.deque[tuple[float, float, int, str]] = collections.deque(maxlen=10000)
         self._lock = threading.Lock()
 
     # -- recording -----------------------------------------------------------------------

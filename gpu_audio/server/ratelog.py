@@ -51,6 +51,7 @@ class RateLog:
         now = self.clock()
         with self._lock:
             new_spell = self._since is None
+            line: str | None
             if new_spell or (not self._counts and now - self._since >= self.interval):
                 self._since = now  # the first event in an interval: in full
                 line = msg
@@ -88,6 +89,7 @@ class RateLog:
 
     def _take(self, now: float) -> str:
         """The summary line for the counts (then reset); the caller holds the lock."""
+        assert self._since is not None, "record() and flush() call this within a spell"
         total = sum(self._counts.values())
         kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(self._counts.items()))
         line = f"{total} {self.noun} ({kinds}) in the last {now - self._since:.0f} s"

@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from gpu_audio.espeak import EspeakError, espeak
+from gpu_audio.espeak import Espeak, EspeakError, espeak
 
 from .base import Capabilities, EngineError, SynthesisItem, TTSEngine, UnsupportedRequest
 
@@ -83,7 +83,7 @@ class EspeakEngine(TTSEngine):
     def __init__(self, settings=None, words_per_minute: int = 165):
         self.settings = settings
         self.words_per_minute = words_per_minute
-        self._espeak = None
+        self._espeak: Espeak | None = None  # set by load()
 
     @property
     def sample_rate(self) -> int:
@@ -91,10 +91,10 @@ class EspeakEngine(TTSEngine):
 
     def load(self) -> None:
         try:
-            self._espeak = espeak()
+            loaded = self._espeak = espeak()
         except (OSError, EspeakError) as exc:
             raise EngineError(f"eSpeak NG cannot be loaded: {exc}") from exc
-        if not self._espeak.set_voice("en-us"):  # fail now, not on the first request
+        if not loaded.set_voice("en-us"):  # fail now, not on the first request
             raise EngineError("eSpeak NG has no en-us voice")
         log.info("eSpeak NG ready (%d Hz)", self.sample_rate)
 

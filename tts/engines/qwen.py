@@ -194,7 +194,7 @@ class QwenEngine(TTSEngine):
             kwargs["max_new_tokens"] = self.settings.max_new_tokens
         try:
             if self._model_type == "base":
-                wavs, rate = self._clone(items, texts, languages, kwargs)
+                wavs, rate = self._clone(self._tts, items, texts, languages, kwargs)
             else:
                 if any(item.reference is not None for item in items):
                     raise UnsupportedRequest(
@@ -246,8 +246,9 @@ class QwenEngine(TTSEngine):
         if self._on_cuda:
             torch.cuda.manual_seed_all(seed)
 
-    def _clone(self, items, texts, languages, kwargs):
-        """Base model: each item's reference voice; one shared reference is encoded once."""
+    def _clone(self, tts, items, texts, languages, kwargs):
+        """Base model (``tts``, the loaded one): each item's reference voice; one shared
+        reference is encoded once."""
         refs = [item.reference for item in items]
         if any(ref is None for ref in refs):
             raise UnsupportedRequest(NEEDS_REFERENCE)
@@ -255,19 +256,18 @@ class QwenEngine(TTSEngine):
             log.debug("a Base model takes no instruct; ignoring it")
         if all(ref is refs[0] for ref in refs):
             refs = refs[:1]  # qwen_tts broadcasts a single prompt over the batch
+        single = len(refs) == 1  # then each prompt argument is one value, not a list
         # With a transcript qwen_tts continues the reference (ICL); without one it
         # clones from the speaker embedding alone.
         audio = [(np.asarray(r.audio, dtype=np.float32).reshape(-1), int(r.sample_rate)) for r in refs]
         ref_text = [r.text or None for r in refs]
         x_vector_only = [not r.text for r in refs]
-        if len(refs) == 1:
-            audio, ref_text, x_vector_only = audio[0], ref_text[0], x_vector_only[0]
-        return self._tts.generate_voice_clone(
+        return tts.generate_voice_clone(
             texts,
             language=languages,
-            ref_audio=audio,
-            ref_text=ref_text,
-            x_vector_only_mode=x_vector_only,
+            ref_audio=audio[0] if single else audio,
+            ref_text=ref_text[0] if single else ref_text,
+            x_vector_only_mode=x_vector_only[0] if single else x_vector_only,
             **kwargs,
         )
 

@@ -115,8 +115,8 @@ class PocketsphinxEngine(ASREngine):
 
     def __init__(self, settings=None):
         self.settings = settings
-        self._aligner = None
-        self._transcriber = None
+        self._aligner: Decoder | None = None  # both set by load()
+        self._transcriber: Decoder | None = None
         self._added: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -187,7 +187,7 @@ class PocketsphinxEngine(ASREngine):
 
     def _decode(self, grammar: str, audio: np.ndarray):
         """[(word, start_frame, end_frame, prob)] through ``grammar``, or None."""
-        decoder = self._aligner
+        decoder, _ = self._require_loaded()
         decoder.add_jsgf_string("align", grammar)
         decoder.activate_search("align")
         decoder.start_utt()
@@ -205,15 +205,17 @@ class PocketsphinxEngine(ASREngine):
 
     def _known(self, word: str) -> bool:
         """In the dictionary, or added now from eSpeak NG's pronunciation."""
-        if word in self._added or self._aligner.lookup_word(word) is not None:
+        aligner, _ = self._require_loaded()
+        if word in self._added or aligner.lookup_word(word) is not None:
             return True
         phones = pronounce(word)
         if not phones:
             log.info("no pronunciation for %r; its time will be estimated", word)
             return False
         if len(self._added) >= MAX_ADDED_WORDS:
-            self._aligner, self._added = self._new_aligner(), {}
-        self._aligner.add_word(word, " ".join(phones), True)
+            aligner = self._aligner = self._new_aligner()
+            self._added = {}
+        aligner.add_word(word, " ".join(phones), True)
         self._added[word] = " ".join(phones)
         return True
 
@@ -224,7 +226,7 @@ class PocketsphinxEngine(ASREngine):
 
     def _transcribe_one(self, audio: np.ndarray) -> Transcript:
         with self._lock:
-            decoder = self._transcriber
+            _, decoder = self._require_loaded()
             decoder.start_utt()
             _feed(decoder, audio, whole=False)
             decoder.end_utt()
@@ -244,6 +246,8 @@ class PocketsphinxEngine(ASREngine):
         text = " ".join(s["text"] for s in segments)
         return Transcript(text=text, segments=segments, language="en")
 
-    def _require_loaded(self):
-        if self._aligner is None:
+    def _require_loaded(self) -> tuple[Decoder, Decoder]:
+        """(aligner, transcriber); EngineError before load()."""
+        if self._aligner is None or self._transcriber is None:
             raise EngineError("pocketsphinx is not loaded")
+        return self._aligner, self._transcriber
