@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pocketsphinx import Decoder
 
 from gpu_audio.audio import frame_energy_db
 
 from ..g2p import pronounce
 from ..textnorm import is_spoken_word, token_readings
 from .base import SAMPLE_RATE, ASREngine, EngineError, TokenTiming, Transcript, UnsupportedRequest
+
+if TYPE_CHECKING:  # the engine's library loads with the engine (load), never at import
+    from pocketsphinx import Decoder
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,9 @@ class PocketsphinxEngine(ASREngine):
         log.info("pocketsphinx ready (en-us model from the wheel)")
 
     @staticmethod
-    def _new_aligner():
+    def _new_aligner() -> Decoder:
+        from pocketsphinx import Decoder
+
         return Decoder(
             samprate=SAMPLE_RATE,
             lm=None,
@@ -144,6 +149,8 @@ class PocketsphinxEngine(ASREngine):
         """The first search pass only: the flat-lexicon and best-path passes cost a
         quarter of the time and changed nothing measurable on narration (words
         matched 16 % either way, 4.5 -> 5.6x realtime over 8 mixed clips)."""
+        from pocketsphinx import Decoder
+
         return Decoder(samprate=SAMPLE_RATE, fwdflat=False, bestpath=False, loglevel="FATAL")
 
     def describe(self) -> dict:
