@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from gpu_audio import __version__, cli_host, readiness, services
+from gpu_audio import __version__, cli_host, cli_tls, readiness, services
 from gpu_audio.client.cli import register as register_client
 from gpu_audio.host import supervise
 from gpu_audio.host.models import download_models
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_host.register(sub)
     register_client(sub)
     cli_host.register_cloudwatch(sub)
+    cli_tls.register(sub)
     return parser
 
 

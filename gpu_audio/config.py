@@ -426,6 +426,9 @@ class ClientConfig:
     api_key: str | None = field(default=None, repr=False)
     aws: AwsConfig = field(default_factory=AwsConfig)
     path: str | None = None
+    # The deployment CA (``gpu-audio tls init``) that HTTPS servers are verified with: its
+    # PEM text, or a file. None: the default trust store (a certificate for a domain).
+    ca_cert: str | None = None
 
 
 def _config_path(path: str | os.PathLike | None, env: Env) -> Path | None:
@@ -443,13 +446,40 @@ def _config_path(path: str | os.PathLike | None, env: Env) -> Path | None:
     return None
 
 
+def client_config_path(path: str | os.PathLike | None = None, env: Env | None = None) -> Path | None:
+    """The server_config.json that ``load_client_config`` would read (None: none found)."""
+    return _config_path(path, os.environ if env is None else env)
+
+
+def _ca_cert(env: Env, data: Mapping[str, Any], found: Path | None) -> str | None:
+    """TTS_CA_CERT, else the file's ``ca_cert``: PEM text as it is, a path made absolute
+    (relative to the file that names it) and checked, so a typo is one sentence here."""
+    raw = env.get("TTS_CA_CERT") or data.get("ca_cert") or None
+    if raw is None:
+        return None
+    where = "TTS_CA_CERT" if env.get("TTS_CA_CERT") else f"ca_cert in {found}"
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where} must be a string: the CA certificate's PEM text or its path")
+    if raw.lstrip().startswith("-----BEGIN"):
+        return raw
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and found is not None and where != "TTS_CA_CERT":
+        path = found.parent / path
+    if not path.is_file():
+        raise ConfigError(
+            f"{where} names {str(path)!r}, which is not a file: give the CA certificate's "
+            "path or its PEM text (gpu-audio tls init writes it)"
+        )
+    return str(path)
+
+
 def load_client_config(
     path: str | os.PathLike | None = None, env: Env | None = None, *, accept_whisper_url: bool = False
 ) -> ClientConfig:
     """``server_config.json`` (``path``, ``GPU_AUDIO_CONFIG``, ./, ./tts/, ~/.config/gpu-audio/),
     then the environment on top: TTS_SERVER_URL, TTS_WHISPER_URL, TTS_API_KEY,
     GPU_INSTANCE_ID, GPU_AWS_REGION (or AWS_REGION), GPU_AWS_PROFILE, IDLE_MINUTES,
-    GPU_HOURLY_PRICE.
+    GPU_HOURLY_PRICE, TTS_CA_CERT.
 
     ``accept_whisper_url`` (the client and the CLI): ``WHISPER_URL``, the name the users'
     scripts give the WhisperX URL, counts too; TTS_WHISPER_URL wins when both are set.
@@ -502,4 +532,5 @@ def load_client_config(
             resolve_host=aws.get("resolve_host"),
         ),
         path=str(found) if found else None,
+        ca_cert=_ca_cert(env, data, found),
     )

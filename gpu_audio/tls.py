@@ -14,6 +14,7 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,20 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of the certificate, as browsers and ``openssl x509 -fingerprint`` show it."""
+    digest = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+def subject(cert_pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(cert_pem).subject.rfc4514_string()
+
+
+def issuer(cert_pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(cert_pem).issuer.rfc4514_string()
+
+
 def is_pem(value: str) -> bool:
     return value.lstrip().startswith("-----BEGIN CERTIFICATE-----")
 
@@ -196,3 +211,51 @@ def ca_bundle(ca_cert: str, cache_dir: Path | None = None) -> str:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     return str(path)
+
+
+def verify_with(ca_cert: str | None) -> str | bool:
+    """requests' ``verify`` for a config's ``ca_cert``: the deployment CA's file when one
+    is set, else True (the default trust store). Never False."""
+    return ca_bundle(ca_cert) if ca_cert else True
+
+
+FIX = (
+    "set ca_cert in server_config.json (or TTS_CA_CERT) to the deployment's CA "
+    "certificate, the one `gpu-audio tls init` made"
+)
+
+
+def untrusted(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed somewhere in ``exc``'s chain (requests and
+    urllib3 wrap it), or None when ``exc`` is not about the certificate."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        todo += [current.__cause__, current.__context__]
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+        todo.append(getattr(current, "reason", None))
+    return None
+
+
+def untrusted_text(url: str, error: ssl.SSLCertVerificationError, ca_cert: str | None) -> str:
+    """One sentence for a person: why the certificate of ``url`` was refused, and the fix."""
+    why = (error.verify_message or str(error)).rstrip(".")
+    if "mismatch" in why.lower():
+        return (
+            f"the certificate of {url} is not valid for that name ({why}): the host issues "
+            "its certificate for its current addresses at start; use one of them in "
+            "server_config.json, or check the host's TLS settings"
+        )
+    if ca_cert:
+        return (
+            f"the certificate of {url} is not trusted ({why}): it was not issued by the CA "
+            "in ca_cert of server_config.json (or TTS_CA_CERT); use the CA certificate "
+            "of this deployment (the host's TLS_CA_CERT)"
+        )
+    return f"the certificate of {url} is not trusted ({why}): {FIX}"

@@ -59,7 +59,7 @@ class Proxy:
 
     def __init__(self, settings: ProxySettings):
         self.settings = settings
-        self.upstreams = Upstreams()
+        self.upstreams = Upstreams(ca_cert=settings.client.ca_cert)
         self.access = AccessKey(settings.access_key, settings.session_hours)
         self.metrics = Metrics("proxy")
         self.metrics.build.info({"version": __version__, "engine": "proxy", "model": ""})

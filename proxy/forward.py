@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.client import HTTPException
@@ -21,6 +22,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 from urllib3.util import Url, parse_url
 
+from gpu_audio import tls
 from gpu_audio.server.errors import ApiError
 from gpu_audio.server.lane import client_gone_check
 
@@ -102,10 +104,14 @@ def _body() -> tuple[Iterator[bytes] | None, int | None]:
 
 
 class Upstreams:
-    """Idle keep-alive connections to the servers, by (scheme, host, port)."""
+    """Idle keep-alive connections to the servers, by (scheme, host, port). An https
+    server is verified (its certificate and its name) with ``ca_cert``, the deployment's
+    CA of server_config.json, else with the default trust store."""
 
-    def __init__(self, max_idle: int = 10):
+    def __init__(self, max_idle: int = 10, ca_cert: str | None = None):
         self.max_idle = max_idle
+        self.ca_cert = ca_cert
+        self.ca_certs = tls.ca_bundle(ca_cert) if ca_cert else requests.certs.where()
         self._idle: dict[tuple[str, str, int], list[HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -126,7 +132,9 @@ class Upstreams:
                 conn.close()
         scheme, host, port = key
         if scheme == "https":
-            conn = HTTPSConnection(host, port, timeout=connect_timeout, ca_certs=requests.certs.where())
+            conn = HTTPSConnection(
+                host, port, timeout=connect_timeout, ca_certs=self.ca_certs, cert_reqs=ssl.CERT_REQUIRED
+            )
         else:
             conn = HTTPConnection(host, port, timeout=connect_timeout)
         conn.connect()
@@ -225,6 +233,11 @@ def forward(upstreams: Upstreams, base_url: str, path: str, settings, name: str)
             conn.close()
         if watched.abandoned:
             raise ClientLeft(path) from None
+        refused = tls.untrusted(exc)
+        if refused is not None:  # not "unreachable": a start-on-demand would not help
+            text = tls.untrusted_text(base_url, refused, upstreams.ca_cert)
+            log.error("the proxy refused the %s server: %s", name, text)
+            raise ApiError(502, f"The proxy refused the {name} server: {text}.") from None
         if isinstance(exc, NewConnectionError):  # refused, no route, no such name
             raise Unreachable(name) from None
         if isinstance(exc, ConnectTimeoutError):  # a stopped instance's address drops packets

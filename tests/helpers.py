@@ -111,15 +111,17 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def wsgi_on_loopback(app, path: str = ""):
+def wsgi_on_loopback(app, path: str = "", ssl_context=None):
     """A threaded werkzeug server for ``app`` (a stub upstream, a fake service) on a
-    free loopback port; yields its URL (+ ``path``)."""
+    free loopback port; yields its URL (+ ``path``). With ``ssl_context`` (an
+    ssl.SSLContext holding a certificate) it serves HTTPS."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    scheme = "https" if ssl_context is not None else "http"
     try:
-        yield f"http://127.0.0.1:{server.server_port}{path}"
+        yield f"{scheme}://127.0.0.1:{server.server_port}{path}"
     finally:
         server.shutdown()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from gpu_audio import readiness, services
+from gpu_audio import readiness, services, tls
 from gpu_audio.audio import b64_wav, decode_wav, to_mono
 from gpu_audio.config import load_client_config
 
@@ -86,7 +86,9 @@ def _words(raw) -> list[Word]:
 class Client:
     """Both servers. Timeouts are (connect, read) seconds; batches get the long read
     timeout the existing clients use (30 minutes). ``urls``: more servers of the
-    services table, by name (``health()`` covers them)."""
+    services table, by name (``health()`` covers them). ``ca_cert``: the deployment's
+    CA (PEM text or a file, server_config.json's ``ca_cert``) that HTTPS servers are
+    verified with; None: the default trust store. Verification is never off."""
 
     def __init__(
         self,
@@ -103,6 +105,7 @@ class Client:
         session=None,
         sleep=time.sleep,
         urls: dict[str, str] | None = None,
+        ca_cert: str | None = None,
     ):
         given = {services.TTS.name: server_url, services.WHISPERX.name: whisper_url, **(urls or {})}
         self.urls = {name: url.rstrip("/") for name, url in given.items()}
@@ -110,6 +113,12 @@ class Client:
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.timeout = (connect_timeout, read_timeout)
         self.session = session or requests.Session()
+        self.ca_cert = ca_cert
+        try:
+            self.verify = tls.verify_with(ca_cert)
+        except tls.TlsError as exc:
+            raise ClientError(str(exc)) from None
+        self.session.verify = self.verify
         if api_key:
             self.session.headers["X-API-Key"] = api_key
         self.sleep = sleep
@@ -122,6 +131,7 @@ class Client:
             for s in services.SERVICES
             if getattr(config, s.url_field, None)
         }
+        options.setdefault("ca_cert", config.ca_cert)
         return cls(config.server_url, config.whisper_url, config.api_key, urls=urls, **options)
 
     # -- plumbing ----------------------------------------------------------------------
@@ -134,6 +144,13 @@ class Client:
             last = attempt == self.retries
             try:
                 r = self.session.request(method, url, json=body, timeout=timeout or self.timeout)
+            except requests.exceptions.SSLError as exc:  # retrying cannot make a certificate trusted
+                refused = tls.untrusted(exc)
+                if refused is None:
+                    raise ClientError(
+                        f"TLS with the {server} server at {self.urls[server]} failed: {exc}"
+                    ) from None
+                raise ClientError(tls.untrusted_text(self.urls[server], refused, self.ca_cert)) from None
             except (requests.ConnectionError, requests.ConnectTimeout) as exc:
                 if last:
                     raise ClientError(
@@ -176,7 +193,7 @@ class Client:
     def health(self) -> dict:
         """Every server's /health (one that cannot be reached says so)."""
         return {
-            server: readiness.health(url, timeout=(5, 10), session=self.session)
+            server: readiness.health(url, timeout=(5, 10), session=self.session, verify=self.verify)
             for server, url in self.urls.items()
         }
 

@@ -34,6 +34,7 @@ def _client(args) -> Client:
         config.whisper_url,
         config.api_key,
         batch_size=getattr(args, "batch_size", None) or 16,
+        ca_cert=config.ca_cert,
     )
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from gpu_audio import aws, readiness, services
+from gpu_audio import aws, readiness, services, tls
 from gpu_audio.config import load_client_config
 
 from . import ec2 as ec2mod
@@ -56,6 +56,15 @@ def server_urls(config, info: InstanceInfo | None) -> dict[str, str]:
     return resolved
 
 
+def verify_for(config) -> str | bool:
+    """requests' ``verify`` for the servers of ``config``: its ``ca_cert``, else the
+    default trust store (tls.verify_with); a CA we cannot read is a config error."""
+    try:
+        return tls.verify_with(config.ca_cert)
+    except tls.TlsError as exc:
+        raise ConfigMissing(str(exc)) from None
+
+
 def _servers_ready_text(count: int) -> str:
     return "both servers ready" if count == 2 else f"all {count} servers ready"
 
@@ -68,13 +77,17 @@ def wait_servers_ready(
     progress: Callable[[dict[str, readiness.Status], float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    verify: str | bool = True,
 ) -> None:
-    """Until every ``/ready`` is 200. A server whose model failed to load will never
-    be ready: that is NotReady at once, not a wait until the timeout."""
+    """Until every ``/ready`` is 200. A server whose model failed to load (or whose
+    certificate is refused) will never be ready: that is NotReady at once, not a wait
+    until the timeout."""
     pending = readiness.wait_ready(
-        urls, timeout=timeout, poll=poll, progress=progress, clock=clock, sleep=sleep
+        urls, timeout=timeout, poll=poll, progress=progress, clock=clock, sleep=sleep, verify=verify
     )
     for name, status in pending.items():
+        if status.state == readiness.UNTRUSTED:
+            raise NotReady(f"the {name} server: {status.error}")
         if status.failed:
             raise NotReady(f"the {name} server at {urls[name]} cannot serve: {status.error}")
     if pending:
@@ -104,6 +117,7 @@ def ensure_gpu_ready(
     """Start the host if needed and (``wait``) until every server is ready.
     ``progress(text)`` hears each step. Returns ``{"instance": ..., "urls": {name: url}}``."""
     config = config or load_client_config(accept_whisper_url=True)
+    verify = verify_for(config)
     line = progress or (lambda text: None)
     began = clock()
     info = None
@@ -129,16 +143,18 @@ def ensure_gpu_ready(
                 + (f"waiting for {waiting}" if pending else _servers_ready_text(len(urls)))
             )
 
-        wait_servers_ready(urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock, sleep=sleep)
+        wait_servers_ready(
+            urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock, sleep=sleep, verify=verify
+        )
     return {"instance": info, "urls": urls}
 
 
-def in_flight(urls: dict[str, str]) -> dict[str, int | None]:
+def in_flight(urls: dict[str, str], verify: str | bool = True) -> dict[str, int | None]:
     """Requests in flight (and queued) per server that listens; None = it did not say."""
     counts: dict[str, int | None] = {}
     for name, url in urls.items():
-        health = readiness.health(url)
-        if health["status"] == readiness.UNKNOWN:
+        health = readiness.health(url, verify=verify)
+        if health["status"] in (readiness.UNKNOWN, readiness.UNTRUSTED):
             counts[name] = None
         elif health["status"] != readiness.UNREACHABLE:
             counts[name] = int(health.get("in_flight") or 0) + int(health.get("queue_depth") or 0)
@@ -152,7 +168,7 @@ def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
     info = ec2mod.describe(client, config.aws.instance_id)
     if info.state.down:
         return info
-    busy = {n: c for n, c in in_flight(server_urls(config, info)).items() if c != 0}
+    busy = {n: c for n, c in in_flight(server_urls(config, info), verify_for(config)).items() if c != 0}
     if busy and not force:
         detail = ", ".join(f"{n}: {'no answer' if c is None else c}" for n, c in busy.items())
         raise Busy(f"not stopping: requests in flight ({detail}); wait for them or use --force")
@@ -171,7 +187,8 @@ def gpu_status(config=None, ec2=None, *, now=None) -> dict:
         else None
     )
     urls = server_urls(config, info)
-    servers = {name: readiness.health(url) for name, url in urls.items()}
+    verify = verify_for(config)
+    servers = {name: readiness.health(url, verify=verify) for name, url in urls.items()}
     status: dict[str, Any] = {"instance": info, "urls": urls, "servers": servers}
     lasts = [t for s in servers.values() if (t := s.get("last_request_at"))]
     if lasts:
