@@ -9,7 +9,7 @@ import sys
 
 from gpu_audio import __version__, cli_host, readiness, services
 from gpu_audio.client.cli import register as register_client
-from gpu_audio.host import supervise
+from gpu_audio.host import front, supervise
 from gpu_audio.host.models import download_models
 from gpu_audio.host.serve import serve as serve_here
 
@@ -41,6 +41,14 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
         return 1
     print("ready")
     return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    """nginx, the one public listener (TLS), in front of every service, in the foreground."""
+    if args.print:
+        print(front.render_for_print(os.environ), end="")
+        return 0
+    return front.main(os.environ, supervised=args.supervised)
 
 
 def cmd_proxy(args) -> int:
@@ -112,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--supervised", action="store_true", help="as a supervisord program: do nothing unless PROXY=1"
     )
     proxy.set_defaults(func=cmd_proxy)
+
+    door = sub.add_parser(
+        "front", help="run the front door (nginx with TLS, the one public listener) in the foreground"
+    )
+    door.add_argument(
+        "--supervised", action="store_true", help="as a supervisord program: do nothing unless FRONT=1"
+    )
+    door.add_argument("--print", action="store_true", help="print nginx's configuration, start nothing")
+    door.set_defaults(func=cmd_front)
 
     cli_host.register(sub)
     register_client(sub)
