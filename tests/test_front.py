@@ -4,9 +4,12 @@ running the embedded engines, on loopback."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -19,7 +22,7 @@ from gpu_audio.config import FrontSettings
 from gpu_audio.host import front
 
 from .front_helpers import Front, make_ca, needs_nginx, service_ports
-from .helpers import Gunicorn, spoken, wait_until, wsgi_on_loopback
+from .helpers import ROOT, Gunicorn, free_port, pids_with_env, spoken, wait_until, wsgi_on_loopback
 
 pytestmark = pytest.mark.integration
 KEY = "front-door-key-5b0e7d1c9a3f"
@@ -213,14 +216,244 @@ def test_unknown_paths_and_v1_are_json_404(stack):
         assert r.status_code == 404 and r.json() == {"success": False, "error": "Not found."}
 
 
-def test_forwarded_headers_are_set_not_appended(stack):
+def test_forwarded_headers_are_set_not_appended(tmp_path):
     """A server sees the client's address, never one the client claims."""
-    r = stack.front.get("/tts/health", headers={"X-Forwarded-For": "6.6.6.6"})
-    assert r.status_code == 200
-    assert "6.6.6.6" not in stack.front.log()
+    seen = {}
+
+    def echo(environ, start_response):
+        seen.update({k: environ.get(k) for k in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "PATH_INFO")})
+        start_response("200 OK", [("Content-Type", "application/json"), ("Retry-After", "7")])
+        return [b"{}"]
+
+    with wsgi_on_loopback(echo) as url:
+        door = Front(tmp_path, make_ca(tmp_path), service_ports(tts=int(url.rsplit(":", 1)[1])))
+        try:
+            r = door.wait_up().get("/tts/health", headers={"X-Forwarded-For": "6.6.6.6"})
+        finally:
+            door.stop()
+    assert r.status_code == 200 and r.headers["Retry-After"] == "7"  # the upstream's passes
+    assert seen == {"HTTP_X_FORWARDED_FOR": "127.0.0.1", "HTTP_X_FORWARDED_PROTO": "https", "PATH_INFO": "/tts/health"}
 
 
 def test_the_access_log_has_no_query_string(stack):
     stack.front.get("/tts/health?api_key=secret-in-a-query")
     wait_until(lambda: "GET /tts/health" in stack.front.log(), timeout=10)
     assert "secret-in-a-query" not in stack.front.log().split("[error]")[0]
+
+
+# -- slow and hostile clients --------------------------------------------------------------
+
+
+class Attack:
+    """Connections that send a request a byte a second: ``heads`` stop inside the request
+    line, ``bodies`` send whole headers announcing 1 MB, then the body a byte a second."""
+
+    def __init__(self, connect, heads: int, bodies: int):
+        self.sockets = []
+        self.opened = 0
+        for _ in range(heads):
+            s = connect()
+            s.sendall(b"P")
+            self.sockets.append(s)
+        for _ in range(bodies):
+            s = connect()
+            s.sendall(b"POST /tts/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{")
+            self.sockets.append(s)
+        self.opened = len(self.sockets)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._drip, daemon=True)
+        self.thread.start()
+
+    def _drip(self):
+        while not self.stop.wait(1.0):
+            for s in list(self.sockets):
+                try:
+                    s.send(b"O")
+                except OSError:
+                    self.sockets.remove(s)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_slow_client_flood_is_absorbed_by_the_front_door(stack):
+    """200 connections sending their head a byte a second and 50 sending their body so:
+    through the front door /tts/health and a keyed /tts/generate are still answered.
+    The same attack on the bare gunicorn (GUNICORN_THREADS=8) starves it: each of its
+    threads is held by a connection from its first byte, so /health gets no answer."""
+    attack = Attack(stack.front.tls_socket, heads=200, bodies=50)
+    try:
+        time.sleep(2)  # a couple of drips
+        assert stack.front.get("/tts/health", timeout=20).status_code == 200
+        r = stack.front.post("/tts/generate", json={"text": "Still here."}, headers=HEADERS, timeout=60)
+        assert r.status_code == 200 and r.json()["success"] is True
+        assert len(attack.sockets) == attack.opened  # the attack was still on
+    finally:
+        attack.close()
+
+    bare = Attack(lambda: socket.create_connection(("127.0.0.1", stack.tts.port), timeout=10), THREADS, 0)
+    try:
+        time.sleep(1)
+        with pytest.raises(requests.Timeout):
+            requests.get(stack.tts.url + "/health", timeout=5)
+    finally:
+        bare.close()
+    wait_until(lambda: requests.get(stack.tts.url + "/health", timeout=5).ok, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def small_front(tmp_path_factory):
+    """A front door whose TTS is down and that lets an address hold 2 connections."""
+    needs_nginx()
+    tmp = tmp_path_factory.mktemp("small-front")
+    door = Front(tmp, make_ca(tmp), service_ports(), {"FRONT_CONN_PER_IP": "2"})
+    try:
+        yield door.wait_up()
+    finally:
+        door.stop()
+
+
+def test_a_server_down_is_a_json_502(small_front):
+    r = small_front.get("/tts/health")
+    assert r.status_code == 502 and r.json()["success"] is False
+    assert r.headers["Retry-After"]
+
+
+def test_connections_per_address_are_limited_with_a_json_503(small_front):
+    held = Attack(small_front.tls_socket, heads=0, bodies=2)  # counted once their head is read
+    try:
+        time.sleep(0.5)
+        r = small_front.get("/tts/health")
+        assert r.status_code == 503 and r.json()["success"] is False and r.headers["Retry-After"]
+    finally:
+        held.close()
+    wait_until(lambda: small_front.get("/tts/health").status_code == 502, timeout=10)
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A TTS whose engine holds each call until tests/held_app's release file appears."""
+    needs_nginx()
+    folder = tmp_path / "held"
+    folder.mkdir()
+    g = Gunicorn(
+        "tests.held_app:create_app()",
+        {"HELD_DIR": str(folder), "TTS_API_KEY": KEY, "ACTIVITY_DIR": str(tmp_path / "activity")},
+        tmp_path / "held.log",
+    )
+    try:
+        yield g.wait_ready(), folder
+    finally:
+        (folder / "release").touch()
+        g.stop()
+
+
+def test_the_front_doors_own_timeout_is_a_json_504(tmp_path, held):
+    g, folder = held
+    door = Front(tmp_path, make_ca(tmp_path), service_ports(tts=g.port), {"FRONT_READ_TIMEOUT_S": "1"})
+    try:
+        r = door.wait_up().post("/tts/generate", json={"text": "Held."}, headers=HEADERS)
+        assert r.status_code == 504 and r.json()["success"] is False
+    finally:
+        door.stop()
+
+
+def test_an_answer_slower_than_nginxs_default_60_s_gets_through(tmp_path, held):
+    """nginx's default proxy_read_timeout is 60 s; clients wait 30 minutes."""
+    g, folder = held
+    door = Front(tmp_path, make_ca(tmp_path), service_ports(tts=g.port))
+    door.wait_up()
+    result = {}
+    began = time.monotonic()
+    t = threading.Thread(
+        target=lambda: result.update(
+            r=door.post("/tts/generate", json={"text": "Slow."}, headers=HEADERS, timeout=300)
+        )
+    )
+    t.start()
+    try:
+        wait_until(lambda: (folder / "entered").exists(), timeout=30)
+        time.sleep(max(0.0, 62 - (time.monotonic() - began)))
+        (folder / "release").touch()
+        t.join(60)
+        assert result["r"].status_code == 200 and result["r"].json()["success"] is True
+    finally:
+        (folder / "release").touch()
+        door.stop()
+
+
+# -- drain -------------------------------------------------------------------------------------
+
+
+def test_sigterm_to_supervisord_drains_through_the_front_door(tmp_path):
+    """supervisord stops the servers first (they finish their in-flight work, nginx still
+    relays the answer), the front door last: the batch in flight completes with 200 and
+    a new request gets a JSON 502/503."""
+    needs_nginx()
+    ca_cert, ca_key = make_ca(tmp_path)
+    ports = {s.port_variable: str(free_port()) for s in services.SERVICES}
+    port = free_port()
+    activity = tmp_path / "activity"
+    env = {
+        **os.environ,
+        **ports,
+        "FRONT": "1",
+        "FRONT_PORT": str(port),
+        "TLS_CA_CERT": str(ca_cert),
+        "TLS_CA_KEY": str(ca_key),
+        "TTS_ENGINE": "espeak",
+        "WHISPERX_ENGINE": "pocketsphinx",
+        "TTS_API_KEY": KEY,
+        "ACTIVITY_DIR": str(activity),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    url, ca = f"https://127.0.0.1:{port}", str(ca_cert)
+    log = open(tmp_path / "supervisord.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_audio", "supervise"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        for s in services.SERVICES:
+            wait_until(lambda s=s: requests.get(f"{url}{s.prefix}/ready", verify=ca, timeout=2).ok)
+        text = " ".join(["Every narration line is aligned to its audio, word by word."] * 40)
+        b64, _, _ = spoken(text)
+        result = {}
+        t = threading.Thread(
+            target=lambda: result.update(
+                r=requests.post(
+                    f"{url}/whisperx/align_batch",
+                    json={"items": [{"audio": b64, "text": text}]},
+                    headers=HEADERS,
+                    verify=ca,
+                    timeout=300,
+                )
+            )
+        )
+        t.start()
+        wait_until(
+            lambda: requests.get(f"{url}/whisperx/health", verify=ca, timeout=2).json()["in_flight"] == 1,
+            interval=0.02,
+        )
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: requests.get(f"{url}/whisperx/health", verify=ca, timeout=2).status_code != 200)
+        late = requests.get(f"{url}/whisperx/health", verify=ca, timeout=10)
+        assert late.status_code in (502, 503) and late.json()["success"] is False
+        t.join(300)
+        assert result["r"].status_code == 200, result["r"].text
+        assert len(result["r"].json()["alignments"][0]["words"]) == len(text.split())
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in pids_with_env(f"ACTIVITY_DIR={activity}"):
+            os.kill(pid, signal.SIGKILL)
+        log.close()
