@@ -15,7 +15,7 @@ from gpu_audio.host.serve import serve as serve_here
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve_here(args.engine, args.host)
+    return serve_here(args.engine, args.host, front=args.front)
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "WHISPERX_ENGINE win)",
     )
     serve.add_argument("--host", help="bind address (default BIND_HOST or 127.0.0.1)")
+    serve.add_argument(
+        "--front",
+        action="store_true",
+        help="the front door too: nginx with TLS on FRONT_PORT (8443), with TLS_CA_CERT/TLS_CA_KEY "
+        "or TLS_CERT/TLS_KEY",
+    )
     serve.set_defaults(func=cmd_serve)
 
     run = sub.add_parser(

@@ -19,7 +19,7 @@ import requests
 from gpu_audio import services, tls
 from gpu_audio.client.api import Client
 from gpu_audio.config import FrontSettings
-from gpu_audio.host import front
+from gpu_audio.host import front, serve
 
 from .front_helpers import Front, make_ca, needs_nginx, service_ports
 from .helpers import ROOT, Gunicorn, free_port, pids_with_env, spoken, wait_until, wsgi_on_loopback
@@ -457,3 +457,59 @@ def test_sigterm_to_supervisord_drains_through_the_front_door(tmp_path):
         for pid in pids_with_env(f"ACTIVITY_DIR={activity}"):
             os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+# -- gpu-audio serve --front ---------------------------------------------------------------
+
+
+def test_serve_front_without_a_certificate_says_what_to_set(monkeypatch, capsys):
+    for name in ("TLS_CERT", "TLS_KEY", "TLS_CA_CERT", "TLS_CA_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(front, "find_nginx", lambda: "/usr/sbin/nginx")
+    assert serve.serve("embedded", front=True) == 2
+    assert "TLS_CA_CERT and TLS_CA_KEY" in capsys.readouterr().err
+
+
+def test_serve_front_end_to_end(tmp_path):
+    needs_nginx()
+    ca_cert, ca_key = make_ca(tmp_path)
+    port = free_port()
+    env = {
+        **os.environ,
+        **{s.port_variable: str(free_port()) for s in services.SERVICES},
+        "FRONT_PORT": str(port),
+        "TLS_CA_CERT": str(ca_cert),
+        "TLS_CA_KEY": str(ca_key),
+        "TTS_API_KEY": KEY,
+        "ACTIVITY_DIR": str(tmp_path / "activity"),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpu_audio", "serve", "--engine", "embedded", "--front"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        ready = wait_until(lambda: [line for line in lines if line.startswith("gpu-audio: ready")])
+        assert f"TTS: https://127.0.0.1:{port}/tts" in ready[0]
+        wait_until(lambda: requests.get(f"https://127.0.0.1:{port}/tts/ready", verify=str(ca_cert), timeout=2).ok)
+        r = requests.post(
+            f"https://127.0.0.1:{port}/tts/generate",
+            json={"text": "Through the front door."},
+            headers=HEADERS,
+            verify=str(ca_cert),
+            timeout=60,
+        )
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+        reader.join(10)
+    assert proc.returncode == 0, "".join(lines)
+    wait_until(lambda: not pids_with_env(f"ACTIVITY_DIR={tmp_path / 'activity'}"), timeout=30)

@@ -257,6 +257,13 @@ def certificate(settings: FrontSettings, env: Mapping[str, str], folder: Path) -
     return Certificate(cert, key, issued=True)
 
 
+def check_certificate(env: Mapping[str, str]) -> None:
+    """FrontError unless a certificate or the CA is configured (before anything starts)."""
+    settings = FrontSettings.from_env(env)
+    if not (settings.tls_cert or settings.tls_key or (settings.tls_ca_cert and settings.tls_ca_key)):
+        certificate(settings, env, Path())  # raises the sentence that says what to set
+
+
 def prepare(env: Mapping[str, str]) -> tuple[Path, Certificate]:
     """The runtime folder (private, one per port) with the certificate and the
     configuration written in it; returns (the configuration's path, the certificate)."""
