@@ -418,9 +418,7 @@ class FrontSettings:
     # Longest pause between two reads of a body or two writes of an answer.
     client_timeout_s: float = field(default=60.0, metadata=env_var("FRONT_CLIENT_TIMEOUT_S", minimum=1.0))
     # How long an answer may take; None: REQUEST_DEADLINE_S plus a margin (front.py).
-    read_timeout_s: float | None = field(
-        default=None, metadata=env_var("FRONT_READ_TIMEOUT_S", minimum=1.0)
-    )
+    read_timeout_s: float | None = field(default=None, metadata=env_var("FRONT_READ_TIMEOUT_S", minimum=1.0))
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> Self:

@@ -191,15 +191,15 @@ def test_the_python_client_with_https_urls_and_the_ca(stack):
     session = requests.Session()
     session.verify = stack.front.ca
     session.trust_env = False  # else REQUESTS_CA_BUNDLE, where set, wins over session.verify
-    client = Client(
-        f"{stack.front.url}/tts", f"{stack.front.url}/whisperx", KEY, session=session, retries=0
-    )
+    client = Client(f"{stack.front.url}/tts", f"{stack.front.url}/whisperx", KEY, session=session, retries=0)
     audios = client.generate_batch(["One line.", "Another line."])
     assert len(audios) == 2
 
 
 def test_an_8mb_body_without_a_key_gets_the_servers_401(stack):
-    r = stack.front.post("/tts/generate", data=b"x" * (8 * 2**20), headers={"Content-Type": "application/json"})
+    r = stack.front.post(
+        "/tts/generate", data=b"x" * (8 * 2**20), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 401 and r.json()["success"] is False
     assert "WWW-Authenticate" in r.headers
 
@@ -221,7 +221,9 @@ def test_forwarded_headers_are_set_not_appended(tmp_path):
     seen = {}
 
     def echo(environ, start_response):
-        seen.update({k: environ.get(k) for k in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "PATH_INFO")})
+        seen.update(
+            {k: environ.get(k) for k in ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "PATH_INFO")}
+        )
         start_response("200 OK", [("Content-Type", "application/json"), ("Retry-After", "7")])
         return [b"{}"]
 
@@ -232,7 +234,11 @@ def test_forwarded_headers_are_set_not_appended(tmp_path):
         finally:
             door.stop()
     assert r.status_code == 200 and r.headers["Retry-After"] == "7"  # the upstream's passes
-    assert seen == {"HTTP_X_FORWARDED_FOR": "127.0.0.1", "HTTP_X_FORWARDED_PROTO": "https", "PATH_INFO": "/tts/health"}
+    assert seen == {
+        "HTTP_X_FORWARDED_FOR": "127.0.0.1",
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "PATH_INFO": "/tts/health",
+    }
 
 
 def test_the_access_log_has_no_query_string(stack):
@@ -498,7 +504,9 @@ def test_serve_front_end_to_end(tmp_path):
     try:
         ready = wait_until(lambda: [line for line in lines if line.startswith("gpu-audio: ready")])
         assert f"TTS: https://127.0.0.1:{port}/tts" in ready[0]
-        wait_until(lambda: requests.get(f"https://127.0.0.1:{port}/tts/ready", verify=str(ca_cert), timeout=2).ok)
+        wait_until(
+            lambda: requests.get(f"https://127.0.0.1:{port}/tts/ready", verify=str(ca_cert), timeout=2).ok
+        )
         r = requests.post(
             f"https://127.0.0.1:{port}/tts/generate",
             json={"text": "Through the front door."},

@@ -99,7 +99,7 @@ def read_timeout_s(settings: FrontSettings, env: Mapping[str, str]) -> float:
 
 def _json(status: int) -> str:
     """The contract's error body as an nginx string (no quote or backslash inside)."""
-    return "'{\"success\": false, \"error\": \"" + ERRORS[status] + "\"}'"
+    return '\'{"success": false, "error": "' + ERRORS[status] + "\"}'"
 
 
 def _listen(host: str, port: int) -> str:
@@ -329,7 +329,10 @@ def run(env: Mapping[str, str]) -> int:
             log.error("front door: the certificate was not renewed: %s", exc)
             continue
         proc.send_signal(signal.SIGHUP)
-        log.info("front door: %s, nginx reloaded", "certificate re-issued" if cert.issued else "certificate re-read")
+        log.info(
+            "front door: %s, nginx reloaded",
+            "certificate re-issued" if cert.issued else "certificate re-read",
+        )
 
 
 def main(env: Mapping[str, str], supervised: bool = False) -> int:

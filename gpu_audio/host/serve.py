@@ -110,7 +110,7 @@ def serve(engine: str | None = None, host: str | None = None, front: bool = Fals
     proc = subprocess.Popen(
         supervise.command(conf), env=supervise.environment(env), preexec_fn=_die_with_parent
     )
-    stopping = []
+    stopping: list[float] = []
 
     def on_signal(signum, frame):
         if not stopping:
