@@ -1,8 +1,12 @@
 # One image, both servers: supervisord runs the TTS and WhisperX gunicorns.
 #
 #   docker build -t gpu-audio:0.1.0-qwen3tts1.7b-whisperlv3 .
-#   docker run --gpus all -p 5000:5000 -p 5001:5001 -v gpu-audio-models:/data \
-#              -e TTS_API_KEY=... gpu-audio:0.1.0-qwen3tts1.7b-whisperlv3
+#   docker run --gpus all -p 443:443 -v gpu-audio-models:/data -v /etc/gpu-audio:/tls:ro \
+#              -e TTS_API_KEY=... -e TLS_CA_CERT=/tls/ca.crt -e TLS_CA_KEY=/tls/ca.key \
+#              gpu-audio:0.1.0-qwen3tts1.7b-whisperlv3
+#
+# The front door (nginx, TLS) is the only public listener: https://HOST/tts and
+# https://HOST/whisperx; the servers and the proxy listen on loopback only.
 #
 # Models live on the /data volume by default (fetched once on the first start);
 # --build-arg BAKE_MODELS=1 puts them in the image instead (bigger image, no
@@ -18,7 +22,8 @@ RUN apt-get update \
  && add-apt-repository -y ppa:deadsnakes/ppa \
  && apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv python3.11-dev \
-        libsndfile1 ffmpeg \
+        libsndfile1 ffmpeg nginx libcap2-bin \
+ && setcap cap_net_bind_service=+ep /usr/sbin/nginx \
  && rm -rf /var/lib/apt/lists/*
 
 ENV VIRTUAL_ENV=/opt/venv \
@@ -44,13 +49,16 @@ ARG MODELS_DIR=/data/models
 ENV MODELS_DIR=$MODELS_DIR \
     HF_HOME=$MODELS_DIR/huggingface \
     TORCH_HOME=$MODELS_DIR/torch \
-    BIND_HOST=0.0.0.0 \
+    BIND_HOST=127.0.0.1 \
     TTS_PORT=5000 \
     WHISPERX_PORT=5001 \
     TTS_ENGINE=qwen \
     WHISPERX_ENGINE=whisperx \
     ACTIVITY_DIR=/tmp/gpu-audio \
-    AUTOSTOP=1
+    AUTOSTOP=1 \
+    FRONT=1 \
+    FRONT_HOST=0.0.0.0 \
+    FRONT_PORT=443
 
 RUN useradd --create-home --uid 1000 app && mkdir -p /data $MODELS_DIR && chown -R app /data $MODELS_DIR /app
 
@@ -61,7 +69,8 @@ RUN if [ "$BAKE_MODELS" = "1" ]; then mkdir -p $MODELS_DIR && gpu-audio download
 
 USER app
 VOLUME ["/data"]
-EXPOSE 5000 5001
+# Only the front door: nginx binds 443 as the app user (setcap above).
+EXPOSE 443
 
 # Model loading takes minutes on a cold start: do not count failures before then.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \

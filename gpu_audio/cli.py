@@ -9,13 +9,13 @@ import sys
 
 from gpu_audio import __version__, cli_host, cli_tls, readiness, services
 from gpu_audio.client.cli import register as register_client
-from gpu_audio.host import supervise
+from gpu_audio.host import front, supervise
 from gpu_audio.host.models import download_models
 from gpu_audio.host.serve import serve as serve_here
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve_here(args.engine, args.host)
+    return serve_here(args.engine, args.host, front=args.front)
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -41,6 +41,14 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
         return 1
     print("ready")
     return 0
+
+
+def cmd_front(args: argparse.Namespace) -> int:
+    """nginx, the one public listener (TLS), in front of every service, in the foreground."""
+    if args.print:
+        print(front.render_for_print(os.environ), end="")
+        return 0
+    return front.main(os.environ, supervised=args.supervised)
 
 
 def cmd_proxy(args) -> int:
@@ -84,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "WHISPERX_ENGINE win)",
     )
     serve.add_argument("--host", help="bind address (default BIND_HOST or 127.0.0.1)")
+    serve.add_argument(
+        "--front",
+        action="store_true",
+        help="the front door too: nginx with TLS on FRONT_PORT (8443), with TLS_CA_CERT/TLS_CA_KEY "
+        "or TLS_CERT/TLS_KEY",
+    )
     serve.set_defaults(func=cmd_serve)
 
     run = sub.add_parser(
@@ -112,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--supervised", action="store_true", help="as a supervisord program: do nothing unless PROXY=1"
     )
     proxy.set_defaults(func=cmd_proxy)
+
+    door = sub.add_parser(
+        "front", help="run the front door (nginx with TLS, the one public listener) in the foreground"
+    )
+    door.add_argument(
+        "--supervised", action="store_true", help="as a supervisord program: do nothing unless FRONT=1"
+    )
+    door.add_argument("--print", action="store_true", help="print nginx's configuration, start nothing")
+    door.set_defaults(func=cmd_front)
 
     cli_host.register(sub)
     register_client(sub)

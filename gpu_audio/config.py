@@ -398,6 +398,37 @@ class WhisperXSettings(ServerSettings):
         return super().from_env(env)._fits("max_items")
 
 
+@dataclass(frozen=True)
+class FrontSettings:
+    """The front door (gpu_audio/host/front.py): nginx, the one public listener, with
+    TLS, in front of every service of the table (README, "Front door")."""
+
+    # Loopback unless told: the Docker image sets FRONT_HOST=0.0.0.0 and FRONT_PORT=443.
+    host: str = field(default=services.DEFAULT_HOST, metadata=env_var("FRONT_HOST"))
+    port: int = field(default=8443, metadata=env_var("FRONT_PORT", minimum=1, maximum=65535))
+    # Extra names and addresses for the host certificate issued with the CA below.
+    names: tuple[str, ...] = field(default=(), metadata=env_var("FRONT_NAMES"))
+    # The team's own certificate and key (PEM files), used as they are...
+    tls_cert: str | None = field(default=None, metadata=env_var("TLS_CERT"))
+    tls_key: str | None = field(default=None, metadata=env_var("TLS_KEY"))
+    # ...or the deployment CA (gpu-audio tls init): the front issues itself a host
+    # certificate at start and every day.
+    tls_ca_cert: str | None = field(default=None, metadata=env_var("TLS_CA_CERT"))
+    tls_ca_key: str | None = field(default=None, metadata=env_var("TLS_CA_KEY"))
+    # Connections one client address may hold at once (nginx limit_conn; 503 beyond).
+    conn_per_ip: int = field(default=100, metadata=env_var("FRONT_CONN_PER_IP", minimum=1))
+    # The whole request head must arrive in this time (slowloris).
+    header_timeout_s: float = field(default=10.0, metadata=env_var("FRONT_HEADER_TIMEOUT_S", minimum=1.0))
+    # Longest pause between two reads of a body or two writes of an answer.
+    client_timeout_s: float = field(default=60.0, metadata=env_var("FRONT_CLIENT_TIMEOUT_S", minimum=1.0))
+    # How long an answer may take; None: REQUEST_DEADLINE_S plus a margin (front.py).
+    read_timeout_s: float | None = field(default=None, metadata=env_var("FRONT_READ_TIMEOUT_S", minimum=1.0))
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> Self:
+        return read_env(cls, os.environ if env is None else env)
+
+
 # -- client side: server_config.json ---------------------------------------------------
 
 DEFAULT_HOURLY_PRICE = 0.526  # g4dn.xlarge (one T4) on demand, us-east-1, USD

@@ -45,7 +45,11 @@ def test_image_commands_exist_in_the_package():
         assert run(command, "--help").returncode == 0
     assert "gpu-audio download-models && exec gpu-audio supervise" in DOCKERFILE
     assert re.search(r"HEALTHCHECK .*--start-period=\d+s", DOCKERFILE.replace("\\\n", " "))
-    assert "EXPOSE 5000 5001" in DOCKERFILE and "USER app" in DOCKERFILE
+    assert "USER app" in DOCKERFILE
+    # The front door is the only public listener; the servers bind loopback.
+    assert instructions("EXPOSE") == ["443"] and "FRONT=1" in DOCKERFILE and "FRONT_PORT=443" in DOCKERFILE
+    assert "BIND_HOST=127.0.0.1" in DOCKERFILE and "BIND_HOST=0.0.0.0" not in DOCKERFILE
+    assert "setcap cap_net_bind_service=+ep /usr/sbin/nginx" in DOCKERFILE
     assert 'pip install --no-cache-dir ".[gpu]"' in DOCKERFILE
     assert "punkt_tab" in DOCKERFILE and "MODELS_DIR=/data/models" in DOCKERFILE
 

@@ -12,6 +12,7 @@ from gpu_audio import services
 from gpu_audio.config import (
     ClientConfig,
     ConfigError,
+    FrontSettings,
     ServerSettings,
     TTSSettings,
     WhisperXSettings,
@@ -23,7 +24,7 @@ from gpu_audio.config import (
 from gpu_audio.server.engine_process import EngineProcess
 from proxy.settings import ProxySettings
 
-CLASSES = (ServerSettings, TTSSettings, WhisperXSettings, ProxySettings)
+CLASSES = (ServerSettings, TTSSettings, WhisperXSettings, ProxySettings, FrontSettings)
 
 # Where the environment's default differs from the one for settings built in code, on
 # purpose: the engine in its own process when a server starts, not in tests that pass
@@ -36,6 +37,7 @@ NOT_FROM_ENV = {
     TTSSettings: {"load_in_background", "output_rate"},
     WhisperXSettings: {"load_in_background"},
     ProxySettings: {"client", "chunk_bytes", "activity_dir"},
+    FrontSettings: set(),
 }
 
 # A value to set and what it must read as, where the field's type does not say.

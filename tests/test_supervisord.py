@@ -25,7 +25,14 @@ def test_supervisord_parses_the_config(tmp_path):
     options = ServerOptions()
     options.realize(args=["-c", str(supervise.write_conf(ROOT / "supervisord.conf", tmp_path))])
     programs = {g.name: g.process_configs[0] for g in options.process_group_configs}
-    assert set(programs) == {"tts", "whisperx", "autostop", "proxy"}
+    assert set(programs) == {"tts", "whisperx", "autostop", "proxy", "front"}
+    # The front door stops last (lowest priority number), gracefully (nginx's QUIT).
+    assert programs["front"].priority < min(programs[s].priority for s in ("tts", "whisperx"))
+    assert (
+        programs["front"].stopsignal == signal.SIGQUIT
+        and "gpu-audio front --supervised" in programs["front"].command
+    )
+    assert programs["front"].stopwaitsecs == programs["tts"].stopwaitsecs
     assert "gpu-audio autostop" in programs["autostop"].command
     for name, app in (("tts", "tts.app:create_app()"), ("whisperx", "whisperx_server.app:create_app()")):
         config = programs[name]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gpu_audio import readiness, services
 
+from . import front as front_door
 from . import supervise
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,17 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def serve(engine: str | None = None, host: str | None = None) -> int:
+def serve(engine: str | None = None, host: str | None = None, front: bool = False) -> int:
+    """``front``: the front door too (nginx, TLS, FRONT_PORT), its URLs the ones printed."""
     env = dict(os.environ)
+    if front:
+        try:
+            front_door.find_nginx()
+            front_door.check_certificate(env)
+        except front_door.FrontError as exc:
+            print(f"gpu-audio: {exc}", file=sys.stderr)
+            return 2
+        env["FRONT"] = "1"
     engines, notice = pick_engines(engine, env)
     if notice:
         print(f"gpu-audio: {notice}", file=sys.stderr, flush=True)
@@ -128,7 +138,8 @@ def serve(engine: str | None = None, host: str | None = None) -> int:
         keep_waiting=lambda: proc.poll() is None and not stopping,
     )
     if not pending:
-        lines = "  ".join(f"{titles[name]}: {url}" for name, url in urls.items())
+        shown_urls = front_door.urls(env) if front else urls
+        lines = "  ".join(f"{titles[name]}: {url}" for name, url in shown_urls.items())
         print(f"gpu-audio: ready  {lines}  (Ctrl-C stops them all)", file=sys.stderr, flush=True)
     elif proc.poll() is None and not stopping:
         waiting = ", ".join(
