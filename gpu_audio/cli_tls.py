@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from gpu_audio import tls
 from gpu_audio.config import ConfigError, client_config_path, load_client_config
 
-CA_CERT_FILE = "ca.pem"
-CA_KEY_FILE = "ca.key"
+CA_CERT_FILE = tls.CA_CERT_FILE
+CA_KEY_FILE = tls.CA_KEY_FILE
 SHOW_TIMEOUT_S = 10.0
 
 
@@ -31,8 +31,7 @@ class TlsCommandError(Exception):
 
 
 def default_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "gpu-audio" / "tls"
+    return tls.default_ca_dir()
 
 
 def default_config_path() -> Path:

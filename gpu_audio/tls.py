@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650  # the CA lives as long as the deployment
 HOST_DAYS = 7  # a host certificate is re-issued at every start and every day after
 _BACKDATE = datetime.timedelta(minutes=5)  # clocks of clients and host differ a little
+
+
+CA_CERT_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
+
+
+def default_ca_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where ``gpu-audio tls init`` keeps the deployment CA unless told otherwise."""
+    base = env.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "gpu-audio" / "tls"
 
 
 class TlsError(ValueError):

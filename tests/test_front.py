@@ -15,6 +15,7 @@ import time
 
 import pytest
 import requests
+from cryptography import x509
 
 from gpu_audio import services, tls
 from gpu_audio.client.api import Client
@@ -95,8 +96,23 @@ def test_nginx_missing_is_one_sentence_naming_the_package(monkeypatch):
 
 
 def test_no_certificate_is_one_sentence(tmp_path):
-    with pytest.raises(front.FrontError, match="TLS_CA_CERT and TLS_CA_KEY"):
-        front.prepare({"XDG_RUNTIME_DIR": str(tmp_path)})
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    with pytest.raises(front.FrontError, match="gpu-audio tls init.*TLS_CA_CERT and TLS_CA_KEY"):
+        front.prepare(env)
+
+
+def test_the_ca_of_tls_init_is_used_when_no_setting_names_one(tmp_path):
+    """`gpu-audio tls init` then `serve --front`: no TLS_* setting needed."""
+    folder = tls.default_ca_dir({"XDG_CONFIG_HOME": str(tmp_path / "config")})
+    ca = tls.create_ca()
+    tls.write_private(folder / tls.CA_KEY_FILE, ca.key)
+    (folder / tls.CA_CERT_FILE).write_bytes(ca.cert)
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    _, cert = front.prepare(env)
+    issued = cert.cert.read_bytes()
+    issuer = x509.load_pem_x509_certificate(issued).issuer
+    assert issuer == x509.load_pem_x509_certificate(ca.cert).subject
+    assert "127.0.0.1" in tls.covered_names(issued)[1]
 
 
 def test_off_under_supervisord_unless_front_is_1():
@@ -468,9 +484,10 @@ def test_sigterm_to_supervisord_drains_through_the_front_door(tmp_path):
 # -- gpu-audio serve --front ---------------------------------------------------------------
 
 
-def test_serve_front_without_a_certificate_says_what_to_set(monkeypatch, capsys):
+def test_serve_front_without_a_certificate_says_what_to_set(monkeypatch, capsys, tmp_path):
     for name in ("TLS_CERT", "TLS_KEY", "TLS_CA_CERT", "TLS_CA_KEY"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setattr(front, "find_nginx", lambda: "/usr/sbin/nginx")
     assert serve.serve("embedded", front=True) == 2
     assert "TLS_CA_CERT and TLS_CA_KEY" in capsys.readouterr().err

@@ -230,6 +230,23 @@ class Certificate:
     issued: bool
 
 
+def ca_paths(settings: FrontSettings, env: Mapping[str, str]) -> tuple[Path, Path]:
+    """TLS_CA_CERT/TLS_CA_KEY, else the CA ``gpu-audio tls init`` made in its default folder."""
+    if settings.tls_ca_cert or settings.tls_ca_key:
+        if not (settings.tls_ca_cert and settings.tls_ca_key):
+            raise FrontError("TLS_CA_CERT and TLS_CA_KEY go together: set both")
+        return Path(settings.tls_ca_cert), Path(settings.tls_ca_key)
+    folder = tls.default_ca_dir(env)
+    cert, key = folder / tls.CA_CERT_FILE, folder / tls.CA_KEY_FILE
+    if cert.is_file() and key.is_file():
+        return cert, key
+    raise FrontError(
+        "the front door needs a certificate: run `gpu-audio tls init` (the deployment CA, "
+        f"kept in {folder}), or set TLS_CA_CERT and TLS_CA_KEY (that CA elsewhere) or "
+        "TLS_CERT and TLS_KEY (your own)"
+    )
+
+
 def certificate(settings: FrontSettings, env: Mapping[str, str], folder: Path) -> Certificate:
     """TLS_CERT/TLS_KEY as given, else a host certificate issued now with the CA."""
     if settings.tls_cert or settings.tls_key:
@@ -239,13 +256,9 @@ def certificate(settings: FrontSettings, env: Mapping[str, str], folder: Path) -
             if not os.access(path, os.R_OK):
                 raise FrontError(f"{path} cannot be read")
         return Certificate(Path(settings.tls_cert).resolve(), Path(settings.tls_key).resolve(), issued=False)
-    if not (settings.tls_ca_cert and settings.tls_ca_key):
-        raise FrontError(
-            "the front door needs a certificate: set TLS_CA_CERT and TLS_CA_KEY (the deployment "
-            "CA, gpu-audio tls init) or TLS_CERT and TLS_KEY (your own)"
-        )
+    ca_cert, ca_key = ca_paths(settings, env)
     try:
-        ca = tls.Pem(Path(settings.tls_ca_cert).read_bytes(), Path(settings.tls_ca_key).read_bytes())
+        ca = tls.Pem(ca_cert.read_bytes(), ca_key.read_bytes())
         pem = tls.issue(ca, host_names(settings, env))
     except OSError as exc:
         raise FrontError(f"the deployment CA cannot be read: {exc}") from None
@@ -260,8 +273,8 @@ def certificate(settings: FrontSettings, env: Mapping[str, str], folder: Path) -
 def check_certificate(env: Mapping[str, str]) -> None:
     """FrontError unless a certificate or the CA is configured (before anything starts)."""
     settings = FrontSettings.from_env(env)
-    if not (settings.tls_cert or settings.tls_key or (settings.tls_ca_cert and settings.tls_ca_key)):
-        certificate(settings, env, Path())  # raises the sentence that says what to set
+    if not (settings.tls_cert or settings.tls_key):
+        ca_paths(settings, env)  # raises the sentence that says what to set
 
 
 def prepare(env: Mapping[str, str]) -> tuple[Path, Certificate]:
