@@ -84,6 +84,14 @@ def test_the_client_verifies_with_the_deployment_ca(ca, tmp_path, form):
         assert client(url, ca_cert).health()["tts"]["status"] == "ok"
 
 
+def test_ca_cert_wins_over_a_machine_wide_requests_ca_bundle(ca, tmp_path, monkeypatch):
+    """requests lets REQUESTS_CA_BUNDLE override a session's verify: the client's own
+    CA must still be the one that decides (corporate machines set that variable)."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", tls.ca_bundle(tls.create_ca().cert.decode()))
+    with https_stub(ca, tmp_path) as url:
+        assert client(url, ca.cert.decode()).transcribe(b"RIFF").text == "hi"
+
+
 def test_without_the_ca_the_certificate_is_refused_with_the_fix(ca, tmp_path):
     sleeps: list = []
     with https_stub(ca, tmp_path) as url, pytest.raises(ClientError) as refused:

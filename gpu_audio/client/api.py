@@ -143,7 +143,10 @@ class Client:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                r = self.session.request(method, url, json=body, timeout=timeout or self.timeout)
+                # verify on each call: a session's own is overridden by REQUESTS_CA_BUNDLE
+                r = self.session.request(
+                    method, url, json=body, timeout=timeout or self.timeout, verify=self.verify
+                )
             except requests.exceptions.SSLError as exc:  # retrying cannot make a certificate trusted
                 refused = tls.untrusted(exc)
                 if refused is None:
