@@ -425,7 +425,9 @@ def _host_common() -> dict:
                     ],
                 },
                 # Session Manager instead of SSH.
-                "ManagedPolicyArns": [_sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")],
+                "ManagedPolicyArns": [
+                    _sub("arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore")
+                ],
                 "Policies": [{"PolicyName": "gpu-audio-host", "PolicyDocument": _host_policy()}],
                 "Tags": _tags((STACK_TAG, STACK_NAME)),
             },
@@ -507,7 +509,7 @@ def _host(index: int, front_names: Any, stop_action: Any) -> dict:
 
 
 def _load_balancer(options: StackOptions) -> dict:
-    certificate = _ref("Certificate")
+    certificate: Any = _ref("Certificate")
     resources: dict[str, Any] = {}
     if not options.certificate_arn:
         resources["Certificate"] = {
@@ -515,7 +517,9 @@ def _load_balancer(options: StackOptions) -> dict:
             "Properties": {
                 "DomainName": options.domain,
                 "ValidationMethod": "DNS",
-                "DomainValidationOptions": [{"DomainName": options.domain, "HostedZoneId": options.hosted_zone}],
+                "DomainValidationOptions": [
+                    {"DomainName": options.domain, "HostedZoneId": options.hosted_zone}
+                ],
                 "Tags": _tags((STACK_TAG, STACK_NAME)),
             },
         }
@@ -559,7 +563,9 @@ def _load_balancer(options: StackOptions) -> dict:
             "Tags": _tags((STACK_TAG, STACK_NAME)),
         },
     }
-    not_found = json.dumps({"success": False, "error": "no such route: the paths start with " + ", ".join(prefixes())})
+    not_found = json.dumps(
+        {"success": False, "error": "no such route: the paths start with " + ", ".join(prefixes())}
+    )
     resources["Listener"] = {
         "Type": "AWS::ElasticLoadBalancingV2::Listener",
         "Properties": {
@@ -586,7 +592,9 @@ def _load_balancer(options: StackOptions) -> dict:
             "Properties": {
                 "ListenerArn": _ref("Listener"),
                 "Priority": priority,
-                "Conditions": [{"Field": "path-pattern", "PathPatternConfig": {"Values": [prefix, prefix + "/*"]}}],
+                "Conditions": [
+                    {"Field": "path-pattern", "PathPatternConfig": {"Values": [prefix, prefix + "/*"]}}
+                ],
                 "Actions": [{"Type": "forward", "TargetGroupArn": _ref("TargetGroup")}],
             },
         }
@@ -618,7 +626,10 @@ def build_template(options: StackOptions) -> dict:
         }
         resources["ElasticIpAssociation"] = {
             "Type": "AWS::EC2::EIPAssociation",
-            "Properties": {"AllocationId": _att("ElasticIp", "AllocationId"), "InstanceId": _ref(host_name(0))},
+            "Properties": {
+                "AllocationId": _att("ElasticIp", "AllocationId"),
+                "InstanceId": _ref(host_name(0)),
+            },
         }
     front_names: Any = options.domain or (_ref("ElasticIp") if options.elastic_ip else "")
     stop_action = _sub("arn:${AWS::Partition}:automate:${AWS::Region}:ec2:stop")
@@ -629,7 +640,9 @@ def build_template(options: StackOptions) -> dict:
     resources["TeamPolicy"] = {
         "Type": "AWS::IAM::ManagedPolicy",
         "Properties": {
-            "Description": _sub("gpu-audio ${AWS::StackName}: start/stop its hosts, read its outputs and key"),
+            "Description": _sub(
+                "gpu-audio ${AWS::StackName}: start/stop its hosts, read its outputs and key"
+            ),
             "PolicyDocument": _team_policy(domain),
         },
     }
@@ -646,8 +659,14 @@ def build_template(options: StackOptions) -> dict:
         "BaseUrl": {"Description": "The front door (empty: the address is dynamic)", "Value": base_url},
         "RepositoryUri": {"Description": "Push the image here", "Value": _att("Repository", "RepositoryUri")},
         "TeamPolicyArn": {"Description": "Attach to team members", "Value": _ref("TeamPolicy")},
-        "ParameterPrefix": {"Description": "SSM path of the key and the CA", "Value": _ref("ParameterPrefix")},
-        "DataVolumeIds": {"Description": "The /data volumes (retained)", "Value": {"Fn::Join": [",", volumes]}},
+        "ParameterPrefix": {
+            "Description": "SSM path of the key and the CA",
+            "Value": _ref("ParameterPrefix"),
+        },
+        "DataVolumeIds": {
+            "Description": "The /data volumes (retained)",
+            "Value": {"Fn::Join": [",", volumes]},
+        },
     }
     if domain:
         outputs["TargetGroupArn"] = {"Description": "The hosts' target group", "Value": _ref("TargetGroup")}
