@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "gpu-audio"
 PLACEHOLDER_INSTANCE = "i-00000000000000000"
+# The watchdog's heartbeat (``gpu-audio autostop --heartbeat``, autostop.heartbeat_data).
+HEARTBEAT_METRIC = "IdleSeconds"
 
 # What put_metric_alarm sets; an existing alarm with any of these different is "updated".
 ALARM_FIELDS = (
@@ -199,7 +201,7 @@ def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = Tru
             "(gpu-audio autostop --heartbeat): it may never stop by itself.",
             "Metrics": [
                 _stat("cpu", "AWS/EC2", "CPUUtilization", _dims(instance_id), "SampleCount", 300),
-                _stat("hb", namespace, "IdleSeconds", _dims(instance_id), "SampleCount", 300),
+                _stat("hb", namespace, HEARTBEAT_METRIC, _dims(instance_id), "SampleCount", 300),
                 {
                     "Id": "missing",
                     "Label": "running without heartbeat",
@@ -214,6 +216,31 @@ def alarms(instance_id: str, sns_topic: str | None = None, heartbeat: bool = Tru
         }
     )
     return result
+
+
+def idle_backstop_alarm(instance_id: str, threshold_s: float, actions: list) -> dict:
+    """The put_metric_alarm arguments of the backstop: the heartbeat says the host has been
+    idle far past its limit, so the watchdog runs but cannot stop it (the stack gives it
+    the EC2 stop action). One per-instance metric: EC2 actions take no metric math, which
+    is why the no-heartbeat alarm above cannot be the one that stops the host."""
+    return {
+        "AlarmName": f"{PREFIX}-{instance_id}-idle-backstop",
+        "ActionsEnabled": True,
+        "AlarmActions": actions,
+        "OKActions": [],
+        "TreatMissingData": "notBreaching",
+        "AlarmDescription": f"GPU host {instance_id} has been idle for more than {threshold_s:.0f} s "
+        "by its watchdog's heartbeat and did not stop itself.",
+        "Namespace": aws.METRICS_NAMESPACE,
+        "MetricName": HEARTBEAT_METRIC,
+        "Dimensions": _dims(instance_id),
+        "Statistic": "Minimum",
+        "Period": 300,
+        "EvaluationPeriods": 2,
+        "DatapointsToAlarm": 2,
+        "Threshold": float(threshold_s),
+        "ComparisonOperator": "GreaterThanThreshold",
+    }
 
 
 def dashboard_name(instance_id: str) -> str:
