@@ -204,6 +204,7 @@ class ActivityMiddleware:
                 "The GPU host is stopping because it was idle; retry in a minute "
                 "(a retry cancels the stop or finds it started again).",
                 [("Retry-After", str(DRAIN_RETRY_AFTER_S))],
+                path=path,
             )
         status: list[str] = []
 

@@ -100,7 +100,7 @@ class ApiKeyMiddleware:
         origin = environ.get("HTTP_ORIGIN")
         if origin and self.allow_origin(origin):
             headers += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
-        return wsgi_error(start_response, 401, message, headers)
+        return wsgi_error(start_response, 401, message, headers, path=environ.get("PATH_INFO"))
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,6 @@
-"""Every failure is JSON: ``{"success": false, "error": "<sentence>"}``.
+"""Every failure is JSON: ``{"success": false, "error": "<sentence>"}``, or on the
+OpenAI-compatible routes (``/v1/...``) OpenAI's shape ``{"error": {"message", "type",
+"param", "code"}}``, so the SDKs raise their typed exceptions with our sentence.
 
 Stack traces go to the log only; the client gets one clear sentence.
 """
@@ -34,18 +36,66 @@ RETRY_AFTER_RESTART_S = 15  # the engine process died and is being restarted
 
 
 class ApiError(Exception):
-    """Raise from a route to answer ``status`` with ``message`` (and headers)."""
+    """Raise from a route to answer ``status`` with ``message`` (and headers). ``param``
+    names the request field at fault, and ``code`` a machine-readable reason, for the
+    OpenAI shape; the compat shape leaves them out."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None, **extra):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        **extra,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.param = param
+        self.code = code
         self.extra = extra
 
 
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message)
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param)
+
+
+OPENAI_PREFIX = "/v1/"
+# OpenAI's error types by status; its SDKs pick the exception class by status.
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 413: "request_too_large"}
+
+
+def is_openai_path(path: str | None) -> bool:
+    """Whether a request is on the OpenAI-compatible routes (and answers in its shape)."""
+    return path is not None and (path + "/").startswith(OPENAI_PREFIX)
+
+
+def openai_error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    kind = OPENAI_TYPES.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
+    return {
+        "error": {"message": message, "type": kind, "param": param, "code": code or OPENAI_CODES.get(status)}
+    }
+
+
+def error_body_for(
+    path: str | None, status: int, message: str, param: str | None = None, code: str | None = None, **extra
+) -> dict:
+    """The error body in the shape the route's clients read."""
+    if is_openai_path(path):
+        return openai_error_body(status, message, param, code)
+    return error_body(message, **extra)
 
 
 # A JSON string (escapes included) or a character that opens a value or separates two:
@@ -92,9 +142,10 @@ def error_body(message: str, **extra) -> dict:
     return {"success": False, "error": message, **extra}
 
 
-def wsgi_error(start_response, status: int, message: str, headers=()):
-    """A JSON error answered from WSGI middleware, outside Flask."""
-    body = json.dumps(error_body(message)).encode()
+def wsgi_error(start_response, status: int, message: str, headers=(), path: str | None = None):
+    """A JSON error answered from WSGI middleware, outside Flask (``path``: the request's,
+    for the shape its clients read)."""
+    body = json.dumps(error_body_for(path, status, message)).encode()
     reason = {401: "UNAUTHORIZED", 400: "BAD REQUEST", 503: "SERVICE UNAVAILABLE"}.get(status, "ERROR")
     start_response(
         f"{status} {reason}",
@@ -112,7 +163,9 @@ def register_error_handlers(app) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        response = jsonify(error_body(exc.message, **exc.extra))
+        response = jsonify(
+            error_body_for(request.path, exc.status, exc.message, exc.param, exc.code, **exc.extra)
+        )
         response.status_code = exc.status
         response.headers.update(exc.headers)
         return response
@@ -125,7 +178,7 @@ def register_error_handlers(app) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             if limit:
                 message = f"The request body is larger than this server's limit of {limit // 2**20} MB (MAX_BODY_MB)."
-        response = jsonify(error_body(message))
+        response = jsonify(error_body_for(request.path, status, message))
         response.status_code = status
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
@@ -134,6 +187,6 @@ def register_error_handlers(app) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error on this request")
-        response = jsonify(error_body(MESSAGES[500]))
+        response = jsonify(error_body_for(request.path, 500, MESSAGES[500]))
         response.status_code = 500
         return response
