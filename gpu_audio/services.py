@@ -52,6 +52,9 @@ class Service(App):
     # The engine per profile: "gpu" (the real models) and "embedded" (CPU, no download).
     engines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     gpu_modules: tuple[str, ...] = ()  # what "gpu" needs importable
+    # Its OpenAI-compatible routes, by path: the proxy and the front door send these here.
+    # ``/v1/models`` is every service's (each lists its own model).
+    openai_paths: tuple[str, ...] = ()
 
 
 TTS = Service(
@@ -65,6 +68,7 @@ TTS = Service(
     engine_variable="TTS_ENGINE",
     engines=MappingProxyType({"gpu": "qwen", "embedded": "espeak"}),
     gpu_modules=("torch", "qwen_tts"),
+    openai_paths=("/v1/audio/speech", "/v1/audio/voices"),
 )
 
 WHISPERX = Service(
@@ -78,6 +82,7 @@ WHISPERX = Service(
     engine_variable="WHISPERX_ENGINE",
     engines=MappingProxyType({"gpu": "whisperx", "embedded": "pocketsphinx"}),
     gpu_modules=("torch", "whisperx"),
+    openai_paths=("/v1/audio/transcriptions", "/v1/audio/translations"),
 )
 
 SERVICES: tuple[Service, ...] = (TTS, WHISPERX)
