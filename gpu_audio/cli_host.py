@@ -79,8 +79,8 @@ def stop_gpu(args: argparse.Namespace) -> int:
     for r in results:
         if not isinstance(r, Busy):
             print(f"{r.instance_id}: {r.state}")
-    for exc in busy:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
+    for refused in busy:
+        print(f"gpu-audio: {refused}", file=sys.stderr)
     return EXIT_BUSY if busy else 0
 
 
@@ -115,8 +115,8 @@ def gpu_status(args: argparse.Namespace) -> int:
         return 0
     info = s["instance"]
     if args.json:
-        shown = {**s, "instance": info.as_dict() if info else None}
-        print(json.dumps(shown, default=_json_default))
+        one: dict[str, Any] = {**s, "instance": info.as_dict() if info else None}
+        print(json.dumps(one, default=_json_default))
         return 0
     _print_status(s)
     return 0

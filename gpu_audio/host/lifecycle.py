@@ -212,15 +212,19 @@ def ensure_gpu_ready(
             sleep=sleep,
         )
         return {"instance": info, "instances": infos, "urls": urls}
+
+    def waiting_for(iid: str) -> Callable[[dict[str, readiness.Status], float], None]:
+        return lambda pending, elapsed: line(
+            f"{iid} · waiting for " + ", ".join(f"{n} {s}" for n, s in pending.items())
+        )
+
     for index, other in enumerate(infos[1:], start=1):
         if wait:
             wait_servers_ready(
                 host_urls(config, other, index),
                 timeout=max(1.0, timeout - (clock() - began)),
                 poll=min(poll, 3.0),
-                progress=lambda pending, elapsed, iid=other.instance_id: line(
-                    f"{iid} · waiting for " + ", ".join(f"{n} {s}" for n, s in pending.items())
-                ),
+                progress=waiting_for(other.instance_id),
                 clock=clock,
                 sleep=sleep,
                 verify=verify,
