@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_host.register(sub)
     register_client(sub)
     cli_host.register_cloudwatch(sub)
+    cli_host.register_deploy(sub)
     cli_tls.register(sub)
     return parser
 

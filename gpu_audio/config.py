@@ -436,16 +436,43 @@ DEFAULT_HOURLY_PRICE = 0.526  # g4dn.xlarge (one T4) on demand, us-east-1, USD
 
 @dataclass(frozen=True)
 class AwsConfig:
-    """The ``aws`` section: which instance runs the servers and how to treat it."""
+    """The ``aws`` section: which instances run the servers and how to treat them.
+
+    ``instance_ids``: every host, in host order (``gpu-audio deploy`` writes them);
+    ``instance_id``: the one host of older configs, and else the first of ``instance_ids``
+    (the host that start-on-demand and ``--start-gpu`` start)."""
 
     region: str | None = None
     instance_id: str | None = None
+    # The CloudFormation stack the hosts belong to (gpu-audio deploy), its hosts, and
+    # with a domain the ALB's target group the hosts must be healthy in.
+    stack: str | None = None
+    instance_ids: tuple[str, ...] = ()
+    target_group_arn: str | None = None
     profile: str | None = None
     idle_minutes: float = 15.0
     hourly_price: float = DEFAULT_HOURLY_PRICE
     # None: replace the URL host with the instance's current address only when the
     # URL points at the instance itself (an EC2 name or a bare IP); True/False: always/never.
     resolve_host: bool | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host's instance id: ``instance_ids``, else the one ``instance_id``."""
+        if self.instance_ids:
+            return self.instance_ids
+        return (self.instance_id,) if self.instance_id else ()
+
+
+def _instance_ids(raw: object, found: Path | None) -> tuple[str, ...]:
+    """``aws.instance_ids``: a list of ids (or one comma-separated string)."""
+    if raw is None or raw == "":
+        return ()
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+        raise ConfigError(f"aws.instance_ids in {found} must be a list of instance ids")
+    return tuple(i.strip() for i in raw if i.strip())
 
 
 @dataclass(frozen=True)
@@ -536,6 +563,8 @@ def load_client_config(
 
     defaults = ClientConfig()
     key = env.get("TTS_API_KEY") or data.get("api_key") or None
+    # GPU_INSTANCE_ID picks one host, whatever the file lists.
+    instance_ids = () if env.get("GPU_INSTANCE_ID") else _instance_ids(aws.get("instance_ids"), found)
     return ClientConfig(
         server_url=(env.get("TTS_SERVER_URL") or data.get("server_url") or defaults.server_url).rstrip("/"),
         whisper_url=(
@@ -550,7 +579,12 @@ def load_client_config(
             or aws.get("region")
             or env.get("AWS_REGION")
             or env.get("AWS_DEFAULT_REGION"),
-            instance_id=env.get("GPU_INSTANCE_ID") or aws.get("instance_id"),
+            instance_id=env.get("GPU_INSTANCE_ID")
+            or aws.get("instance_id")
+            or (instance_ids[0] if instance_ids else None),
+            stack=aws.get("stack") or None,
+            instance_ids=instance_ids,
+            target_group_arn=aws.get("target_group_arn") or None,
             profile=env.get("GPU_AWS_PROFILE") or aws.get("profile"),
             idle_minutes=number(
                 "idle_minutes", env.get("IDLE_MINUTES") or aws.get("idle_minutes"), defaults.aws.idle_minutes

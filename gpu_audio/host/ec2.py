@@ -160,3 +160,8 @@ def ensure_running(
 
 def stop(ec2: Any, instance_id: str) -> None:
     _call(ec2, "stop_instances", "StopInstances", instance_id)
+
+
+def start(ec2: Any, instance_id: str) -> None:
+    """Ask for a start without waiting (``ensure_running`` waits)."""
+    _call(ec2, "start_instances", "StartInstances", instance_id)

@@ -7,6 +7,7 @@ through a callback (text); the commands show it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -98,15 +99,65 @@ def wait_servers_ready(
 def _clients(config, ec2):
     if ec2 is not None:
         return ec2
-    if not config.aws.instance_id:
+    if not config.aws.hosts:
         raise ConfigMissing("no instance: set aws.instance_id in server_config.json (or GPU_INSTANCE_ID)")
     return aws.make_client(config.aws, "ec2")
+
+
+def host_urls(config, info: InstanceInfo, index: int) -> dict[str, str]:
+    """Where host ``index``'s servers answer: the configured URLs for the first host (as
+    ever), its own address for the others; behind a load balancer (``target_group_arn``)
+    the configured URLs for every host (the load balancer answers for them all)."""
+    if index == 0 or config.aws.target_group_arn:
+        return server_urls(config, info)
+    return server_urls(
+        dataclasses.replace(config, aws=dataclasses.replace(config.aws, resolve_host=True)), info
+    )
+
+
+def wait_targets_healthy(
+    elbv2: Any,
+    target_group_arn: str,
+    instance_ids: list[str],
+    *,
+    timeout: float,
+    poll: float = 5.0,
+    progress: Callable[[str], None] = lambda text: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until the load balancer reports every host of ``instance_ids`` healthy."""
+    began = clock()
+    while True:
+        described = aws.call(
+            elbv2.describe_target_health,
+            "elasticloadbalancing:DescribeTargetHealth",
+            TargetGroupArn=target_group_arn,
+            Targets=[{"Id": i} for i in instance_ids],
+        )
+        states = {
+            d["Target"]["Id"]: d.get("TargetHealth", {}).get("State", "unknown")
+            for d in described.get("TargetHealthDescriptions", [])
+        }
+        waiting = {i: states.get(i, "unregistered") for i in instance_ids if states.get(i) != "healthy"}
+        progress(
+            f"load balancer · {clock() - began:.0f} s · "
+            + (", ".join(f"{i} {s}" for i, s in waiting.items()) if waiting else "every host healthy")
+        )
+        if not waiting:
+            return
+        if clock() - began > timeout:
+            detail = ", ".join(f"{i} ({s})" for i, s in waiting.items())
+            raise HostTimeout(f"not healthy in the load balancer after {timeout:.0f} s: {detail}")
+        sleep(poll)
 
 
 def ensure_gpu_ready(
     config=None,
     ec2=None,
     *,
+    hosts: int = 1,
+    elbv2=None,
     wait: bool = True,
     timeout: float = 900,
     poll: float = 5.0,
@@ -114,25 +165,70 @@ def ensure_gpu_ready(
     clock=time.monotonic,
     sleep=time.sleep,
 ) -> dict:
-    """Start the host if needed and (``wait``) until every server is ready.
-    ``progress(text)`` hears each step. Returns ``{"instance": ..., "urls": {name: url}}``."""
+    """Start the first ``hosts`` hosts if needed and (``wait``) until every server is
+    ready: behind a load balancer, until it reports those hosts healthy. ``progress(text)``
+    hears each step. Returns ``{"instance": the first host, "instances": every started
+    host, "urls": {name: url}}``."""
     config = config or load_client_config(accept_whisper_url=True)
     verify = verify_for(config)
     line = progress or (lambda text: None)
     began = clock()
     info = None
-    if config.aws.instance_id or ec2 is not None:
+    infos: list[InstanceInfo] = []
+    ids = list(config.aws.hosts[: max(1, hosts)])
+    if ids or ec2 is not None:
         client = _clients(config, ec2)
-        info = ec2mod.ensure_running(
-            client,
-            config.aws.instance_id,
-            timeout=timeout,
+        for other in ids[1:]:  # the others start meanwhile; the loop below waits for each
+            if ec2mod.describe(client, other).state is InstanceState.STOPPED:
+                ec2mod.start(client, other)
+        for iid in ids:
+            infos.append(
+                ec2mod.ensure_running(
+                    client,
+                    iid,
+                    timeout=timeout,
+                    poll=poll,
+                    clock=clock,
+                    sleep=sleep,
+                    progress=lambda i, t: line(
+                        f"instance {i.state} · {t:.0f} s"
+                        if len(ids) == 1
+                        else f"{i.instance_id} {i.state} · {t:.0f} s"
+                    ),
+                )
+            )
+        info = infos[0]
+    urls = server_urls(config, info)
+    if wait and config.aws.target_group_arn and infos:
+        balancer = elbv2 if elbv2 is not None else aws.make_client(config.aws, "elbv2")
+        wait_targets_healthy(
+            balancer,
+            config.aws.target_group_arn,
+            [i.instance_id for i in infos],
+            timeout=max(1.0, timeout - (clock() - began)),
             poll=poll,
+            progress=line,
             clock=clock,
             sleep=sleep,
-            progress=lambda i, t: line(f"instance {i.state} · {t:.0f} s"),
         )
-    urls = server_urls(config, info)
+        return {"instance": info, "instances": infos, "urls": urls}
+
+    def waiting_for(iid: str) -> Callable[[dict[str, readiness.Status], float], None]:
+        return lambda pending, elapsed: line(
+            f"{iid} · waiting for " + ", ".join(f"{n} {s}" for n, s in pending.items())
+        )
+
+    for index, other in enumerate(infos[1:], start=1):
+        if wait:
+            wait_servers_ready(
+                host_urls(config, other, index),
+                timeout=max(1.0, timeout - (clock() - began)),
+                poll=min(poll, 3.0),
+                progress=waiting_for(other.instance_id),
+                clock=clock,
+                sleep=sleep,
+                verify=verify,
+            )
     if wait:
         left = max(1.0, timeout - (clock() - began))
 
@@ -146,7 +242,7 @@ def ensure_gpu_ready(
         wait_servers_ready(
             urls, timeout=left, poll=min(poll, 3.0), progress=show, clock=clock, sleep=sleep, verify=verify
         )
-    return {"instance": info, "urls": urls}
+    return {"instance": info, "instances": infos, "urls": urls}
 
 
 def in_flight(urls: dict[str, str], verify: str | bool = True) -> dict[str, int | None]:
@@ -161,32 +257,63 @@ def in_flight(urls: dict[str, str], verify: str | bool = True) -> dict[str, int 
     return counts
 
 
-def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
-    """Stop the instance, unless a server reports work in flight (``force`` stops anyway)."""
-    config = config or load_client_config(accept_whisper_url=True)
-    client = _clients(config, ec2)
-    info = ec2mod.describe(client, config.aws.instance_id)
+def _stop_one(config, client, instance_id: str, index: int, force: bool) -> InstanceInfo:
+    info = ec2mod.describe(client, instance_id)
     if info.state.down:
         return info
-    busy = {n: c for n, c in in_flight(server_urls(config, info), verify_for(config)).items() if c != 0}
+    busy = {n: c for n, c in in_flight(host_urls(config, info, index), verify_for(config)).items() if c != 0}
     if busy and not force:
         detail = ", ".join(f"{n}: {'no answer' if c is None else c}" for n, c in busy.items())
         raise Busy(f"not stopping: requests in flight ({detail}); wait for them or use --force")
-    ec2mod.stop(client, config.aws.instance_id)
-    log.info("stop requested for %s", config.aws.instance_id)
-    return ec2mod.describe(client, config.aws.instance_id)
+    ec2mod.stop(client, instance_id)
+    log.info("stop requested for %s", instance_id)
+    return ec2mod.describe(client, instance_id)
+
+
+def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
+    """Stop the (first) instance, unless a server reports work in flight (``force`` stops anyway)."""
+    config = config or load_client_config(accept_whisper_url=True)
+    client = _clients(config, ec2)
+    return _stop_one(config, client, config.aws.instance_id, 0, force)
+
+
+def stop_gpus(config=None, ec2=None, *, force: bool = False) -> list[InstanceInfo | Busy]:
+    """Stop every host, each only when idle (``force``: anyway): per host, what it is
+    now, or the Busy that kept it running."""
+    config = config or load_client_config(accept_whisper_url=True)
+    client = _clients(config, ec2)
+    results: list[InstanceInfo | Busy] = []
+    for index, iid in enumerate(config.aws.hosts):
+        try:
+            results.append(_stop_one(config, client, iid, index, force))
+        except Busy as exc:
+            results.append(Busy(f"{iid}: {exc}"))
+    return results
 
 
 def gpu_status(config=None, ec2=None, *, now=None) -> dict:
-    """Instance state, address, both servers' health, in flight, idle time, uptime, cost."""
+    """Instance state, address, both servers' health, in flight, idle time, uptime, cost.
+    With several hosts: ``{"hosts": [that, for each host]}``."""
     config = config or load_client_config(accept_whisper_url=True)
     now = now or datetime.now(UTC)
+    if len(config.aws.hosts) > 1:
+        client = _clients(config, ec2)
+        return {
+            "hosts": [
+                _host_status(config, ec2mod.describe(client, iid), index, now)
+                for index, iid in enumerate(config.aws.hosts)
+            ]
+        }
     info = (
         ec2mod.describe(_clients(config, ec2), config.aws.instance_id)
         if (config.aws.instance_id or ec2 is not None)
         else None
     )
-    urls = server_urls(config, info)
+    return _host_status(config, info, 0, now)
+
+
+def _host_status(config, info: InstanceInfo | None, index: int, now: datetime) -> dict:
+    urls = host_urls(config, info, index) if info else server_urls(config, info)
     verify = verify_for(config)
     servers = {name: readiness.health(url, verify=verify) for name, url in urls.items()}
     status: dict[str, Any] = {"instance": info, "urls": urls, "servers": servers}
