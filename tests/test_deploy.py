@@ -447,3 +447,33 @@ def test_deploy_and_destroy_commands(tmp_path, clients, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "stack cmd deleted" in out and "SSM parameters deleted: 3" in out
     assert "kept the models volumes vol-" in out and "~$8.00/month while kept" in out
+
+
+def test_the_real_template_deploys_and_the_commands_find_its_host(tmp_path, clients, monkeypatch):
+    """The stand-in above keeps deploy's tests about deploy; this one runs the real
+    template (gpu_audio/host/stack.py) through moto: every resource of one host without
+    a domain is created and the config points at its instance."""
+    from gpu_audio.host import stack
+
+    def real_template(shape):
+        template = stack.build_template(shape)
+        # moto resolves an SSM-typed parameter's default even when a value is given, and
+        # refuses to hold AWS's public /aws/service/... names: point the default at ours.
+        template["Parameters"]["AmiId"]["Default"] = stack_stub.TEST_AMI_PARAMETER
+        return template
+
+    monkeypatch.setattr(deploy, "build_template", real_template)
+    monkeypatch.setattr(deploy, "StackOptions", stack.StackOptions)
+    result = deploy.deploy(
+        options(tmp_path, "real", ami_parameter=stack_stub.TEST_AMI_PARAMETER),
+        clients,
+        progress=lambda _: None,
+    )
+    assert result.action == "CREATE"
+    listed = clients.cloudformation.list_stack_resources(StackName="real")["StackResourceSummaries"]
+    made = {r["LogicalResourceId"] for r in listed}
+    assert {"Host0", "DataVolume0", "HostRole", "Repository", "TeamPolicy", "LaunchTemplate"} <= made, made
+    data = json.loads((tmp_path / "cfg.json").read_text())
+    [instance] = data["aws"]["instance_ids"]
+    tags = clients.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["Tags"]
+    assert {"Key": "gpu-audio:stack", "Value": "real"} in tags

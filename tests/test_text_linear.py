@@ -141,6 +141,11 @@ REVIEWED = {
     r"\n\s*\n": "search",  # narrate paragraphs
     r"[^a-z0-9]+": "search",  # narrate slug
     r"%(2f|2e|5c)": "search",  # proxy: encoded traversal
+    r"[a-z][a-z0-9-]{0,62}": "match",  # deploy: stack names (fullmatch)
+    # stack: --domain, label by label, and --hosted-zone
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?": "match",
+    r"[a-z]{2,63}": "match",
+    r"^Z[A-Z0-9]{1,31}$": "match",
 }
 _REGEX_CALLS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall", "finditer"}
 

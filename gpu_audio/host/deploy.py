@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,18 +28,8 @@ from typing import Any
 from gpu_audio import aws, services, tls
 from gpu_audio.config import AwsConfig, client_config_path
 
-# MERGE: this block becomes the one line
-# ``from gpu_audio.host.stack import StackOptions, build_template``.
-# Until the stack part lands: the tests' stand-in, when the repository root is on the path.
-try:
-    from gpu_audio.host.stack import StackOptions, build_template
-except ImportError:
-    try:
-        from tests.stack_stub import StackOptions, build_template
-    except ImportError:
-        StackOptions = build_template = None  # type: ignore[assignment,misc,unused-ignore]
-
 from .ec2 import EXIT_CONFIG, HostError
+from .stack import StackOptions, build_template
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +157,19 @@ class DestroyResult:
     @property
     def kept_monthly(self) -> float:
         return round(sum(self.volumes_kept.values()) * GP3_GIB_MONTH, 2)
+
+
+# Lowercase: the image repository (ECR) is named after the stack, and ECR takes no capitals.
+STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+
+def check_stack_name(stack: str) -> str:
+    if not STACK_NAME.fullmatch(stack):
+        raise DeployError(
+            f"stack name {stack!r}: use 1 to 63 lowercase letters, digits and hyphens, starting with "
+            "a letter (the image repository is named after it, and ECR takes no capitals)"
+        )
+    return stack
 
 
 def parameter_prefix(stack: str) -> str:
@@ -663,6 +667,7 @@ def deploy(
     """Create or update the stack through a change set (``dry_run``: list it, change
     nothing), then write server_config.json. A failure is a DeployError (one sentence)."""
     cfn, ssm = clients.cloudformation, clients.ssm
+    check_stack_name(options.stack)
     existing = describe_stack(cfn, options.stack)
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         raise DeployError(
@@ -673,8 +678,6 @@ def deploy(
         raise DeployError(
             f"stack {options.stack} is busy ({existing['StackStatus']}): wait for it, then deploy again"
         )
-    if build_template is None:
-        raise DeployError("this install has no stack template (gpu_audio/host/stack.py is missing)")
     shape = stack_options(options, existing)
     template = build_template(shape)
     operation = "UPDATE" if existing else "CREATE"

@@ -63,7 +63,20 @@ BOOT_SCRIPT = "host_boot.sh"
 CONFIG_MARK = "# @CONFIG@\n"
 USER_DATA_LIMIT = 16 * 1024  # EC2's limit on user data, before base64
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_TOP_LABEL = re.compile(r"[a-z]{2,63}")
+
+
+def _is_domain(name: str) -> bool:
+    """A DNS name of lowercase labels, at least two, the last alphabetic (checked label
+    by label: one regex over the whole name would nest repeats)."""
+    *labels, top = name.split(".")
+    return (
+        len(name) <= 253
+        and bool(labels)
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and bool(_TOP_LABEL.fullmatch(top))
+    )
 
 
 class StackError(ValueError):
@@ -81,7 +94,7 @@ class StackOptions:
     def __post_init__(self) -> None:
         if self.hosts < 1:
             raise StackError("--hosts must be at least 1")
-        if self.domain is not None and not _DOMAIN.match(self.domain):
+        if self.domain is not None and not _is_domain(self.domain):
             raise StackError(f"--domain {self.domain!r} is not a DNS name (lower case, e.g. tts.example.com)")
         if self.domain and not self.hosted_zone:
             raise StackError("--domain needs --hosted-zone (the Route 53 hosted zone id that holds it)")
@@ -116,6 +129,7 @@ def _tags(*pairs: tuple[str, Any]) -> list[dict]:
 
 
 STACK_NAME = _ref("AWS::StackName")
+IMAGE_ID = {"Fn::If": ["UseAmiOverride", _ref("AmiOverride"), _ref("AmiId")]}
 
 
 def host_name(index: int) -> str:
@@ -405,6 +419,8 @@ def _host_common() -> dict:
         "Repository": {
             "Type": "AWS::ECR::Repository",
             "Properties": {
+                # Named after the stack (deploy keeps stack names lowercase, as ECR needs).
+                "RepositoryName": _sub("gpu-audio/${AWS::StackName}"),
                 "EmptyOnDelete": True,  # destroy removes the images with the repository
                 "ImageScanningConfiguration": {"ScanOnPush": True},
                 "ImageTagMutability": "MUTABLE",
@@ -437,7 +453,7 @@ def _host_common() -> dict:
             "Type": "AWS::EC2::LaunchTemplate",
             "Properties": {
                 "LaunchTemplateData": {
-                    "ImageId": {"Fn::If": ["UseAmiOverride", _ref("AmiOverride"), _ref("AmiId")]},
+                    "ImageId": IMAGE_ID,
                     "InstanceType": _ref("InstanceType"),
                     "IamInstanceProfile": {"Arn": _att("HostProfile", "Arn")},
                     "MetadataOptions": {
@@ -496,6 +512,9 @@ def _host(index: int, front_names: Any, stop_action: Any) -> dict:
                     "LaunchTemplateId": _ref("LaunchTemplate"),
                     "Version": _att("LaunchTemplate", "LatestVersionNumber"),
                 },
+                # The launch template's image again: the same value, named on the
+                # instance too so tools that read only the instance (moto) see it.
+                "ImageId": IMAGE_ID,
                 "SubnetId": _ref("Subnet0"),
                 "SecurityGroupIds": [_ref("HostSecurityGroup")],
                 # The boot script attaches the volume itself (VOLUME_ID): an attachment
