@@ -21,6 +21,8 @@ import av
 import numpy as np
 import soundfile as sf
 from av.audio.frame import AudioFrame
+from av.audio.stream import AudioStream
+from av.container import OutputContainer
 
 # OpenAI's response_format values; the first is its default.
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
@@ -87,15 +89,17 @@ class StreamEncoder:
             raise ValueError(f"unknown audio format {fmt!r}")
         self.fmt, self.rate = fmt, rate
         self._sink = _Sink()
-        self._container = None
-        self._stream = None
+        self._container: OutputContainer | None = None
+        self._stream: AudioStream | None = None
         if fmt != "pcm":
             muxer, codec, options = _FFMPEG[fmt]
             self._container = av.open(self._sink, mode="w", format=muxer, options=dict(options))
-            self._stream = self._container.add_stream(codec, rate=rate, layout="mono")
+            stream = self._container.add_stream(codec, rate=rate, layout="mono")
+            assert isinstance(stream, AudioStream)  # an audio codec makes an audio stream
+            self._stream = stream
 
     def feed(self, audio: np.ndarray) -> bytes:
-        if self._stream is None:
+        if self._stream is None or self._container is None:
             return pcm16(audio)
         if audio.size:
             for packet in self._stream.encode(_frame(audio, self.rate)):
@@ -103,7 +107,7 @@ class StreamEncoder:
         return self._sink.take()
 
     def finish(self) -> bytes:
-        if self._stream is None:
+        if self._stream is None or self._container is None:
             return b""
         for packet in self._stream.encode(None):
             self._container.mux(packet)

@@ -114,6 +114,9 @@ ADVERSARIAL = textwrap.dedent("""
     for text in ("\\n" + " " * N + "x", "\\n " * N, " \\n" * N):
         narrate.script_lines(text, paragraphs=True)
     narrate.slug(" -" * N)
+    from tts.openai_routes import split_sentences
+    for text in (" " * N, ". " * N, "." + " " * N + "x", "!" * N):
+        split_sentences(text)
     print("done")
 """)
 
@@ -141,6 +144,7 @@ REVIEWED = {
     r"\n\s*\n": "search",  # narrate paragraphs
     r"[^a-z0-9]+": "search",  # narrate slug
     r"%(2f|2e|5c)": "search",  # proxy: encoded traversal
+    r"(?<=[.!?\u3002\uff01\uff1f])\s+": "search",  # tts/openai_routes.py: sentence ends (split)
 }
 _REGEX_CALLS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall", "finditer"}
 

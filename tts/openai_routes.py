@@ -35,7 +35,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gpu_audio import services
 from gpu_audio.audio import resample
-from gpu_audio.audio_formats import CONTENT_TYPES, FORMATS, SPEED_MAX, SPEED_MIN, StreamEncoder, change_speed, encode
+from gpu_audio.audio_formats import (
+    CONTENT_TYPES,
+    FORMATS,
+    SPEED_MAX,
+    SPEED_MIN,
+    StreamEncoder,
+    change_speed,
+    encode,
+)
 from gpu_audio.server.errors import ApiError, bad_request, json_body, values_for
 from gpu_audio.server.lane import as_api_error, client_gone_check
 from gpu_audio.server.openai_models import model_card, models_response
@@ -108,7 +116,9 @@ def _speaker(body: dict, described: dict, caps: Capabilities, default: str) -> s
     if isinstance(voice, dict):
         voice = voice.get("id")
     if not isinstance(voice, str) or not voice.strip():
-        raise bad_request("'voice' must be a voice name or {\"id\": name}; see GET /v1/audio/voices.", param="voice")
+        raise bad_request(
+            "'voice' must be a voice name or {\"id\": name}; see GET /v1/audio/voices.", param="voice"
+        )
     try:
         return resolve(voice, str(described.get("engine")), caps.speakers, default)
     except UnknownVoice:
@@ -133,7 +143,9 @@ def _speed(body: dict) -> float:
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not SPEED_MIN <= value <= SPEED_MAX:
-        raise bad_request(f"'speed' must be a number from {SPEED_MIN} to {SPEED_MAX}; not {value!r}.", param="speed")
+        raise bad_request(
+            f"'speed' must be a number from {SPEED_MIN} to {SPEED_MAX}; not {value!r}.", param="speed"
+        )
     return float(value)
 
 
@@ -199,7 +211,9 @@ def _finished(server, result, speed: float) -> np.ndarray:
 _DONE = object()
 
 
-def _produce(server, speech: Speech, sentences: list[str], out: queue.Queue, stop: threading.Event, gone) -> None:
+def _produce(
+    server, speech: Speech, sentences: list[str], out: queue.Queue, stop: threading.Event, gone
+) -> None:
     """The producer thread: each sentence through the lane, in order, into ``out``."""
     deadline = time.monotonic() + server.settings.request_deadline_s
     try:
@@ -256,7 +270,9 @@ def _streamed(server, speech: Speech) -> Response:
     log.info("%s: streaming %d sentences as %s (%s)", request.path, len(sentences), speech.fmt, speech.stream)
 
     def wrap(chunk: bytes) -> bytes:
-        return _sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}) if sse else chunk
+        return (
+            _sse({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}) if sse else chunk
+        )
 
     def body() -> Iterator[bytes]:
         try:
@@ -323,7 +339,13 @@ def list_voices():
     described, caps = _described(server)
     listed = voices(str(described.get("engine")), caps.speakers, server.settings.speaker)
     data = [
-        {"id": v.id, "object": "voice", "speaker": v.speaker, "openai": v.openai, "model": described.get("model")}
+        {
+            "id": v.id,
+            "object": "voice",
+            "speaker": v.speaker,
+            "openai": v.openai,
+            "model": described.get("model"),
+        }
         for v in listed
     ]
     return jsonify({"object": "list", "data": data, "default": server.settings.speaker})
@@ -338,5 +360,3 @@ def list_models():
     own = [model_card(loaded, created=STARTED, **extra)]
     own += [model_card(alias, created=STARTED, root=loaded, **extra) for alias in aliases]
     return models_response(services.TTS, own)
-
-

@@ -92,7 +92,8 @@ def models_response(me: Service, own: list[dict]) -> Response:
     """The view's answer: ``own`` then the peers' (unless a peer is asking), each id once."""
     cards = list(own)
     if not request.headers.get(PEER_HEADER):
-        cards += peer_models(me, request.headers)
-    seen: set[str] = set()
-    unique = [card for card in cards if not (card["id"] in seen or seen.add(card["id"]))]
-    return jsonify({"object": "list", "data": unique})
+        cards += peer_models(me, {name: request.headers.get(name, "") for name in _FORWARDED})
+    unique: dict[str, dict] = {}
+    for card in cards:
+        unique.setdefault(card["id"], card)
+    return jsonify({"object": "list", "data": list(unique.values())})
