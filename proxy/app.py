@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+OPENAI_MODELS = "/v1/models"
 
 routes = Blueprint("proxy", __name__)
 
@@ -141,6 +142,22 @@ def add_relay_routes(app: Flask) -> None:
         app.add_url_rule(
             f"{service.prefix}/<path:path>", endpoint, relay, methods=METHODS, defaults={"name": service.name}
         )
+    add_openai_routes(app)
+
+
+def openai_routes() -> dict[str, str]:
+    """Each OpenAI-compatible path (services table, read now) and the service it goes
+    to; ``/v1/models`` to the first service, which lists every server's models."""
+    routes = {path: service.name for service in services.SERVICES for path in service.openai_paths}
+    if services.SERVICES:
+        routes[OPENAI_MODELS] = services.SERVICES[0].name
+    return routes
+
+
+def add_openai_routes(app: Flask) -> None:
+    """One base URL for OpenAI's SDKs: ``/v1/...`` relayed as is, path kept."""
+    for path, name in openai_routes().items():
+        app.add_url_rule(path, f"openai_{name}", relay, methods=METHODS, defaults={"name": name, "path": path})
 
 
 @routes.route(guard.COMPAT_TTS_ROUTE, methods=["POST", "OPTIONS"])
@@ -207,6 +224,8 @@ def _route_label(path: str) -> str:
     for service in services.SERVICES:
         if path == service.prefix or path.startswith(service.prefix + "/"):
             return service.prefix
+    if path in openai_routes():
+        return path
     return (
         path
         if path

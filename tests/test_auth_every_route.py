@@ -19,6 +19,7 @@ import pytest
 
 from gpu_audio import services
 from gpu_audio.config import ClientConfig, TTSSettings, WhisperXSettings, hash_key
+from gpu_audio.server.errors import is_openai_path
 from proxy.app import create_app as create_proxy
 from proxy.settings import ProxySettings
 from tts.app import create_app as create_tts
@@ -62,7 +63,14 @@ def assert_refused(client, method: str, path: str, realm: str) -> None:
     assert r.status_code == 401, (method, path, r.status_code, r.get_data(as_text=True)[:200])
     assert r.headers["WWW-Authenticate"].startswith(realm), (method, path)
     if method != "HEAD":
-        assert r.get_json()["success"] is False, (method, path)
+        body = r.get_json()
+        # A server's OpenAI-compatible routes (under its prefix too) answer in OpenAI's shape;
+        # the proxy, and every other route, in the contract's.
+        if isinstance(body.get("error"), dict):
+            assert any(is_openai_path(path.removeprefix(s.prefix)) for s in services.SERVICES), path
+            assert body["error"]["type"] == "authentication_error", (method, path)
+        else:
+            assert body["success"] is False, (method, path)
 
 
 @pytest.mark.parametrize("name", [s.name for s in services.SERVICES])

@@ -4,6 +4,7 @@ running the embedded engines, on loopback."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import signal
 import socket
@@ -13,8 +14,11 @@ import sys
 import threading
 import time
 
+import httpx
+import openai
 import pytest
 import requests
+import soundfile as sf
 from cryptography import x509
 
 from gpu_audio import services, tls
@@ -76,7 +80,10 @@ def test_one_location_per_service_of_the_table_read_at_call_time(monkeypatch, tm
     assert "location /tts/ { proxy_pass http://127.0.0.1:7000; }" in text  # the prefix is kept
     assert "location /whisperx/ { proxy_pass http://127.0.0.1:5001; }" in text
     assert "location /third/ { proxy_pass http://127.0.0.1:6123; }" in text
-    assert "location /v1/" in text  # reserved for the OpenAI-compatible routes
+    assert "location /v1/" in text  # any other /v1 path: OpenAI's 404
+    assert "location = /v1/audio/speech { proxy_pass http://127.0.0.1:7000; }" in text
+    assert "location = /v1/audio/transcriptions { proxy_pass http://127.0.0.1:5001; }" in text
+    assert "location = /v1/models { proxy_pass http://127.0.0.1:7000; }" in text
     # Set, not appended to what the client sent; no query string in the access log.
     assert "X-Forwarded-For $remote_addr;" in text and "$request " not in text and "$args" not in text
     assert "proxy_read_timeout 3720s;" in text  # REQUEST_DEADLINE_S 3600 + the margin
@@ -227,9 +234,24 @@ def test_a_body_over_max_body_mb_gets_a_json_413(stack):
 
 
 def test_unknown_paths_and_v1_are_json_404(stack):
-    for path in ("/", "/v1/audio/speech", "/nothing"):
+    for path in ("/", "/nothing"):
         r = stack.front.get(path)
         assert r.status_code == 404 and r.json() == {"success": False, "error": "Not found."}
+    r = stack.front.get("/v1/nothing")  # OpenAI's shape under /v1
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_openai_speech_through_the_front_door(stack):
+    client = openai.OpenAI(
+        base_url=stack.front.url + "/v1",
+        api_key=KEY,
+        max_retries=0,
+        http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(stack.ca[0]))),
+    )
+    answer = client.audio.speech.create(model="tts-1", voice="alloy", input="Through the door.", response_format="wav")
+    audio, rate = sf.read(io.BytesIO(answer.content))
+    assert rate == 24000 and audio.size > 0.5 * rate
+    assert "tts-1" in {m.id for m in client.models.list()}
 
 
 def test_forwarded_headers_are_set_not_appended(tmp_path):

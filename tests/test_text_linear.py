@@ -114,6 +114,9 @@ ADVERSARIAL = textwrap.dedent("""
     for text in ("\\n" + " " * N + "x", "\\n " * N, " \\n" * N):
         narrate.script_lines(text, paragraphs=True)
     narrate.slug(" -" * N)
+    from tts.openai_routes import split_sentences
+    for text in (" " * N, ". " * N, "." + " " * N + "x", "!" * N):
+        split_sentences(text)
     print("done")
 """)
 
@@ -146,6 +149,7 @@ REVIEWED = {
     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?": "match",
     r"[a-z]{2,63}": "match",
     r"^Z[A-Z0-9]{1,31}$": "match",
+    r"(?<=[.!?\u3002\uff01\uff1f])\s+": "search",  # tts/openai_routes.py: sentence ends (split)
 }
 _REGEX_CALLS = {"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall", "finditer"}
 

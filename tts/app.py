@@ -20,11 +20,14 @@ from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
 from .engines.base import Capabilities
+from .openai_routes import blueprint as openai_routes
 from .requests import parse_request
 
 log = logging.getLogger(__name__)
 
 routes = Blueprint("tts", __name__)
+# OpenAI's speech API (tts/openai_routes.py), registered with the compat routes.
+routes.register_blueprint(openai_routes)
 
 
 def _synthesize(server, tts_request, gone):

@@ -120,6 +120,26 @@ def locations(env: Mapping[str, str]) -> str:
     return "".join(blocks)
 
 
+# nginx's 404 under /v1/, in OpenAI's error shape (gpu_audio/server/errors.py).
+OPENAI_404 = (
+    '\'{"error": {"message": "There is no such route.", "type": "not_found_error", '
+    '"param": null, "code": "not_found"}}\''
+)
+OPENAI_MODELS = "/v1/models"
+
+
+def openai_locations(env: Mapping[str, str]) -> str:
+    """An exact location per OpenAI-compatible path of the table (read now) to its
+    service, path kept; ``/v1/models`` to the first service (each server lists all)."""
+    routes = [(path, service) for service in services.SERVICES for path in service.openai_paths]
+    if services.SERVICES:
+        routes.append((OPENAI_MODELS, services.SERVICES[0]))
+    return "".join(
+        f"        location = {path} {{ proxy_pass http://{UPSTREAM_HOST}:{service.port(env)}; }}\n"
+        for path, service in routes
+    )
+
+
 def render(settings: FrontSettings, env: Mapping[str, str], folder: Path, cert: Path, key: Path) -> str:
     """nginx's whole configuration (``daemon off`` comes from the command line)."""
     timeout = settings.client_timeout_s
@@ -197,8 +217,9 @@ http {{
 {error_pages}
         # The services (gpu_audio/services.py): the prefix stays in the path.
 {locations(env)}
-        # Reserved: the OpenAI-compatible routes (/v1/audio/speech...) of the next issue.
-        location /v1/ {{ return 404 {_json(404)}; }}
+        # The OpenAI-compatible routes (one base URL for both servers); any other /v1 path
+        # is a 404 in OpenAI's shape.
+{openai_locations(env)}        location /v1/ {{ return 404 {OPENAI_404}; }}
 
         location / {{ return 404 {_json(404)}; }}
 

@@ -160,3 +160,17 @@ def test_base_without_reference_is_a_400(make_client, base_engine):
     body = r.get_json()
     assert r.status_code == 400 and body["success"] is False
     assert "ref_audio" in body["error"]
+
+
+def test_openai_speech_through_qwen(make_client, custom_voice_engine, spy):
+    """/v1/audio/speech on the tiny CustomVoice model: OpenAI's "ash" is Ryan (the table),
+    the answer a 24 kHz mono WAV."""
+    calls = spy(custom_voice_engine, "generate_custom_voice")
+    r = make_client(custom_voice_engine).post(
+        "/v1/audio/speech",
+        json={"model": "tts-1", "input": "Hello there.", "voice": "ash", "response_format": "wav"},
+    )
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    info = sf.info(io.BytesIO(r.data))
+    assert (info.samplerate, info.channels) == (24000, 1)
+    assert calls.last[1]["speaker"] == ["Ryan"]
