@@ -174,7 +174,7 @@ def _file(settings) -> tuple[bytes, float]:
         raise bad_request(f"'file': {exc}.", param="file") from None
 
 
-def _run(server, task: Transcription, language: str | None, data: bytes, seconds: float) -> dict:
+def _run(server, task: Transcription, language: str, data: bytes, seconds: float) -> dict:
     try:
         budget = request_budget(seconds, server.settings)
     except ApiError as exc:
@@ -301,7 +301,7 @@ def translations():
     prompt = _prompt()
     server.lane.admit(1)
     data, seconds = _file(server.settings)
-    result = _run(server, Transcription("translate", prompt=prompt), None, data, seconds)
+    result = _run(server, Transcription("translate", prompt=prompt), server.settings.language, data, seconds)
     return _answer(result, fmt, "translate", set(), stream)
 
 

@@ -123,16 +123,17 @@ class Transcription(Task):
         self.prompt = prompt
         self.words = words
 
-    def answer(self, engine, audio: np.ndarray, tokens: Tokens, language: str | None) -> dict:
+    def answer(self, engine, audio: np.ndarray, tokens: Tokens, language: str) -> dict:
         duration = audio.size / SAMPLE_RATE
+        asked = None if self.name == "translate" else language  # a translation detects its language
         if is_silent(audio):
-            result = Transcript(text="", segments=[], language=language)
+            result = Transcript(text="", segments=[], language=asked)
         else:
             options: dict = {"task": self.name} if self.name != "transcribe" else {}
             if self.prompt:
                 options["prompt"] = self.prompt
-            result = engine.transcribe([audio], language, **options)[0]
-        heard = result.language or language
+            result = engine.transcribe([audio], asked, **options)[0]
+        heard = result.language or asked
         answer = {
             "text": result.text,
             "segments": result.segments,
@@ -147,7 +148,7 @@ class Transcription(Task):
 
 
 def run_in_lane(
-    server, task: Task, jobs: list, language: str | None, budget: AudioBudget, gone: Callable[[], bool]
+    server, task: Task, jobs: list, language: str, budget: AudioBudget, gone: Callable[[], bool]
 ) -> list:
     """Each job (where, the file's bytes, tokens) is one engine call in the lane, never
     merged: the lane serialises them with every other request's, fairly, bounded. A

@@ -215,7 +215,9 @@ class WhisperXEngine(ASREngine):
             raise EngineError("WhisperX is not loaded")
         multilingual = self._model.model.model.is_multilingual
         if task == "translate" and not multilingual:
-            raise UnsupportedRequest(f"Whisper model {self.settings.model!r} is English-only: it cannot translate")
+            raise UnsupportedRequest(
+                f"Whisper model {self.settings.model!r} is English-only: it cannot translate"
+            )
         if language is None and not multilingual:
             language = "en"  # an English-only model cannot detect a language
         options = self._model.options
