@@ -157,7 +157,9 @@ def openai_routes() -> dict[str, str]:
 def add_openai_routes(app: Flask) -> None:
     """One base URL for OpenAI's SDKs: ``/v1/...`` relayed as is, path kept."""
     for path, name in openai_routes().items():
-        app.add_url_rule(path, f"openai_{name}", relay, methods=METHODS, defaults={"name": name, "path": path})
+        app.add_url_rule(
+            path, f"openai_{name}", relay, methods=METHODS, defaults={"name": name, "path": path}
+        )
 
 
 @routes.route(guard.COMPAT_TTS_ROUTE, methods=["POST", "OPTIONS"])

@@ -1,7 +1,7 @@
 """Captions from timed words: readable cues, whole words, exact stamps."""
 
+from gpu_audio.captions import Cue, cue_for_text, cues_from_words, render
 from gpu_audio.client import Word
-from gpu_audio.client.captions import Cue, cue_for_text, cues_from_words, render
 
 
 def words(text, step=0.4):

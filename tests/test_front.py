@@ -248,7 +248,9 @@ def test_openai_speech_through_the_front_door(stack):
         max_retries=0,
         http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(stack.ca[0]))),
     )
-    answer = client.audio.speech.create(model="tts-1", voice="alloy", input="Through the door.", response_format="wav")
+    answer = client.audio.speech.create(
+        model="tts-1", voice="alloy", input="Through the door.", response_format="wav"
+    )
     audio, rate = sf.read(io.BytesIO(answer.content))
     assert rate == 24000 and audio.size > 0.5 * rate
     assert "tts-1" in {m.id for m in client.models.list()}

@@ -16,9 +16,10 @@ from gpu_audio.server.factory import build_app
 from gpu_audio.server.lane import as_api_error, client_gone_check
 
 from .engines import make_engine
-from .engines.base import SAMPLE_RATE, EngineCrashed, UnsupportedRequest
-from .requests import ItemError, audio_of, language_of, list_field, request_budget
-from .tasks import ALIGN, TRANSCRIBE, Task, Tokens
+from .engines.base import EngineCrashed, UnsupportedRequest
+from .openai_routes import routes as openai_routes
+from .requests import ItemError, language_of, list_field, request_budget
+from .tasks import ALIGN, TRANSCRIBE, Task, Tokens, run_in_lane
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +35,7 @@ def _server():
 
 
 def _run(server, task: Task, jobs: list[Job], language: str, budget) -> list:
-    """Each job is one engine call in the lane, never merged: the lane serialises
-    them with every other request's, fairly, bounded. A job's audio is decoded when
-    its turn comes, so a batch holds one decoded item at a time; a job that cannot
-    be decoded answers its ItemError."""
-
-    def call(batch):
-        ((where, data, tokens),) = batch
-        try:
-            audio = audio_of(data, where, server.settings, budget)
-        except ItemError as exc:
-            return [exc]
-        del data
-        result = task.answer(server.engine, audio, tokens, language)
-        server.metrics.audio_seconds.labels("processed").inc(audio.size / SAMPLE_RATE)
-        return [result]
-
-    return server.lane.run(jobs, call, mergeable=False, gone=client_gone_check(request.environ))
+    return run_in_lane(server, task, jobs, language, budget, client_gone_check(request.environ))
 
 
 def _checked_language(server, body, task: Task) -> str:
@@ -143,6 +128,10 @@ def transcribe_batch():
 @routes.post("/align_batch")
 def align_batch():
     return _batch(ALIGN)
+
+
+# OpenAI's audio API (/v1/...), nested so the app factory registers one blueprint.
+routes.register_blueprint(openai_routes)
 
 
 def create_app(settings: WhisperXSettings | None = None, engine=None):

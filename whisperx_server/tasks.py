@@ -7,13 +7,15 @@ call it makes, and what its answer is called, so the routes never ask which one 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import numpy as np
 
+from gpu_audio.audio import AudioBudget
+
 from .engines.base import SAMPLE_RATE, Transcript
-from .requests import ItemError, audio_file_of, text_of
+from .requests import ItemError, audio_file_of, audio_of, text_of
 from .words import complete_words, speech_span
 
 SILENCE_PEAK = 1e-4  # digital silence: nothing to hear, nothing to give the engine
@@ -108,3 +110,60 @@ class Align(Task):
 
 TRANSCRIBE = Transcribe()
 ALIGN = Align()
+
+
+class Transcription(Task):
+    """The OpenAI-compatible routes' one item: the transcript (or its English
+    translation), its segments' scores, and with ``words`` every word of the
+    transcript timed by the aligner, as /align times a text: one lane turn, so
+    the audio is decoded once and the words are the transcript's own."""
+
+    def __init__(self, task: str = "transcribe", prompt: str | None = None, words: bool = False):
+        self.name = task  # "transcribe" or "translate" (engines that translate)
+        self.prompt = prompt
+        self.words = words
+
+    def answer(self, engine, audio: np.ndarray, tokens: Tokens, language: str) -> dict:
+        duration = audio.size / SAMPLE_RATE
+        asked = None if self.name == "translate" else language  # a translation detects its language
+        if is_silent(audio):
+            result = Transcript(text="", segments=[], language=asked)
+        else:
+            options: dict = {"task": self.name} if self.name != "transcribe" else {}
+            if self.prompt:
+                options["prompt"] = self.prompt
+            result = engine.transcribe([audio], asked, **options)[0]
+        heard = result.language or asked
+        answer = {
+            "text": result.text,
+            "segments": result.segments,
+            "logprobs": result.logprobs,
+            "language": heard,
+            "duration": round(duration, 4),
+        }
+        if self.words:
+            said = result.text.split()
+            answer["words"] = ALIGN.answer(engine, audio, said, heard or "en")["words"] if said else []
+        return answer
+
+
+def run_in_lane(
+    server, task: Task, jobs: list, language: str, budget: AudioBudget, gone: Callable[[], bool]
+) -> list:
+    """Each job (where, the file's bytes, tokens) is one engine call in the lane, never
+    merged: the lane serialises them with every other request's, fairly, bounded. A
+    job's audio is decoded when its turn comes, so a batch holds one decoded item at a
+    time; a job that cannot be decoded answers its ItemError."""
+
+    def call(batch):
+        ((where, data, tokens),) = batch
+        try:
+            audio = audio_of(data, where, server.settings, budget)
+        except ItemError as exc:
+            return [exc]
+        del data
+        result = task.answer(server.engine, audio, tokens, language)
+        server.metrics.audio_seconds.labels("processed").inc(audio.size / SAMPLE_RATE)
+        return [result]
+
+    return server.lane.run(jobs, call, mergeable=False, gone=gone)

@@ -13,12 +13,12 @@ from pathlib import Path
 import soundfile as sf
 
 from gpu_audio import services
+from gpu_audio.captions import Cue, cues_from_words, render
 from gpu_audio.config import ConfigError, load_client_config
 from gpu_audio.host import HostError, ensure_gpu_ready
 
 from . import narrate as narration
 from .api import Client, ClientError
-from .captions import Cue, cues_from_words, render
 from .progress import ProgressLine
 
 

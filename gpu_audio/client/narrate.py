@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from gpu_audio.captions import cues_from_words, render
+
 from .api import Alignment, Word
-from .captions import cues_from_words, render
 
 log = logging.getLogger(__name__)
 

@@ -36,14 +36,18 @@ def main() -> None:
     settings = TTSSettings(engine="espeak", load_in_background=False, activity_dir=tempfile.mkdtemp())
     client = create_app(settings).test_client()
     compat = timed(lambda: client.post("/generate", json={"text": LINE}).close())
-    v1 = timed(lambda: client.post("/v1/audio/speech", json={"input": LINE, "response_format": "wav"}).close())
+    v1 = timed(
+        lambda: client.post("/v1/audio/speech", json={"input": LINE, "response_format": "wav"}).close()
+    )
     show("/generate (one line)", compat)
     show("/v1/audio/speech wav (one line)", v1)
     print(f"ratio of medians v1/compat: {statistics.median(v1) / statistics.median(compat):.2f}")
     firsts, wholes = [], []
     for _ in range(5):
         began = time.perf_counter()
-        r = client.post("/v1/audio/speech", json={"input": TEN, "response_format": "pcm", "stream_format": "audio"})
+        r = client.post(
+            "/v1/audio/speech", json={"input": TEN, "response_format": "pcm", "stream_format": "audio"}
+        )
         chunks = iter(r.response)
         next(chunks)
         firsts.append(time.perf_counter() - began)

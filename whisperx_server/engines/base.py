@@ -22,6 +22,9 @@ class Transcript:
     text: str
     segments: list[dict] = field(default_factory=list)  # {"start", "end", "text"}
     language: str | None = None
+    # Each segment's average token log-probability where the engine knows it (the
+    # /v1 routes' avg_logprob); apart from segments so the compat answer is unchanged.
+    logprobs: list[float | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class TokenTiming:
 
 class ASREngine:
     name = "base"
+    translates = False  # whether transcribe(task="translate") gives English text (/v1/audio/translations)
 
     def load(self) -> None:
         """Load models. Called once, in the worker process, off the request path."""
@@ -49,8 +53,17 @@ class ASREngine:
         "align") cannot be done in it."""
         raise NotImplementedError
 
-    def transcribe(self, audios: list[np.ndarray], language: str | None) -> list[Transcript]:
-        """One Transcript per audio, in order."""
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        language: str | None,
+        *,
+        task: str = "transcribe",
+        prompt: str | None = None,
+    ) -> list[Transcript]:
+        """One Transcript per audio, in order. ``task="translate"`` (engines that
+        ``translates``) gives English text; ``prompt`` is text that came before the
+        audio (Whisper's initial prompt), ignored by an engine without one."""
         raise NotImplementedError
 
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:

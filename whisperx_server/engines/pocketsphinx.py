@@ -227,7 +227,17 @@ class PocketsphinxEngine(ASREngine):
         return True
 
     # -- transcription -------------------------------------------------------------------
-    def transcribe(self, audios: list[np.ndarray], language: str | None) -> list[Transcript]:
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        language: str | None,
+        *,
+        task: str = "transcribe",
+        prompt: str | None = None,
+    ) -> list[Transcript]:
+        """The prompt is ignored: the decoder's language model takes no context."""
+        if task != "transcribe":
+            raise UnsupportedRequest("the pocketsphinx engine cannot translate")
         self._require_loaded()
         return [self._transcribe_one(audio) for audio in audios]
 

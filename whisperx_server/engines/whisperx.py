@@ -10,6 +10,7 @@ every wav2vec2 model in GPU memory.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -79,6 +80,7 @@ class WhisperXEngine(ASREngine):
     """One Whisper model for transcription, wav2vec2 aligners per language on demand."""
 
     name = "whisperx"
+    translates = True  # Whisper's translate task (English-only models refuse it per call)
 
     def __init__(self, settings):
         self.settings = settings
@@ -198,34 +200,57 @@ class WhisperXEngine(ASREngine):
                 f'language {language!r} is not one Whisper knows; send an ISO 639-1 code such as "en"'
             )
 
-    def transcribe(self, audios: list[np.ndarray], language: str | None) -> list[Transcript]:
+    def transcribe(
+        self,
+        audios: list[np.ndarray],
+        language: str | None,
+        *,
+        task: str = "transcribe",
+        prompt: str | None = None,
+    ) -> list[Transcript]:
+        """Whisper's transcription (or translation into English). The pipeline takes
+        its decoding options at load time, so a prompt is set on them for this call
+        and put back after; its batched beam search has no temperature to set."""
         if self._model is None:
             raise EngineError("WhisperX is not loaded")
-        if language is None and not self._model.model.model.is_multilingual:
+        multilingual = self._model.model.model.is_multilingual
+        if task == "translate" and not multilingual:
+            raise UnsupportedRequest(
+                f"Whisper model {self.settings.model!r} is English-only: it cannot translate"
+            )
+        if language is None and not multilingual:
             language = "en"  # an English-only model cannot detect a language
+        options = self._model.options
+        if prompt:
+            self._model.options = dataclasses.replace(options, initial_prompt=prompt)
         results = []
-        for audio in audios:
-            out = self._model.transcribe(
-                np.ascontiguousarray(audio, dtype=np.float32),
-                batch_size=self.settings.batch_size,
-                language=language,
-            )
-            segments = [
-                {
-                    "start": round(float(seg["start"]), 4),
-                    "end": round(float(seg["end"]), 4),
-                    "text": seg["text"].strip(),
-                }
-                for seg in out["segments"]
-                if seg["text"].strip()
-            ]
-            results.append(
-                Transcript(
-                    text=" ".join(seg["text"] for seg in segments),
-                    segments=segments,
-                    language=out.get("language") or language,
+        try:
+            for audio in audios:
+                out = self._model.transcribe(
+                    np.ascontiguousarray(audio, dtype=np.float32),
+                    batch_size=self.settings.batch_size,
+                    language=language,
+                    task=task,
                 )
-            )
+                kept = [seg for seg in out["segments"] if seg["text"].strip()]
+                segments = [
+                    {
+                        "start": round(float(seg["start"]), 4),
+                        "end": round(float(seg["end"]), 4),
+                        "text": seg["text"].strip(),
+                    }
+                    for seg in kept
+                ]
+                results.append(
+                    Transcript(
+                        text=" ".join(seg["text"] for seg in segments),
+                        segments=segments,
+                        language=out.get("language") or language,
+                        logprobs=[_number(seg.get("avg_logprob")) for seg in kept],
+                    )
+                )
+        finally:
+            self._model.options = options
         return results
 
     def align(self, audio: np.ndarray, tokens: list[str], language: str) -> dict[int, TokenTiming]:
