@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import httpx
 import openai
 import pytest
 import requests
@@ -209,12 +208,9 @@ def test_the_compat_contract_through_the_front_door(stack):
 
 
 def test_the_python_client_with_https_urls_and_the_ca(stack):
-    """The client's own ca_cert option comes with the TLS-clients change; here its
-    session verifies with the CA file."""
-    session = requests.Session()
-    session.verify = stack.front.ca
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE, where set, wins over session.verify
-    client = Client(f"{stack.front.url}/tts", f"{stack.front.url}/whisperx", KEY, session=session, retries=0)
+    """The client as users run it: https URLs and the deployment's CA as ca_cert."""
+    ca_cert = open(stack.front.ca).read()
+    client = Client(f"{stack.front.url}/tts", f"{stack.front.url}/whisperx", KEY, ca_cert=ca_cert, retries=0)
     audios = client.generate_batch(["One line.", "Another line."])
     assert len(audios) == 2
 
@@ -246,7 +242,7 @@ def test_openai_speech_through_the_front_door(stack):
         base_url=stack.front.url + "/v1",
         api_key=KEY,
         max_retries=0,
-        http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(stack.ca[0]))),
+        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(stack.ca[0]))),
     )
     answer = client.audio.speech.create(
         model="tts-1", voice="alloy", input="Through the door.", response_format="wav"

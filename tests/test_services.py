@@ -65,7 +65,7 @@ def test_the_rendered_supervisord_conf_runs_it(third, tmp_path):
     options = ServerOptions()
     options.realize(args=["-c", str(conf)])
     programs = {g.name: g.process_configs[0] for g in options.process_group_configs}
-    assert set(programs) == {"tts", "whisperx", "third", "autostop", "proxy"}
+    assert set(programs) == {"tts", "whisperx", "third", "autostop", "proxy", "front"}
     program = programs["third"]
     assert program.command == f'gunicorn -c gunicorn.conf.py "{third_service.FACTORY}"'
     assert program.directory == str(ROOT)

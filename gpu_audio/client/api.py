@@ -118,7 +118,11 @@ class Client:
             self.verify = tls.verify_with(ca_cert)
         except tls.TlsError as exc:
             raise ClientError(str(exc)) from None
-        self.session.verify = self.verify
+        if ca_cert or session is None:  # a session passed in keeps its own unless ca_cert is given
+            self.session.verify = self.verify
+        # Named on each call only for ca_cert: requests lets REQUESTS_CA_BUNDLE override a
+        # session's verify, and the deployment's CA must win over a machine-wide bundle.
+        self._call_verify = self.verify if ca_cert else None
         if api_key:
             self.session.headers["X-API-Key"] = api_key
         self.sleep = sleep
@@ -143,9 +147,8 @@ class Client:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                # verify on each call: a session's own is overridden by REQUESTS_CA_BUNDLE
                 r = self.session.request(
-                    method, url, json=body, timeout=timeout or self.timeout, verify=self.verify
+                    method, url, json=body, timeout=timeout or self.timeout, verify=self._call_verify
                 )
             except requests.exceptions.SSLError as exc:  # retrying cannot make a certificate trusted
                 refused = tls.untrusted(exc)
