@@ -9,17 +9,14 @@ which issues itself a short-lived certificate from it at each start.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import socket
 import ssl
-import stat
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gpu_audio import tls
-from gpu_audio.config import ConfigError, client_config_path, load_client_config
+from gpu_audio.config import ConfigError, client_config_path, load_client_config, update_config_file
 
 CA_CERT_FILE = tls.CA_CERT_FILE
 CA_KEY_FILE = tls.CA_KEY_FILE
@@ -47,27 +44,10 @@ def write_ca_cert(config_path: Path, cert_pem: bytes) -> None:
     """``ca_cert`` in server_config.json set to the PEM text (the file stays one file to
     share); its other fields and its mode are kept; a new file is made 0600 (it may
     come to hold the API key)."""
-    data: dict = {}
-    mode = 0o600
-    if config_path.exists():
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise TlsCommandError(f"cannot read {config_path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise TlsCommandError(f"{config_path} is not valid JSON ({exc}): nothing written") from None
-        if not isinstance(data, dict):
-            raise TlsCommandError(f"{config_path} must hold a JSON object: nothing written")
-        mode = stat.S_IMODE(config_path.stat().st_mode)
-    data["ca_cert"] = cert_pem.decode("ascii")
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = config_path.with_name(config_path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, mode)  # the umask may have narrowed it
-    os.replace(tmp, config_path)
+    try:
+        update_config_file(config_path, lambda data: data.update(ca_cert=cert_pem.decode("ascii")))
+    except ConfigError as exc:
+        raise TlsCommandError(f"{exc}: nothing written") from None
 
 
 def init(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import types
 import typing
@@ -531,6 +532,37 @@ def _ca_cert(env: Env, data: Mapping[str, Any], found: Path | None) -> str | Non
     return str(path)
 
 
+def read_config_file(path: Path) -> dict:
+    """A server_config.json's object; ConfigError (one sentence) when it cannot be used."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return data
+
+
+def update_config_file(path: Path, change: Callable[[dict], None], *, mode: int | None = None) -> None:
+    """Apply ``change`` to server_config.json's object (its other fields kept) and write it
+    back whole or not at all. ``mode``: the file's mode after (default: an existing file
+    keeps its own, a new one is 0600, as it may come to hold the API key)."""
+    data = read_config_file(path) if path.exists() else {}
+    if mode is None:
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o600
+    change(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    os.chmod(tmp, mode)  # the umask may have narrowed it
+    os.replace(tmp, path)
+
+
 def load_client_config(
     path: str | os.PathLike | None = None, env: Env | None = None, *, accept_whisper_url: bool = False
 ) -> ClientConfig:
@@ -544,16 +576,7 @@ def load_client_config(
     The proxy leaves it out: those scripts point WHISPER_URL at the proxy itself."""
     env = os.environ if env is None else env
     found = _config_path(path, env)
-    data: dict = {}
-    if found is not None:
-        try:
-            data = json.loads(found.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read {found}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{found} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{found} must hold a JSON object")
+    data = read_config_file(found) if found is not None else {}
     aws = data.get("aws") or {}
     if not isinstance(aws, dict):
         raise ConfigError(f"'aws' in {found} must be an object")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_audio import aws, services, tls
-from gpu_audio.config import AwsConfig, client_config_path
+from gpu_audio.config import AwsConfig, ConfigError, client_config_path, update_config_file
 
 from .ec2 import EXIT_CONFIG, HostError
 from .stack import StackOptions, build_template
@@ -504,32 +504,23 @@ def write_config(
 ) -> None:
     """Merge into ``path`` (its other fields and its ``aws`` section's others kept), 0600:
     it holds the API key."""
-    data: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DeployConfigError(
-                f"cannot merge into {path} ({exc}): fix or move it, then run deploy again"
-            ) from None
-        if not isinstance(data, dict):
-            raise DeployConfigError(f"{path} must hold a JSON object: fix or move it, then run deploy again")
-    for name in drop:
-        data.pop(name, None)
-    data.update(fields)
-    section: dict[str, Any] = data["aws"] if isinstance(data.get("aws"), dict) else {}
-    data["aws"] = {**section, **{k: v for k, v in aws_fields.items() if v is not None}}
-    for name in ("hourly_price", "target_group_arn"):
-        if aws_fields.get(name, "") is None:
-            data["aws"].pop(name, None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+
+    def change(data: dict[str, Any]) -> None:
+        for name in drop:
+            data.pop(name, None)
+        data.update(fields)
+        section: dict[str, Any] = data["aws"] if isinstance(data.get("aws"), dict) else {}
+        data["aws"] = {**section, **{k: v for k, v in aws_fields.items() if v is not None}}
+        for name in ("hourly_price", "target_group_arn"):
+            if aws_fields.get(name, "") is None:
+                data["aws"].pop(name, None)
+
+    try:
+        update_config_file(path, change, mode=0o600)
+    except ConfigError as exc:
+        raise DeployConfigError(
+            f"cannot merge into it: {exc}; fix or move it, then run deploy again"
+        ) from None
 
 
 def _first_address(ec2: Any, instance_id: str | None) -> str | None:
