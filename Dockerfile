@@ -40,6 +40,8 @@ COPY whisperx_server ./whisperx_server
 COPY proxy ./proxy
 RUN pip install --no-cache-dir ".[gpu]"
 COPY gunicorn.conf.py supervisord.conf ./
+# The GPU check (README, "GPU check"): docker run --gpus all IMAGE python scripts/gpu_check.py --quick
+COPY scripts ./scripts
 
 # whisperx.align needs NLTK's punkt_tab; it must never be downloaded at request time.
 ENV NLTK_DATA=/opt/nltk_data
