@@ -128,7 +128,9 @@ def espeak_speech(seconds: float) -> tuple[np.ndarray, str]:
     """At least ``seconds`` of real eSpeak speech at 16 kHz and the text it says."""
     engine = EspeakEngine()
     engine.load()
-    pieces, words, total = [], [], 0.0
+    pieces: list[np.ndarray] = []
+    words: list[str] = []
+    total = 0.0
     while total < seconds:
         sentence = SENTENCES[len(words) % len(SENTENCES)]
         audio, _ = engine.speak(sentence)

@@ -636,7 +636,11 @@ def check_sizes() -> list[dict[str, Any]]:
     rows = []
     for name, count in counts.items():
         published, tolerance, source = PUBLISHED.get(name, (None, None, ""))
-        ok = None if published is None else abs(count - published) <= tolerance * published
+        ok = (
+            None
+            if published is None or tolerance is None
+            else abs(count - published) <= tolerance * published
+        )
         rows.append(
             {
                 "model": name,
