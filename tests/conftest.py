@@ -1,4 +1,10 @@
 import os
+import shutil
+import tempfile
+
+# Files a test run caches (the copies of a PEM ca_cert) go to a folder of this run,
+# not the user's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gpu-audio-tests-cache-")
 
 # No test may reach AWS or the EC2 metadata address (169.254.169.254): fake
 # credentials, metadata off (tests that need IMDS serve it on loopback themselves).
@@ -29,6 +35,7 @@ def _no_server_outlives_the_session():
     yield
     for server in Gunicorn.started:
         server.stop()
+    shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture
