@@ -188,6 +188,24 @@ def test_align_cache_keeps_recently_used(wx_settings, speech):
     assert engine.describe()["align_languages_cached"] == ["en", "de"]
 
 
+def test_free_memory_is_the_lanes_hook_and_leaves_cuda_alone_on_the_cpu(wx_engine, speech, monkeypatch):
+    """The lane calls an engine's free_memory after an out-of-memory error (the app wires
+    getattr(engine, "free_memory")); on the CPU it must not touch CUDA."""
+    import torch
+
+    from gpu_audio.server.factory import server_of
+    from whisperx_server.app import create_app
+
+    touched = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: touched.append("empty_cache"))
+    app = create_app(wx_engine.settings, engine=wx_engine)
+    assert server_of(app).lane.free_memory == wx_engine.free_memory
+    wx_engine.free_memory()
+    audio = speech("Hello there.")
+    assert wx_engine.transcribe([audio], "en")
+    assert touched == []
+
+
 def test_check_language(wx_engine, wx_settings):
     from whisperx_server.engines.whisperx import WhisperXEngine
 

@@ -337,7 +337,7 @@ class WhisperXEngine(ASREngine):
                 ", ".join(evicted),
                 self.settings.align_cache_size,
             )
-            self._free()
+            self.free_memory()
         import whisperx
 
         s = self.settings
@@ -357,8 +357,11 @@ class WhisperXEngine(ASREngine):
         with self._aligners_lock:
             return list(self._aligners)
 
-    def _free(self) -> None:
-        """Let go of an evicted model now, so GPU memory does not grow per language."""
+    def free_memory(self) -> None:
+        """Let go of what is unreferenced now and give torch's cached GPU blocks back: after
+        an alignment model is evicted (memory must not grow per language), and from the
+        lane after an out-of-memory error, through the engine process. On the CPU only
+        the collection: CUDA is never touched."""
         gc.collect()
         if self._on_cuda:
             import torch
