@@ -9,6 +9,7 @@ the instances' public names (moto's) are never looked up, nothing leaves the mac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -22,7 +23,7 @@ from moto.cloudformation import models as cfn_models
 from moto.server import ThreadedMotoServer
 
 from gpu_audio import cli_host, services
-from gpu_audio.config import load_client_config
+from gpu_audio.config import AwsConfig, ClientConfig, load_client_config
 from gpu_audio.host import deploy, lifecycle
 from gpu_audio.host.ec2 import HostTimeout
 
@@ -477,3 +478,18 @@ def test_the_real_template_deploys_and_the_commands_find_its_host(tmp_path, clie
     [instance] = data["aws"]["instance_ids"]
     tags = clients.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["Tags"]
     assert {"Key": "gpu-audio:stack", "Value": "real"} in tags
+
+
+def test_stop_gpu_behind_a_load_balancer_leaves_running_hosts_to_their_watchdogs(tmp_path, clients):
+    """With several hosts behind an ALB, no check from the client reaches one host: a
+    running host is not stopped without --force (its watchdog stops it when idle)."""
+    result = deploy.deploy(options(tmp_path, "lb", hosts=2), clients)
+    ids = result.outputs["HostIds"].split(",")
+    clients.ec2.stop_instances(InstanceIds=ids[1:])
+    aws_config = AwsConfig(region=REGION, instance_ids=tuple(ids), target_group_arn="arn:aws:tg/x")
+    config = dataclasses.replace(ClientConfig(), aws=aws_config)
+    results = lifecycle.stop_gpus(config, clients.ec2)
+    assert isinstance(results[0], lifecycle.Busy) and "load balancer" in str(results[0])
+    assert results[1].state.down
+    forced = lifecycle.stop_gpus(config, clients.ec2, force=True)
+    assert forced[0].state.value in ("stopping", "stopped")

@@ -277,13 +277,30 @@ def stop_gpu(config=None, ec2=None, *, force: bool = False) -> InstanceInfo:
     return _stop_one(config, client, config.aws.instance_id, 0, force)
 
 
+UNSEEN_BEHIND_LB = (
+    "not stopping: behind the load balancer this host's work in flight cannot be checked "
+    "from here; it stops itself once idle (aws.idle_minutes), or use --force"
+)
+
+
 def stop_gpus(config=None, ec2=None, *, force: bool = False) -> list[InstanceInfo | Busy]:
     """Stop every host, each only when idle (``force``: anyway): per host, what it is
     now, or the Busy that kept it running."""
     config = config or load_client_config(accept_whisper_url=True)
     client = _clients(config, ec2)
     results: list[InstanceInfo | Busy] = []
+    # Behind a load balancer the hosts answer only through it, one of them per request:
+    # no check from here can say that a given host is idle. Each host's watchdog stops it
+    # when it is, so stopping a running one now is only for --force.
+    unseen = bool(config.aws.target_group_arn) and len(config.aws.hosts) > 1
     for index, iid in enumerate(config.aws.hosts):
+        if unseen and not force:
+            info = ec2mod.describe(client, iid)
+            if not info.state.down:
+                results.append(Busy(f"{iid}: {UNSEEN_BEHIND_LB}"))
+                continue
+            results.append(info)
+            continue
         try:
             results.append(_stop_one(config, client, iid, index, force))
         except Busy as exc:
