@@ -84,7 +84,9 @@ def test_one_location_per_service_of_the_table_read_at_call_time(monkeypatch, tm
     assert "location = /v1/audio/transcriptions { proxy_pass http://127.0.0.1:5001; }" in text
     assert "location = /v1/models { proxy_pass http://127.0.0.1:7000; }" in text
     # Set, not appended to what the client sent; no query string in the access log.
-    assert "X-Forwarded-For $remote_addr;" in text and "$request " not in text and "$args" not in text
+    log_format = text[text.index("log_format") : text.index("access_log")]
+    assert "X-Forwarded-For $remote_addr;" in text and "$uri" in log_format
+    assert not any(v in log_format for v in ("$request ", "$args", "$query_string", "$request_uri", "$http_"))
     assert "proxy_read_timeout 3720s;" in text  # REQUEST_DEADLINE_S 3600 + the margin
     assert "proxy_read_timeout 7320s;" in front.render(
         settings, {"REQUEST_DEADLINE_S": "7200"}, tmp_path, tmp_path / "c", tmp_path / "k"
@@ -213,6 +215,17 @@ def test_the_python_client_with_https_urls_and_the_ca(stack):
     client = Client(f"{stack.front.url}/tts", f"{stack.front.url}/whisperx", KEY, ca_cert=ca_cert, retries=0)
     audios = client.generate_batch(["One line.", "Another line."])
     assert len(audios) == 2
+
+
+def test_a_key_in_the_url_is_refused_by_nginx_before_any_log(stack):
+    """nginx itself answers: the request line (query string included) never reaches a
+    server, an upstream error or nginx's error log."""
+    secret = "k-in-the-url-0123456789"
+    for query in (f"api_key={secret}", f"x=1&Token={secret}", f"key={secret}"):
+        r = stack.front.get(f"/tts/health?{query}")
+        assert r.status_code == 400 and "not accepted in the URL" in r.json()["error"], query
+    assert stack.front.get("/tts/health?verbose=1").status_code == 200  # other queries pass
+    assert secret not in stack.front.log()
 
 
 def test_an_8mb_body_without_a_key_gets_the_servers_401(stack):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,7 @@ from types import FrameType
 
 from gpu_audio import aws, services, tls
 from gpu_audio.config import FrontSettings, ServerSettings, max_body_bytes, read_setting
+from gpu_audio.server.auth import KEY_QUERY_NAMES
 
 from . import supervise
 
@@ -100,6 +102,16 @@ def read_timeout_s(settings: FrontSettings, env: Mapping[str, str]) -> float:
 def _json(status: int) -> str:
     """The contract's error body as an nginx string (no quote or backslash inside)."""
     return '\'{"success": false, "error": "' + ERRORS[status] + "\"}'"
+
+
+KEY_IN_URL_MESSAGE = "API keys are not accepted in the URL (it ends up in logs); send it as X-API-Key or Authorization: Bearer."
+
+
+def key_in_url_pattern() -> str:
+    """nginx's regex for a query string naming a key (the servers' own list): such a
+    request is answered by nginx itself, so its request line never reaches a log line."""
+    names = "|".join(re.escape(name) for name in sorted(KEY_QUERY_NAMES))
+    return f"~*(^|&)({names})="
 
 
 def _listen(host: str, port: int) -> str:
@@ -172,6 +184,12 @@ http {{
     log_format front '$remote_addr [$time_local] "$request_method $uri $server_protocol" '
                      '$status $body_bytes_sent $request_time $upstream_response_time';
     access_log /dev/stdout front;
+    # nginx's error log writes a failed request's line, query string included: a request
+    # with a key in its URL is refused here and never reaches a server or a log line.
+    map $args $key_in_url {{
+        default 0;
+        "{key_in_url_pattern()}" 1;
+    }}
 {temp}
     # Slow and hostile clients: the head and the body must keep arriving, and the
     # answer must keep being read; the whole request is buffered (memory, then disk)
@@ -215,6 +233,8 @@ http {{
         ssl_session_timeout 1h;
 
 {error_pages}
+        if ($key_in_url) {{ return 400 '{{"success": false, "error": "{KEY_IN_URL_MESSAGE}"}}'; }}
+
         # The services (gpu_audio/services.py): the prefix stays in the path.
 {locations(env)}
         # The OpenAI-compatible routes (one base URL for both servers); any other /v1 path
