@@ -40,7 +40,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import gpu_models  # noqa: E402  (scripts/, beside this file)
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 import soundfile as sf  # noqa: E402
@@ -49,6 +48,7 @@ import soxr  # noqa: E402
 from gpu_audio import services  # noqa: E402
 from gpu_audio.config import TTSSettings, WhisperXSettings  # noqa: E402
 from gpu_audio.server.lane import Lane, LaneConfig, is_out_of_memory  # noqa: E402
+from scripts import gpu_models  # noqa: E402
 from tts.engines.base import SynthesisItem  # noqa: E402
 from tts.engines.espeak import EspeakEngine  # noqa: E402
 from tts.engines.qwen import QwenEngine  # noqa: E402

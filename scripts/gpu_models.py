@@ -588,12 +588,13 @@ def build_aligner(out: Path, full_size: bool) -> Path:
     return out
 
 
-def build_punkt_tab(root: Path) -> Path:
-    """An NLTK_DATA folder with empty (untrained) English punkt_tab files; returns root."""
-    folder = Path(root) / "tokenizers" / "punkt_tab" / "english"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in PUNKT_FILES:
-        (folder / name).touch()
+def build_punkt_tab(root: Path, languages: tuple[str, ...] = ("english",)) -> Path:
+    """An NLTK_DATA folder with empty (untrained) punkt_tab files; returns root."""
+    for language in languages:
+        folder = Path(root) / "tokenizers" / "punkt_tab" / language
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in PUNKT_FILES:
+            (folder / name).touch()
     return Path(root)
 
 

@@ -10,48 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scripts import gpu_models
+
 CODEBOOK = 64  # speech-tokenizer codebook; talker vocab = CODEBOOK + 1024
 CODE_GROUPS = 4  # quantizers: talker, code predictor and speech tokenizer agree
 HIDDEN = 32  # talker hidden size (= speaker-encoder embedding size)
 SPEAKERS = ("Aiden", "Ryan")
 LANGUAGES = ("english", "chinese", "german")
-TEXT_SPECIALS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<tts_pad>",
-    "<tts_text_bos>",
-    "<tts_text_eod>",
-)
 
 
 def build_text_tokenizer(out: Path):
-    """A byte-level BPE tokenizer in Qwen2TokenizerFast clothing; returns it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=list(TEXT_SPECIALS),
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    # The model slices the prompt at fixed offsets: "assistant" and "\n" must be one token each.
-    corpus = ["<|im_start|>assistant\nHello there, how are you today?<|im_end|>\n"] * 50 + [
-        "user\nspeak slowly and whisper it, the quick brown fox jumps over the lazy dog."
-    ] * 20
-    tok.train_from_iterator(corpus, trainer=trainer)
-    fast = Qwen2TokenizerFast(
-        tokenizer_object=tok,
-        bos_token=None,
-        eos_token="<|endoftext|>",
-        unk_token=None,
-        pad_token="<|endoftext|>",
-    )
-    fast.add_special_tokens({"additional_special_tokens": list(TEXT_SPECIALS[1:])})
+    """gpu_check's byte-level BPE tokenizer (the same model prompts); returns it."""
+    fast = gpu_models.qwen_text_tokenizer()
     for probe in ("assistant", "\n"):
         assert len(fast(probe)["input_ids"]) == 1, f"{probe!r} is not one token"
     return fast

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scripts import gpu_models
+
 # Whisper's special tokens, in Whisper's order: faster-whisper finds the timestamp
 # tokens right after <|notimestamps|>.
 WHISPER_SPECIALS = (
@@ -24,8 +26,6 @@ WHISPER_SPECIALS = (
     "<|notimestamps|>",
 )
 TIMESTAMP_TOKENS = 1501
-ALIGN_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz", "'"]
-PUNKT_FILES = ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab")
 
 
 def whisper_tokenizer():
@@ -85,53 +85,10 @@ def build_whisper(out: Path) -> Path:
 
 
 def build_aligner(out: Path) -> Path:
-    """A tiny Wav2Vec2ForCTC over lower-case letters with its processor; returns its folder."""
-    import json
-
-    import torch
-    from transformers import (
-        Wav2Vec2Config,
-        Wav2Vec2CTCTokenizer,
-        Wav2Vec2FeatureExtractor,
-        Wav2Vec2ForCTC,
-        Wav2Vec2Processor,
-    )
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab_file = out / "vocab.json"
-    vocab_file.write_text(json.dumps({c: i for i, c in enumerate(ALIGN_VOCAB)}))
-    tokenizer = Wav2Vec2CTCTokenizer(
-        str(vocab_file), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
-    )
-    extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
-    )
-    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
-    config = Wav2Vec2Config(
-        vocab_size=len(ALIGN_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        pad_token_id=0,
-        do_stable_layer_norm=False,
-        feat_extract_norm="group",
-    )
-    torch.manual_seed(0)
-    Wav2Vec2ForCTC(config).save_pretrained(out)
-    return out
+    """A tiny Wav2Vec2ForCTC over lower-case letters with its processor (gpu_check's builder)."""
+    return gpu_models.build_aligner(out, full_size=False)
 
 
 def build_punkt_tab(root: Path, languages=("english", "french", "german")) -> Path:
     """An NLTK_DATA folder whose punkt_tab models are empty (untrained) files; returns root."""
-    root = Path(root)
-    for language in languages:
-        folder = root / "tokenizers" / "punkt_tab" / language
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in PUNKT_FILES:
-            (folder / name).touch()
-    return root
+    return gpu_models.build_punkt_tab(root, tuple(languages))
