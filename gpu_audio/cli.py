@@ -6,11 +6,13 @@ import argparse
 import logging
 import os
 import sys
+import time
+from pathlib import Path
 
 from gpu_audio import __version__, cli_host, cli_tls, readiness, services
 from gpu_audio.client.cli import register as register_client
-from gpu_audio.host import front, supervise
-from gpu_audio.host.models import download_models
+from gpu_audio.config import ConfigError
+from gpu_audio.host import front, models, supervise
 from gpu_audio.host.serve import serve as serve_here
 
 
@@ -27,8 +29,45 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_download_models(args) -> int:
-    return download_models(args)
+def cmd_download_models(args, env=None) -> int:
+    """Fetch what the configured engines need into MODELS_DIR, one line per step."""
+    env = dict(os.environ if env is None else env)
+    models_dir = args.models_dir or env.get("MODELS_DIR")
+    if not models_dir:
+        print("gpu-audio: set MODELS_DIR (or --models-dir): where the models are kept", file=sys.stderr)
+        return 2
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        steps = models.plan(env, args.only)
+    except ConfigError as exc:
+        print(f"gpu-audio: {exc}", file=sys.stderr)
+        return 2
+    if not steps:
+        print("gpu-audio: the configured engines need no download", file=sys.stderr)
+        return 0
+    for number, (kind, what, target) in enumerate(steps, 1):
+        began = time.monotonic()
+        prefix = f"[{number}/{len(steps)}] {kind}: {what}"
+        print(f"{prefix} ...", file=sys.stderr, flush=True)
+        try:
+            if kind == "align":
+                models.fetch_align_model(target, models_dir, env)
+                print(f"{prefix}: ready ({time.monotonic() - began:.0f} s)", file=sys.stderr)
+                continue
+            repo = target if kind == "tts" else models.whisper_repo(target)
+            path, state = models.fetch_snapshot(repo, models_dir)
+        except models.Unreachable as exc:
+            print(f"gpu-audio: {exc}", file=sys.stderr)
+            return models.EXIT_UNREACHABLE
+        except ConfigError as exc:
+            print(f"gpu-audio: {exc}", file=sys.stderr)
+            return models.EXIT_MISSING_STACK
+        print(
+            f"{prefix}: {state} ({models.size_mb(path):.0f} MB in {path}, {time.monotonic() - began:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return 0
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
@@ -48,7 +87,11 @@ def cmd_front(args: argparse.Namespace) -> int:
     if args.print:
         print(front.render_for_print(os.environ), end="")
         return 0
-    return front.main(os.environ, supervised=args.supervised)
+    try:
+        return front.main(os.environ, supervised=args.supervised)
+    except front.FrontError as exc:
+        print(f"gpu-audio: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_proxy(args) -> int:

@@ -30,7 +30,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -394,11 +393,7 @@ def main(env: Mapping[str, str], supervised: bool = False) -> int:
     if supervised and env.get("FRONT", "0") != "1":
         log.info("front door is off (FRONT is not 1)")
         return 0
-    try:
-        return run(env)
-    except FrontError as exc:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
-        return 2
+    return run(env)  # a FrontError is the command's to show (cli.cmd_front)
 
 
 def render_for_print(env: Mapping[str, str]) -> str:

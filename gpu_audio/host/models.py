@@ -12,8 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import sys
-import time
 from pathlib import Path
 
 from gpu_audio.config import ConfigError, TTSSettings, WhisperXSettings
@@ -28,7 +26,7 @@ class Unreachable(RuntimeError):
     pass
 
 
-def _size_mb(path: str | Path) -> float:
+def size_mb(path: str | Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
 
 
@@ -173,43 +171,3 @@ def fetch_align_model(language: str, models_dir: str, env) -> bool:
             f"network, or pre-fill {models_dir}"
         ) from None
     return True
-
-
-def download_models(args, env=None) -> int:
-    env = dict(os.environ if env is None else env)
-    models_dir = args.models_dir or env.get("MODELS_DIR")
-    if not models_dir:
-        print("gpu-audio: set MODELS_DIR (or --models-dir): where the models are kept", file=sys.stderr)
-        return 2
-    Path(models_dir).mkdir(parents=True, exist_ok=True)
-    try:
-        steps = plan(env, args.only)
-    except ConfigError as exc:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
-        return 2
-    if not steps:
-        print("gpu-audio: the configured engines need no download", file=sys.stderr)
-        return 0
-    for number, (kind, what, target) in enumerate(steps, 1):
-        began = time.monotonic()
-        prefix = f"[{number}/{len(steps)}] {kind}: {what}"
-        print(f"{prefix} ...", file=sys.stderr, flush=True)
-        try:
-            if kind == "align":
-                fetch_align_model(target, models_dir, env)
-                print(f"{prefix}: ready ({time.monotonic() - began:.0f} s)", file=sys.stderr)
-                continue
-            repo = target if kind == "tts" else whisper_repo(target)
-            path, state = fetch_snapshot(repo, models_dir)
-        except Unreachable as exc:
-            print(f"gpu-audio: {exc}", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        except ConfigError as exc:
-            print(f"gpu-audio: {exc}", file=sys.stderr)
-            return EXIT_MISSING_STACK
-        print(
-            f"{prefix}: {state} ({_size_mb(path):.0f} MB in {path}, {time.monotonic() - began:.0f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return 0
