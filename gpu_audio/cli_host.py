@@ -18,7 +18,7 @@ from gpu_audio.client.progress import ProgressLine
 from gpu_audio.config import ClientConfig, ConfigError, default_activity_dir, load_client_config
 from gpu_audio.host import cloudwatch_setup as cw_setup
 from gpu_audio.host import deploy as deploy_mod
-from gpu_audio.host import lifecycle
+from gpu_audio.host import lifecycle, prices
 from gpu_audio.host.autostop import boot_time_now, watchdog_for
 from gpu_audio.host.ec2 import EXIT_BUSY, EXIT_CONFIG, Busy, HostError
 
@@ -377,7 +377,7 @@ def destroy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None)
         kept = ", ".join(f"{v} ({gib} GiB)" for v, gib in result.volumes_kept.items())
         print(
             f"kept the models volumes {kept}: ~${result.kept_monthly:.2f}/month while kept "
-            f"(gp3 ${deploy_mod.GP3_GIB_MONTH}/GiB-month); `gpu-audio destroy --stack {args.stack} "
+            f"(gp3 ${prices.GP3_GIB_MONTH}/GiB-month); `gpu-audio destroy --stack {args.stack} "
             "--delete-data` deletes them"
         )
     return 0

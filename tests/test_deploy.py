@@ -24,7 +24,7 @@ from moto.server import ThreadedMotoServer
 
 from gpu_audio import cli_host, services
 from gpu_audio.config import AwsConfig, ClientConfig, load_client_config
-from gpu_audio.host import deploy, lifecycle
+from gpu_audio.host import deploy, lifecycle, prices
 from gpu_audio.host.ec2 import HostTimeout
 
 from . import stack_stub
@@ -307,14 +307,14 @@ def test_a_refused_change_set_is_one_sentence(tmp_path, clients, monkeypatch):
 
 
 def test_cost_lines():
-    lines = deploy.cost_lines(
+    lines = prices.cost_lines(
         volume_gib=108, alb=True, elastic_ip=False, instance_type="g5.xlarge", region=REGION, hosts=2
     )
     text = "\n".join(lines)
     assert "108 GiB x $0.08/GiB-month = $8.64/month" in text
     assert "load balancer" in text and "= $22.27/month" in text and "total             ~$30.91/month" in text
     assert "$1.006/h" in text and "2 hosts $2.012/h" in text
-    eip = deploy.cost_lines(
+    eip = prices.cost_lines(
         volume_gib=100, alb=False, elastic_ip=True, instance_type="x9.huge", region="xx-1", hosts=1
     )
     assert any("Elastic IP" in line and "$3.65/month" in line for line in eip)
