@@ -394,6 +394,32 @@ def _never_stop(model, eos: int) -> None:
             bias[eos] = 0
 
 
+def write_qwen_configs(out: Path, max_new_tokens: int) -> None:
+    """What a Qwen3-TTS folder needs beside its weights: ``generation_config.json``, and
+    the speaker encoder's config mended (qwen-tts 0.1.1 saves its "model_type" as "",
+    which AutoConfig cannot resolve: shared/TINY_MODELS.md)."""
+    cfg_path = Path(out) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.get("speaker_encoder_config", {}).pop("model_type", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    (Path(out) / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "do_sample": True,
+                "top_k": 50,
+                "top_p": 1.0,
+                "temperature": 0.9,
+                "repetition_penalty": 1.05,
+                "subtalker_dosample": True,
+                "subtalker_top_k": 50,
+                "subtalker_top_p": 1.0,
+                "subtalker_temperature": 0.9,
+                "max_new_tokens": max_new_tokens,
+            }
+        )
+    )
+
+
 def build_qwen(out: Path, spec: QwenSpec, device: str = "cpu", dtype: str = "float32", seed: int = 0) -> Path:
     """Write a loadable CustomVoice checkpoint folder of ``spec``'s shapes with random weights.
 
@@ -415,28 +441,7 @@ def build_qwen(out: Path, spec: QwenSpec, device: str = "cpu", dtype: str = "flo
     model.to(getattr(torch, dtype)).save_pretrained(out)
     del model
     Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(out)
-    # qwen-tts 0.1.1 saves "model_type": "" for the speaker encoder, which AutoConfig
-    # cannot resolve (shared/TINY_MODELS.md): drop it.
-    cfg_path = out / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg.get("speaker_encoder_config", {}).pop("model_type", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-    (out / "generation_config.json").write_text(
-        json.dumps(
-            {
-                "do_sample": True,
-                "top_k": 50,
-                "top_p": 1.0,
-                "temperature": 0.9,
-                "repetition_penalty": 1.05,
-                "subtalker_dosample": True,
-                "subtalker_top_k": 50,
-                "subtalker_top_p": 1.0,
-                "subtalker_temperature": 0.9,
-                "max_new_tokens": 8192,
-            }
-        )
-    )
+    write_qwen_configs(out, max_new_tokens=8192)
     speech = out / "speech_tokenizer"
     with torch.device(device):
         codec = Qwen3TTSTokenizerV2Model(codec_config(spec))

@@ -7,7 +7,6 @@ One folder is ~1.4 MB and takes about a second to build on the CPU.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from scripts import gpu_models
@@ -154,29 +153,7 @@ def build_checkpoint(out: Path, model_type: str, seed: int = 0) -> Path:
     Qwen3TTSForConditionalGeneration(config).save_pretrained(out)
     Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(out)
 
-    # Bug in qwen-tts 0.1.1: the speaker-encoder config saves "model_type": "", which
-    # AutoConfig then cannot resolve. Drop it.
-    cfg_path = out / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg.get("speaker_encoder_config", {}).pop("model_type", None)
-    cfg_path.write_text(json.dumps(cfg, indent=2))
-
-    (out / "generation_config.json").write_text(
-        json.dumps(
-            {
-                "do_sample": True,
-                "top_k": 50,
-                "top_p": 1.0,
-                "temperature": 0.9,
-                "repetition_penalty": 1.05,
-                "subtalker_dosample": True,
-                "subtalker_top_k": 50,
-                "subtalker_top_p": 1.0,
-                "subtalker_temperature": 0.9,
-                "max_new_tokens": 2048,
-            }
-        )
-    )
+    gpu_models.write_qwen_configs(out, max_new_tokens=2048)
 
     speech = out / "speech_tokenizer"
     Qwen3TTSTokenizerV2Model(speech_tokenizer_config()).save_pretrained(speech)
