@@ -32,7 +32,9 @@ STUBS = ("docker", "aws", "curl", "blkid", "mkfs.ext4", "mount", "mountpoint", "
 # then plays the part from the files under $STATE.
 STUB = r"""#!/bin/bash
 name=$(basename "$0")
-{ printf '%s' "$name"; for a in "$@"; do printf '\t%s' "$a"; done; echo; } >>"$STATE/log"
+# one write per call: the two sides of a pipeline run at once and share the log
+line=$name; for a in "$@"; do line+=$'\t'"$a"; done
+printf '%s\n' "$line" >>"$STATE/log"
 args=" $* "
 case "$name" in
   curl)
