@@ -154,15 +154,18 @@ def test_single_text_oom_fails_that_request_alone(make_client):
 def test_fairness_a_long_batch_does_not_starve_a_short_request():
     order = []
     lane = Lane(LaneConfig(max_queue=1000, max_batch=4, batch_wait_ms=0))
+    first_chunk = threading.Event()
 
     def call(items):
-        time.sleep(0.01)
+        if items[0] == "L0":  # hold the first chunk until the short request is queued
+            first_chunk.set()
+            wait_until(lambda: lane.queue_depth == 36 + 1, interval=0.005)
         order.extend(items)
         return items
 
     long = threading.Thread(target=lambda: lane.run([f"L{i}" for i in range(40)], call, key="a"))
     long.start()
-    time.sleep(0.03)
+    assert first_chunk.wait(10)
     assert lane.run(["short"], call, key="b") == ["short"]
     long.join()
     assert order.index("short") < 20  # served after a few chunks, not after all 40
