@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_audio.host import stack
+from gpu_audio.host import stack_boot
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -80,7 +80,7 @@ def values(image: str = IMAGE_V1) -> dict[str, str]:
         "IMAGE_URI": image,
         "VOLUME_ID": VOLUME,
         "IDLE_MINUTES": "15",
-        "STOP_TIMEOUT": str(stack.STOP_TIMEOUT_S),
+        "STOP_TIMEOUT": str(stack_boot.STOP_TIMEOUT_S),
         "FRONT_NAMES": "",
     }
 
@@ -108,7 +108,7 @@ class Host:
         self.set_user_data(IMAGE_V1)
 
     def set_user_data(self, image: str) -> None:
-        text = stack.render_boot_script(values(image))
+        text = stack_boot.render_boot_script(values(image))
         self.user_data.write_text(text)
         (self.state / "user-data").write_text(text)
 
@@ -174,7 +174,7 @@ def test_first_boot_installs_a_unit_that_runs_at_every_boot(host):
     assert "ExecStart=/usr/local/sbin/gpu-audio-boot boot" in unit
     assert "ExecStop=/usr/local/sbin/gpu-audio-boot stop" in unit
     assert "Requires=docker.service" in unit and "WantedBy=multi-user.target" in unit
-    assert f"TimeoutStopSec={stack.STOP_TIMEOUT_S + 30}" in unit  # the drain fits
+    assert f"TimeoutStopSec={stack_boot.STOP_TIMEOUT_S + 30}" in unit  # the drain fits
     assert [c for c in calls if c[0] == "systemctl"] == [
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "gpu-audio-boot.service"],
@@ -216,7 +216,7 @@ def test_fresh_host_formats_mounts_pulls_and_runs(host):
     assert flag(argv, "--restart") == "unless-stopped"
     assert flag(argv, "--gpus") == "all"
     assert flag(argv, "-p") == "443:443"
-    assert flag(argv, "--stop-timeout") == str(stack.STOP_TIMEOUT_S) == "3780"
+    assert flag(argv, "--stop-timeout") == str(stack_boot.STOP_TIMEOUT_S) == "3780"
     assert flag(argv, "--name") == "gpu-audio" and "-d" in argv
     assert "/data:/data" in argv and "/run/gpu-audio:/run/gpu-audio:ro" in argv
     env = env_of(argv)
@@ -256,7 +256,7 @@ def test_reboot_keeps_the_filesystem_and_recreates_the_container(host):
     assert (host.root / "etc/fstab").read_text().count("UUID=0000-UUID") == 1
     # the container of the last boot: stopped with its drain time, removed, run anew
     stop = first(calls, "docker", "stop")
-    assert calls[stop] == ["docker", "stop", "--time", str(stack.STOP_TIMEOUT_S), "gpu-audio"]
+    assert calls[stop] == ["docker", "stop", "--time", str(stack_boot.STOP_TIMEOUT_S), "gpu-audio"]
     rm = first(calls, "docker", "rm")
     run = first(calls, "docker", "run")
     assert first(calls, "docker", "pull") < stop < rm < run
@@ -284,7 +284,7 @@ def test_stop_drains_the_container(host):
     host.run(host.user_data)
     host.boot()
     calls = host.run(host.installed, "stop")
-    assert calls[-1] == ["docker", "stop", "--time", str(stack.STOP_TIMEOUT_S), "gpu-audio"]
+    assert calls[-1] == ["docker", "stop", "--time", str(stack_boot.STOP_TIMEOUT_S), "gpu-audio"]
     assert not called(calls, "docker", "rm")
 
 
@@ -319,11 +319,11 @@ def test_the_network_calls_are_retried(host):
 
 
 def test_the_script_fits_in_user_data_and_parses():
-    text = stack.render_boot_script(values())
-    assert len(text.encode()) < stack.USER_DATA_LIMIT
+    text = stack_boot.render_boot_script(values())
+    assert len(text.encode()) < stack_boot.USER_DATA_LIMIT
     assert text.startswith("#!/bin/bash\n")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     assert "set -euo pipefail" in text
     # package data: the installed package carries it
-    assert (Path(stack.__file__).parent / stack.BOOT_SCRIPT).is_file()
-    assert os.access(Path(stack.__file__).parent / stack.BOOT_SCRIPT, os.R_OK)
+    assert (Path(stack_boot.__file__).parent / stack_boot.BOOT_SCRIPT).is_file()
+    assert os.access(Path(stack_boot.__file__).parent / stack_boot.BOOT_SCRIPT, os.R_OK)
