@@ -22,6 +22,7 @@ from moto import mock_aws
 from gpu_audio import cli_host
 from gpu_audio.config import TTSSettings
 from gpu_audio.host import cloudwatch_setup as setup
+from gpu_audio.host import cloudwatch_spec as spec
 from gpu_audio.server.cloudwatch import CloudWatchPublisher, from_env, percentile
 from tts.app import create_app
 from tts.engines.espeak import EspeakEngine
@@ -465,7 +466,7 @@ def test_dry_run_needs_no_instance_id_nor_aws(tmp_path, capsys):
     empty = tmp_path / "empty.json"
     empty.write_text("{}")
     code, out, err = run_setup(capsys, "--config", str(empty), "--dry-run")
-    assert code == 0 and setup.PLACEHOLDER_INSTANCE in out and "no instance id" in err
+    assert code == 0 and spec.PLACEHOLDER_INSTANCE in out and "no instance id" in err
 
 
 def test_setup_refuses_without_instance_id_or_with_a_bad_topic(tmp_path, config, capsys):
@@ -511,7 +512,7 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
 
 
 def test_alarm_comparison_ignores_what_aws_adds_and_sees_what_it_would_clear():
-    [want] = [a for a in setup.alarms(IID) if a["AlarmName"] == f"{P}-no-heartbeat"]
+    [want] = [a for a in spec.alarms(IID) if a["AlarmName"] == f"{P}-no-heartbeat"]
     have = json.loads(json.dumps(want))
     have.update(StateValue="OK", AlarmArn="arn:x", Dimensions=[], InsufficientDataActions=[])
     for query in have["Metrics"]:
@@ -577,13 +578,13 @@ def test_alarms_and_dashboard_follow_the_services_table(monkeypatch):
     monkeypatch.setattr(
         services, "SERVICES", (*services.SERVICES, dataclasses.replace(services.TTS, name="third"))
     )
-    names = {a["AlarmName"] for a in setup.alarms(IID)}
+    names = {a["AlarmName"] for a in spec.alarms(IID)}
     assert {f"{P}-gpu-memory-high-third", f"{P}-error-rate-third"} < names
-    body = json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+    body = json.dumps(spec.dashboard(IID, "us-east-1", 0.5))
     assert '"Server", "third"' in body
     monkeypatch.setattr(aws, "METRICS_NAMESPACE", "Elsewhere")
-    assert {a.get("Namespace") for a in setup.alarms(IID)} == {"Elsewhere", "AWS/EC2", None}
-    assert '"GpuAudio"' not in json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+    assert {a.get("Namespace") for a in spec.alarms(IID)} == {"Elsewhere", "AWS/EC2", None}
+    assert '"GpuAudio"' not in json.dumps(spec.dashboard(IID, "us-east-1", 0.5))
 
 
 def test_setup_returns_what_it_did(cw):
