@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from gpu_audio import cli_host
+from gpu_audio import cli_cloudwatch
 from gpu_audio.config import TTSSettings
 from gpu_audio.host import cloudwatch_setup as setup
 from gpu_audio.host import cloudwatch_spec as spec
@@ -331,7 +331,7 @@ def config(tmp_path):
 
 
 def run_setup(capsys, *argv):
-    code = cli_host.cloudwatch_main(list(argv))
+    code = cli_cloudwatch.cloudwatch_main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -489,11 +489,11 @@ def test_aws_errors_are_one_sentence_exit_3(config, capsys, code, expected):
     client = boto3.client("cloudwatch", region_name="us-east-1")
     stub = Stubber(client)
     stub.add_client_error("describe_alarms", code, "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+    args = cli_cloudwatch.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
         ["--config", config]
     )
     with stub:
-        status = cli_host.cloudwatch_setup(args, client)
+        status = cli_cloudwatch.cloudwatch_setup(args, client)
     _, err = capsys.readouterr()
     assert status == 3 and expected in err and "Traceback" not in err and err.count("\n") == 1
 
@@ -502,11 +502,11 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
     stub = Stubber(cw)
     stub.add_response("describe_alarms", {"MetricAlarms": []})
     stub.add_client_error("put_metric_alarm", "AccessDenied", "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+    args = cli_cloudwatch.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
         ["--config", config]
     )
     with stub:
-        status = cli_host.cloudwatch_setup(args, cw)
+        status = cli_cloudwatch.cloudwatch_setup(args, cw)
     _, err = capsys.readouterr()
     assert status == 3 and "cloudwatch:PutMetricAlarm" in err
 
@@ -528,9 +528,9 @@ def test_register_adds_the_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser()
-    cli_host.register_cloudwatch(parser.add_subparsers(dest="command"))
+    cli_cloudwatch.register_cloudwatch(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["cloudwatch-setup", "--dry-run", "--instance-id", IID, "--hourly-price", "0.9"])
-    assert args.func is cli_host.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
+    assert args.func is cli_cloudwatch.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
 
 
 @pytest.mark.integration
