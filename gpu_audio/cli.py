@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gpu_audio import __version__, cli_host, cli_tls, readiness, services
+from gpu_audio import __version__, cli_cloudwatch, cli_deploy, cli_host, cli_tls, readiness, services
 from gpu_audio.client.cli import register as register_client
 from gpu_audio.config import ConfigError
 from gpu_audio.host import front, models, supervise
@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_host.register(sub)
     register_client(sub)
-    cli_host.register_cloudwatch(sub)
-    cli_host.register_deploy(sub)
+    cli_cloudwatch.register_cloudwatch(sub)
+    cli_deploy.register_deploy(sub)
     cli_tls.register(sub)
     return parser
 

@@ -19,9 +19,10 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from gpu_audio import cli_host
+from gpu_audio import cli_cloudwatch
 from gpu_audio.config import TTSSettings
 from gpu_audio.host import cloudwatch_setup as setup
+from gpu_audio.host import cloudwatch_spec as spec
 from gpu_audio.server.cloudwatch import CloudWatchPublisher, from_env, percentile
 from tts.app import create_app
 from tts.engines.espeak import EspeakEngine
@@ -330,7 +331,7 @@ def config(tmp_path):
 
 
 def run_setup(capsys, *argv):
-    code = cli_host.cloudwatch_main(list(argv))
+    code = cli_cloudwatch.cloudwatch_main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -465,7 +466,7 @@ def test_dry_run_needs_no_instance_id_nor_aws(tmp_path, capsys):
     empty = tmp_path / "empty.json"
     empty.write_text("{}")
     code, out, err = run_setup(capsys, "--config", str(empty), "--dry-run")
-    assert code == 0 and setup.PLACEHOLDER_INSTANCE in out and "no instance id" in err
+    assert code == 0 and spec.PLACEHOLDER_INSTANCE in out and "no instance id" in err
 
 
 def test_setup_refuses_without_instance_id_or_with_a_bad_topic(tmp_path, config, capsys):
@@ -488,11 +489,11 @@ def test_aws_errors_are_one_sentence_exit_3(config, capsys, code, expected):
     client = boto3.client("cloudwatch", region_name="us-east-1")
     stub = Stubber(client)
     stub.add_client_error("describe_alarms", code, "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+    args = cli_cloudwatch.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
         ["--config", config]
     )
     with stub:
-        status = cli_host.cloudwatch_setup(args, client)
+        status = cli_cloudwatch.cloudwatch_setup(args, client)
     _, err = capsys.readouterr()
     assert status == 3 and expected in err and "Traceback" not in err and err.count("\n") == 1
 
@@ -501,17 +502,17 @@ def test_put_failure_is_one_sentence(cw, config, capsys):
     stub = Stubber(cw)
     stub.add_response("describe_alarms", {"MetricAlarms": []})
     stub.add_client_error("put_metric_alarm", "AccessDenied", "no")
-    args = cli_host.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
+    args = cli_cloudwatch.cloudwatch_arguments(__import__("argparse").ArgumentParser()).parse_args(
         ["--config", config]
     )
     with stub:
-        status = cli_host.cloudwatch_setup(args, cw)
+        status = cli_cloudwatch.cloudwatch_setup(args, cw)
     _, err = capsys.readouterr()
     assert status == 3 and "cloudwatch:PutMetricAlarm" in err
 
 
 def test_alarm_comparison_ignores_what_aws_adds_and_sees_what_it_would_clear():
-    [want] = [a for a in setup.alarms(IID) if a["AlarmName"] == f"{P}-no-heartbeat"]
+    [want] = [a for a in spec.alarms(IID) if a["AlarmName"] == f"{P}-no-heartbeat"]
     have = json.loads(json.dumps(want))
     have.update(StateValue="OK", AlarmArn="arn:x", Dimensions=[], InsufficientDataActions=[])
     for query in have["Metrics"]:
@@ -527,9 +528,9 @@ def test_register_adds_the_subcommand():
     import argparse
 
     parser = argparse.ArgumentParser()
-    cli_host.register_cloudwatch(parser.add_subparsers(dest="command"))
+    cli_cloudwatch.register_cloudwatch(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["cloudwatch-setup", "--dry-run", "--instance-id", IID, "--hourly-price", "0.9"])
-    assert args.func is cli_host.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
+    assert args.func is cli_cloudwatch.cloudwatch_setup and args.dry_run and args.hourly_price == 0.9
 
 
 @pytest.mark.integration
@@ -577,13 +578,13 @@ def test_alarms_and_dashboard_follow_the_services_table(monkeypatch):
     monkeypatch.setattr(
         services, "SERVICES", (*services.SERVICES, dataclasses.replace(services.TTS, name="third"))
     )
-    names = {a["AlarmName"] for a in setup.alarms(IID)}
+    names = {a["AlarmName"] for a in spec.alarms(IID)}
     assert {f"{P}-gpu-memory-high-third", f"{P}-error-rate-third"} < names
-    body = json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+    body = json.dumps(spec.dashboard(IID, "us-east-1", 0.5))
     assert '"Server", "third"' in body
     monkeypatch.setattr(aws, "METRICS_NAMESPACE", "Elsewhere")
-    assert {a.get("Namespace") for a in setup.alarms(IID)} == {"Elsewhere", "AWS/EC2", None}
-    assert '"GpuAudio"' not in json.dumps(setup.dashboard(IID, "us-east-1", 0.5))
+    assert {a.get("Namespace") for a in spec.alarms(IID)} == {"Elsewhere", "AWS/EC2", None}
+    assert '"GpuAudio"' not in json.dumps(spec.dashboard(IID, "us-east-1", 0.5))
 
 
 def test_setup_returns_what_it_did(cw):

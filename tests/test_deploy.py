@@ -22,7 +22,7 @@ import pytest
 from moto.cloudformation import models as cfn_models
 from moto.server import ThreadedMotoServer
 
-from gpu_audio import cli_host, services
+from gpu_audio import cli_deploy, services
 from gpu_audio.config import AwsConfig, ClientConfig, load_client_config
 from gpu_audio.host import deploy, lifecycle, prices
 from gpu_audio.host.ec2 import HostTimeout
@@ -426,25 +426,25 @@ def test_deploy_and_destroy_commands(tmp_path, clients, monkeypatch, capsys):
         )
         return argparse.Namespace(**{**base, **kw})
 
-    assert cli_host.deploy(args(dry_run=True), clients) == 0
+    assert cli_deploy.deploy(args(dry_run=True), clients) == 0
     out = capsys.readouterr().out
     assert "Add     Host0" in out and "dry run: nothing was changed" in out
-    assert cli_host.deploy(args(), clients) == 0
+    assert cli_deploy.deploy(args(), clients) == 0
     out = capsys.readouterr().out
     assert "stack cmd created" in out and "docker push" in out and "a running host (g4dn.xlarge" in out
     key = json.loads((tmp_path / "cfg.json").read_text())["api_key"]
 
     # A teammate: the config from the stack's outputs and SSM, nothing else changed.
     mate = tmp_path / "mate.json"
-    assert cli_host.deploy(args(config=str(mate), config_only=True), clients) == 0
+    assert cli_deploy.deploy(args(config=str(mate), config_only=True), clients) == 0
     assert json.loads(mate.read_text())["api_key"] == key and stat.S_IMODE(mate.stat().st_mode) == 0o600
 
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     destroy_args = argparse.Namespace(stack="cmd", region=REGION, profile=None, delete_data=False, yes=False)
-    assert cli_host.destroy(destroy_args, clients) != 0
+    assert cli_deploy.destroy(destroy_args, clients) != 0
     assert deploy.describe_stack(clients.cloudformation, "cmd") is not None
     destroy_args.yes = True
-    assert cli_host.destroy(destroy_args, clients) == 0
+    assert cli_deploy.destroy(destroy_args, clients) == 0
     out = capsys.readouterr().out
     assert "stack cmd deleted" in out and "SSM parameters deleted: 3" in out
     assert "kept the models volumes vol-" in out and "~$8.00/month while kept" in out

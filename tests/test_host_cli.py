@@ -283,7 +283,7 @@ def test_gpu_status_output_from_the_typed_instance(monkeypatch, capsys):
         "hourly_price": 0.53,
     }
     monkeypatch.setattr(lifecycle, "gpu_status", lambda config: status)
-    monkeypatch.setattr(cli_host, "_config", lambda args: None)
+    monkeypatch.setattr(cli_host, "host_config", lambda args: None)
     assert cli_host.gpu_status(argparse.Namespace(json=False)) == 0
     assert capsys.readouterr().out == (
         "instance  i-1 (g4dn.xlarge)  running  3.1.2.3\n"

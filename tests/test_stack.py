@@ -11,7 +11,7 @@ import pytest
 from cfnlint.api import lint_all
 
 from gpu_audio import aws, services
-from gpu_audio.host import cloudwatch_setup, stack
+from gpu_audio.host import cloudwatch_spec, stack
 from gpu_audio.host.stack import StackError, StackOptions, build_template
 
 ZONE = "Z0123456789ABCDEFGHIJ"
@@ -322,8 +322,8 @@ def test_no_secret_in_parameters_user_data_or_outputs(mode):
 def test_the_backstop_alarm_is_cloudwatch_setups_with_the_stop_action():
     template = build_template(StackOptions(hosts=2, domain="tts.example.com", hosted_zone=ZONE))
     alarm = template["Resources"]["Host1IdleBackstop"]["Properties"]
-    want = cloudwatch_setup.idle_backstop_alarm("i-x", 1.0, [])
-    assert alarm["MetricName"] == cloudwatch_setup.HEARTBEAT_METRIC == want["MetricName"]
+    want = cloudwatch_spec.idle_backstop_alarm("i-x", 1.0, [])
+    assert alarm["MetricName"] == cloudwatch_spec.HEARTBEAT_METRIC == want["MetricName"]
     assert alarm["Namespace"] == aws.METRICS_NAMESPACE
     assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": {"Ref": "Host1"}}]
     assert alarm["AlarmActions"] == [{"Fn::Sub": "arn:${AWS::Partition}:automate:${AWS::Region}:ec2:stop"}]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cloudwatch_setup
+from . import cloudwatch_spec
 from .stack_boot import user_data
 from .stack_common import (
     IDLE_MINUTES_MAX,
@@ -116,9 +116,9 @@ def host(index: int, front_names: Any, stop_action: Any) -> dict:
     """One GPU host: its instance, its retained data volume, its backstop alarm."""
     name, volume = host_name(index), volume_name(index)
     host_tags = ((STACK_TAG, STACK_NAME), (HOST_TAG, str(index)))
-    placeholder = cloudwatch_setup.PLACEHOLDER_INSTANCE
+    placeholder = cloudwatch_spec.PLACEHOLDER_INSTANCE
     threshold_s = (IDLE_MINUTES_MAX + BACKSTOP_SLACK_MINUTES) * 60
-    alarm = cloudwatch_setup.idle_backstop_alarm(placeholder, threshold_s, [stop_action])
+    alarm = cloudwatch_spec.idle_backstop_alarm(placeholder, threshold_s, [stop_action])
     alarm["AlarmName"] = sub(alarm["AlarmName"].replace(placeholder, "${" + name + "}"))
     alarm["AlarmDescription"] = alarm["AlarmDescription"].replace(f"GPU host {placeholder}", "The GPU host")
     alarm["Dimensions"] = [
