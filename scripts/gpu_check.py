@@ -2,7 +2,7 @@
 
 A model's cost on a GPU depends on its shapes, not its weights, and GPU hosts here reach
 no model hub: this builds Qwen3-TTS (1.7B and 0.6B CustomVoice), Whisper large-v3
-(CTranslate2) and the wav2vec2 aligner from configurations (scripts/gpu_models.py),
+(CTranslate2) and the wav2vec2 aligner from configurations (scripts/qwen_shapes.py and the builders),
 then drives them through QwenEngine, the lane, WhisperXEngine and the HTTP servers
 under gunicorn, and measures load time, throughput, peak GPU memory, memory returned
 after each batch and the out-of-memory split. One table on stdout, the same as JSON.
@@ -48,7 +48,7 @@ import soxr  # noqa: E402
 from gpu_audio import services  # noqa: E402
 from gpu_audio.config import TTSSettings, WhisperXSettings  # noqa: E402
 from gpu_audio.server.lane import Lane, LaneConfig, is_out_of_memory  # noqa: E402
-from scripts import gpu_models  # noqa: E402
+from scripts import aligner_build, model_sizes, qwen_build, qwen_shapes, whisper_build  # noqa: E402
 from tts.engines.base import SynthesisItem  # noqa: E402
 from tts.engines.espeak import EspeakEngine  # noqa: E402
 from tts.engines.qwen import QwenEngine  # noqa: E402
@@ -511,8 +511,8 @@ def build_all(
     started = time.perf_counter()
     dtype = "bfloat16" if full_size else "float32"
     qwen = {
-        size: gpu_models.build_qwen(
-            work / f"Qwen3-TTS-{size}-CustomVoice", gpu_models.qwen_spec(size), device, dtype
+        size: qwen_build.build_qwen(
+            work / f"Qwen3-TTS-{size}-CustomVoice", qwen_shapes.qwen_spec(size), device, dtype
         )
         for size in plan.qwen_sizes
     }
@@ -520,10 +520,10 @@ def build_all(
     whisper = "large-v3" if full_size else "tiny"
     models = {
         "whisper": str(
-            gpu_models.build_whisper(work / f"whisper-{whisper}-ct2", full_size, device, quantization)
+            whisper_build.build_whisper(work / f"whisper-{whisper}-ct2", full_size, device, quantization)
         ),
-        "aligner": str(gpu_models.build_aligner(work / "wav2vec2-base-960h", full_size)),
-        "nltk_data": str(gpu_models.build_punkt_tab(work / "nltk_data")),
+        "aligner": str(aligner_build.build_aligner(work / "wav2vec2-base-960h", full_size)),
+        "nltk_data": str(aligner_build.build_punkt_tab(work / "nltk_data")),
     }
     return qwen, models, round(time.perf_counter() - started, 1)
 
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     report: dict[str, Any] = {"mode": "check-sizes", "device": device, "gpu_name": None}
     if args.check_sizes or args.tiny:
-        report["sizes"] = gpu_models.check_sizes()
+        report["sizes"] = model_sizes.check_sizes()
     if not args.check_sizes:
         if device.startswith("cuda") and not torch.cuda.is_available():
             print(
