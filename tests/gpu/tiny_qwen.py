@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts import gpu_models
+from scripts import qwen_build
 
 CODEBOOK = 64  # speech-tokenizer codebook; talker vocab = CODEBOOK + 1024
 CODE_GROUPS = 4  # quantizers: talker, code predictor and speech tokenizer agree
@@ -20,7 +20,7 @@ LANGUAGES = ("english", "chinese", "german")
 
 def build_text_tokenizer(out: Path):
     """gpu_check's byte-level BPE tokenizer (the same model prompts); returns it."""
-    fast = gpu_models.qwen_text_tokenizer()
+    fast = qwen_build.qwen_text_tokenizer()
     for probe in ("assistant", "\n"):
         assert len(fast(probe)["input_ids"]) == 1, f"{probe!r} is not one token"
     return fast
@@ -153,7 +153,7 @@ def build_checkpoint(out: Path, model_type: str, seed: int = 0) -> Path:
     Qwen3TTSForConditionalGeneration(config).save_pretrained(out)
     Qwen3TTSProcessor(tokenizer=tokenizer).save_pretrained(out)
 
-    gpu_models.write_qwen_configs(out, max_new_tokens=2048)
+    qwen_build.write_qwen_configs(out, max_new_tokens=2048)
 
     speech = out / "speech_tokenizer"
     Qwen3TTSTokenizerV2Model(speech_tokenizer_config()).save_pretrained(speech)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scripts import gpu_models
+from scripts import aligner_build
 
 # Whisper's special tokens, in Whisper's order: faster-whisper finds the timestamp
 # tokens right after <|notimestamps|>.
@@ -86,9 +86,9 @@ def build_whisper(out: Path) -> Path:
 
 def build_aligner(out: Path) -> Path:
     """A tiny Wav2Vec2ForCTC over lower-case letters with its processor (gpu_check's builder)."""
-    return gpu_models.build_aligner(out, full_size=False)
+    return aligner_build.build_aligner(out, full_size=False)
 
 
 def build_punkt_tab(root: Path, languages=("english", "french", "german")) -> Path:
     """An NLTK_DATA folder whose punkt_tab models are empty (untrained) files; returns root."""
-    return gpu_models.build_punkt_tab(root, tuple(languages))
+    return aligner_build.build_punkt_tab(root, tuple(languages))
