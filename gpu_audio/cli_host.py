@@ -18,7 +18,7 @@ from gpu_audio.client.progress import ProgressLine
 from gpu_audio.config import ClientConfig, ConfigError, default_activity_dir, load_client_config
 from gpu_audio.host import cloudwatch_setup as cw_setup
 from gpu_audio.host import deploy as deploy_mod
-from gpu_audio.host import lifecycle, prices
+from gpu_audio.host import deploy_options, lifecycle, prices
 from gpu_audio.host.autostop import boot_time_now, watchdog_for
 from gpu_audio.host.ec2 import EXIT_BUSY, EXIT_CONFIG, Busy, HostError
 
@@ -282,11 +282,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=autostop)
 
 
-def _deploy_options(args: argparse.Namespace) -> deploy_mod.DeployOptions:
+def _deploy_options(args: argparse.Namespace) -> deploy_options.DeployOptions:
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
-        raise deploy_mod.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)")
-    return deploy_mod.DeployOptions(
+        raise deploy_options.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)")
+    return deploy_options.DeployOptions(
         stack=args.stack,
         region=region,
         hosts=getattr(args, "hosts", None),
@@ -307,12 +307,12 @@ def _deploy_options(args: argparse.Namespace) -> deploy_mod.DeployOptions:
     )
 
 
-def deploy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) -> int:
+def deploy(args: argparse.Namespace, clients: deploy_options.Clients | None = None) -> int:
     """``gpu-audio deploy``: create or update the stack, write server_config.json."""
     line = ProgressLine()
     try:
         options = _deploy_options(args)
-        clients = clients or deploy_mod.Clients.make(options.region, args.profile)
+        clients = clients or deploy_options.Clients.make(options.region, args.profile)
         if args.config_only:
             path = deploy_mod.config_only(options, clients)
             print(f"wrote {path} (0600) from stack {options.stack}")
@@ -346,12 +346,12 @@ def deploy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) 
     return 0
 
 
-def destroy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) -> int:
+def destroy(args: argparse.Namespace, clients: deploy_options.Clients | None = None) -> int:
     """``gpu-audio destroy``: the stack and its SSM parameters (the data volumes only
     with --delete-data)."""
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
-        return _fail(deploy_mod.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)"))
+        return _fail(deploy_options.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)"))
     if not args.yes:
         what = "its hosts, its repository" + (" and the models volumes" if args.delete_data else "")
         try:
@@ -363,7 +363,7 @@ def destroy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None)
             return EXIT_CONFIG
     line = ProgressLine()
     try:
-        clients = clients or deploy_mod.Clients.make(region, args.profile)
+        clients = clients or deploy_options.Clients.make(region, args.profile)
         result = deploy_mod.destroy(args.stack, clients, delete_data=args.delete_data, progress=line)
     except HostError as exc:
         line.done()
