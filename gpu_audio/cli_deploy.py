@@ -10,15 +10,15 @@ from pathlib import Path
 from gpu_audio.cli_common import fail
 from gpu_audio.client.progress import ProgressLine
 from gpu_audio.host import deploy as deploy_mod
-from gpu_audio.host import prices
+from gpu_audio.host import deploy_options, prices
 from gpu_audio.host.ec2 import EXIT_CONFIG, HostError
 
 
-def _deploy_options(args: argparse.Namespace) -> deploy_mod.DeployOptions:
+def _deploy_options(args: argparse.Namespace) -> deploy_options.DeployOptions:
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
-        raise deploy_mod.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)")
-    return deploy_mod.DeployOptions(
+        raise deploy_options.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)")
+    return deploy_options.DeployOptions(
         stack=args.stack,
         region=region,
         hosts=getattr(args, "hosts", None),
@@ -39,12 +39,12 @@ def _deploy_options(args: argparse.Namespace) -> deploy_mod.DeployOptions:
     )
 
 
-def deploy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) -> int:
+def deploy(args: argparse.Namespace, clients: deploy_options.Clients | None = None) -> int:
     """``gpu-audio deploy``: create or update the stack, write server_config.json."""
     line = ProgressLine()
     try:
         options = _deploy_options(args)
-        clients = clients or deploy_mod.Clients.make(options.region, args.profile)
+        clients = clients or deploy_options.Clients.make(options.region, args.profile)
         if args.config_only:
             path = deploy_mod.config_only(options, clients)
             print(f"wrote {path} (0600) from stack {options.stack}")
@@ -78,12 +78,12 @@ def deploy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) 
     return 0
 
 
-def destroy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None) -> int:
+def destroy(args: argparse.Namespace, clients: deploy_options.Clients | None = None) -> int:
     """``gpu-audio destroy``: the stack and its SSM parameters (the data volumes only
     with --delete-data)."""
     region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if not region:
-        return fail(deploy_mod.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)"))
+        return fail(deploy_options.DeployConfigError("no AWS region: pass --region (or set AWS_REGION)"))
     if not args.yes:
         what = "its hosts, its repository" + (" and the models volumes" if args.delete_data else "")
         try:
@@ -95,7 +95,7 @@ def destroy(args: argparse.Namespace, clients: deploy_mod.Clients | None = None)
             return EXIT_CONFIG
     line = ProgressLine()
     try:
-        clients = clients or deploy_mod.Clients.make(region, args.profile)
+        clients = clients or deploy_options.Clients.make(region, args.profile)
         result = deploy_mod.destroy(args.stack, clients, delete_data=args.delete_data, progress=line)
     except HostError as exc:
         line.done()

@@ -1,5 +1,5 @@
 """`gpu-audio deploy` / `destroy` against a moto server on loopback, with the stand-in
-template of tests/stack_stub.py (deploy.py is under test, not the template).
+template of tests/stack_stub.py (deploy.py and its modules are under test, not the template).
 
 moto's execute_change_set applies the resources but leaves the stack's template and
 outputs as they were (moto 5.2); ``moto_url`` mends that in the server, which runs in
@@ -24,8 +24,8 @@ from moto.server import ThreadedMotoServer
 
 from gpu_audio import cli_deploy, services
 from gpu_audio.config import AwsConfig, ClientConfig, load_client_config
-from gpu_audio.host import deploy, lifecycle, prices
-from gpu_audio.host.ec2 import HostTimeout
+from gpu_audio.host import deploy, deploy_cfn, deploy_options, lifecycle, prices
+from gpu_audio.host.ec2 import HostError, HostTimeout
 
 from . import stack_stub
 from .helpers import ROOT
@@ -63,7 +63,7 @@ def moto_url():
 def stub_template(monkeypatch, tmp_path):
     """The stand-in template (after the merge too); no CA of `tls init` from the home."""
     monkeypatch.setattr(deploy, "build_template", stack_stub.build_template)
-    monkeypatch.setattr(deploy, "StackOptions", stack_stub.StackOptions)
+    monkeypatch.setattr(deploy_cfn, "StackOptions", stack_stub.StackOptions)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
 
 
@@ -79,11 +79,11 @@ def clients(moto_url):
     ec2 = client(moto_url, "ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     ssm.put_parameter(Name=stack_stub.TEST_AMI_PARAMETER, Value=image, Type="String", Overwrite=True)
-    return deploy.Clients(client(moto_url, "cloudformation"), ssm, ec2)
+    return deploy_options.Clients(client(moto_url, "cloudformation"), ssm, ec2)
 
 
 def options(tmp_path, stack, **kw):
-    return deploy.DeployOptions(
+    return deploy_options.DeployOptions(
         stack=stack, region=REGION, config_path=tmp_path / "cfg.json", poll=0.01, **kw
     )
 
@@ -149,7 +149,7 @@ def test_dry_run_changes_nothing_and_lists_the_change_set(tmp_path, clients):
     assert result.dry_run and ("Add", "Host0", "AWS::EC2::Instance") in {
         (c.action, c.logical_id, c.resource_type) for c in result.changes
     }
-    assert deploy.describe_stack(clients.cloudformation, "dry") is None
+    assert deploy_cfn.describe_stack(clients.cloudformation, "dry") is None
     assert ssm_values(clients, "dry") == {} and not (tmp_path / "cfg.json").exists()
 
 
@@ -198,7 +198,7 @@ def test_destroy_keeps_the_volume_unless_delete_data(tmp_path, clients):
     volume = result.outputs["DataVolumeIds"]
     lines: list[str] = []
     destroyed = deploy.destroy("gone", clients, poll=0.01, progress=lines.append)
-    assert destroyed.stack_deleted and deploy.describe_stack(clients.cloudformation, "gone") is None
+    assert destroyed.stack_deleted and deploy_cfn.describe_stack(clients.cloudformation, "gone") is None
     assert ssm_values(clients, "gone") == {} and len(destroyed.parameters_deleted) == 3
     assert destroyed.volumes_kept == {volume: 100} and destroyed.kept_monthly == 8.0
     assert clients.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
@@ -242,13 +242,13 @@ EVENTS = [
 
 
 def test_a_failure_is_one_sentence_naming_the_first_failed_resource():
-    text = deploy.failure_sentence("s", "creating", EVENTS, "ROLLBACK_COMPLETE", None)
+    text = deploy_cfn.failure_sentence("s", "creating", EVENTS, "ROLLBACK_COMPLETE", None)
     assert text == (
         "creating stack s failed (ROLLBACK_COMPLETE): Host0 (AWS::EC2::Instance) CREATE_FAILED: "
         "We currently do not have sufficient g4dn.xlarge capacity"
     )
     assert "\n" not in text
-    assert deploy.failure_sentence("s", "updating", [], "UPDATE_ROLLBACK_COMPLETE", "why") == (
+    assert deploy_cfn.failure_sentence("s", "updating", [], "UPDATE_ROLLBACK_COMPLETE", "why") == (
         "updating stack s failed (UPDATE_ROLLBACK_COMPLETE): why"
     )
 
@@ -273,8 +273,8 @@ class RollingBack:
 
 def test_wait_stack_shows_each_event_and_fails_on_rollback():
     lines: list[str] = []
-    with pytest.raises(deploy.DeployError) as failed:
-        deploy.wait_stack(
+    with pytest.raises(deploy_options.DeployError) as failed:
+        deploy_cfn.wait_stack(
             RollingBack(),
             "s",
             "id",
@@ -298,12 +298,12 @@ def test_a_refused_change_set_is_one_sentence(tmp_path, clients, monkeypatch):
         raise ClientError({"Error": error}, "CreateChangeSet")
 
     monkeypatch.setattr(clients.cloudformation, "create_change_set", refuse)
-    with pytest.raises(deploy.HostError) as failed:
+    with pytest.raises(HostError) as failed:
         deploy.deploy(options(tmp_path, "bad", allowed_cidr="everyone"), clients)
     assert str(failed.value) == (
         "AWS refused cloudformation:CreateChangeSet: ValidationError: Parameter 'AllowedCidr' must match pattern"
     )
-    assert deploy.describe_stack(clients.cloudformation, "bad") is None
+    assert deploy_cfn.describe_stack(clients.cloudformation, "bad") is None
 
 
 def test_cost_lines():
@@ -442,7 +442,7 @@ def test_deploy_and_destroy_commands(tmp_path, clients, monkeypatch, capsys):
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     destroy_args = argparse.Namespace(stack="cmd", region=REGION, profile=None, delete_data=False, yes=False)
     assert cli_deploy.destroy(destroy_args, clients) != 0
-    assert deploy.describe_stack(clients.cloudformation, "cmd") is not None
+    assert deploy_cfn.describe_stack(clients.cloudformation, "cmd") is not None
     destroy_args.yes = True
     assert cli_deploy.destroy(destroy_args, clients) == 0
     out = capsys.readouterr().out
@@ -464,7 +464,7 @@ def test_the_real_template_deploys_and_the_commands_find_its_host(tmp_path, clie
         return template
 
     monkeypatch.setattr(deploy, "build_template", real_template)
-    monkeypatch.setattr(deploy, "StackOptions", stack.StackOptions)
+    monkeypatch.setattr(deploy_cfn, "StackOptions", stack.StackOptions)
     result = deploy.deploy(
         options(tmp_path, "real", ami_parameter=stack_stub.TEST_AMI_PARAMETER),
         clients,
