@@ -15,12 +15,14 @@ from typing import Any
 
 from gpu_audio import aws
 from gpu_audio.client.progress import ProgressLine
-from gpu_audio.config import ClientConfig, ConfigError, default_activity_dir, load_client_config
+from gpu_audio.client_config import ClientConfig, load_client_config
+from gpu_audio.config import default_activity_dir
 from gpu_audio.host import cloudwatch_setup as cw_setup
 from gpu_audio.host import deploy as deploy_mod
 from gpu_audio.host import lifecycle, prices
 from gpu_audio.host.autostop import boot_time_now, watchdog_for
 from gpu_audio.host.ec2 import EXIT_BUSY, EXIT_CONFIG, Busy, HostError
+from gpu_audio.settings_env import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import logging
 from typing import Any
 
 from gpu_audio import aws, services
-from gpu_audio.config import AwsConfig
+from gpu_audio.client_config import AwsConfig
 
 from .ec2 import EXIT_CONFIG, HostError
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gpu_audio import aws, services, tls
-from gpu_audio.config import AwsConfig, ConfigError, client_config_path, update_config_file
+from gpu_audio.client_config import AwsConfig, client_config_path, update_config_file
+from gpu_audio.settings_env import ConfigError
 
 from .ec2 import EXIT_CONFIG, HostError
 from .prices import GP3_GIB_MONTH, cost_lines, hourly_price
