@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 from botocore import exceptions as bx
 
-from gpu_audio.config import AwsConfig
+from gpu_audio.client_config import AwsConfig
 
 if TYPE_CHECKING:
     import boto3

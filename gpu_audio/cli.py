@@ -11,9 +11,9 @@ from pathlib import Path
 
 from gpu_audio import __version__, cli_cloudwatch, cli_deploy, cli_host, cli_tls, readiness, services
 from gpu_audio.client.cli import register as register_client
-from gpu_audio.config import ConfigError
 from gpu_audio.host import front, models, supervise
 from gpu_audio.host.serve import serve as serve_here
+from gpu_audio.settings_env import ConfigError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpu_audio.config import ClientConfig, ConfigError, load_client_config
+from gpu_audio.client_config import ClientConfig, load_client_config
 from gpu_audio.host.ec2 import EXIT_CONFIG, HostError
+from gpu_audio.settings_env import ConfigError
 
 
 def host_config(

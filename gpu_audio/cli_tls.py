@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gpu_audio import tls
-from gpu_audio.config import ConfigError, client_config_path, load_client_config, update_config_file
+from gpu_audio.client_config import client_config_path, load_client_config, update_config_file
+from gpu_audio.settings_env import ConfigError
 
 CA_CERT_FILE = tls.CA_CERT_FILE
 CA_KEY_FILE = tls.CA_KEY_FILE

@@ -26,7 +26,8 @@ from flask import (
 from flask_cors import CORS
 
 from gpu_audio import __version__, services
-from gpu_audio.config import ClientConfig, max_body_bytes
+from gpu_audio.client_config import ClientConfig
+from gpu_audio.config import max_body_bytes
 from gpu_audio.server.auth import presented_key
 from gpu_audio.server.drain import DrainMiddleware, drain_bound
 from gpu_audio.server.errors import ApiError, register_error_handlers

@@ -7,8 +7,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from gpu_audio.config import ClientConfig, Env, default_activity_dir, env_var, load_client_config, read_env
+from gpu_audio.client_config import ClientConfig, load_client_config
+from gpu_audio.config import default_activity_dir
 from gpu_audio.server.auth import public_binds
+from gpu_audio.settings_env import Env, env_var, read_env
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gpu_audio.aws import make_client
-from gpu_audio.config import ClientConfig
+from gpu_audio.client_config import ClientConfig
 from gpu_audio.host.ec2 import HostError, ensure_running
 from gpu_audio.host.lifecycle import ConfigMissing, server_urls
 

@@ -55,7 +55,7 @@ def test_in_flight_and_last_request_at(make_client, tmp_path):
 
 
 def test_health_and_unauthorised_calls_are_not_activity(make_client, tmp_path):
-    from gpu_audio.config import hash_key
+    from gpu_audio.settings_env import hash_key
 
     c = make_client(api_key_hashes=(hash_key("secret-key"),))
     c.get("/health")

@@ -4,8 +4,8 @@ keep a paid GPU host awake."""
 
 import time
 
-from gpu_audio.config import hash_key
 from gpu_audio.server.activity import read_activity
+from gpu_audio.settings_env import hash_key
 
 KEY = "activity-key-71c3"
 

@@ -4,8 +4,9 @@ import logging
 
 import pytest
 
-from gpu_audio.config import ConfigError, ServerSettings, hash_key, read_api_keys
+from gpu_audio.config import ServerSettings
 from gpu_audio.server.auth import check_bind_allowed
+from gpu_audio.settings_env import ConfigError, hash_key, read_api_keys
 
 KEY, OLD_KEY = "k-3f9a1c7e0b5d4e2a9c8b7f6e5d4c3b2a", "k-old-0123456789abcdef"
 GUARDED = [

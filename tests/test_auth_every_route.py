@@ -18,8 +18,10 @@ import re
 import pytest
 
 from gpu_audio import services
-from gpu_audio.config import ClientConfig, TTSSettings, WhisperXSettings, hash_key
+from gpu_audio.client_config import ClientConfig
+from gpu_audio.config import TTSSettings, WhisperXSettings
 from gpu_audio.server.errors import is_openai_path
+from gpu_audio.settings_env import hash_key
 from proxy.app import create_app as create_proxy
 from proxy.settings import ProxySettings
 from tts.app import create_app as create_tts

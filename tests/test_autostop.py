@@ -386,7 +386,7 @@ def test_watchdog_for_stops_through_ec2_and_beats_to_cloudwatch(tmp_path):
     from moto import mock_aws
 
     from gpu_audio.aws import METRICS_NAMESPACE
-    from gpu_audio.config import AwsConfig, ClientConfig
+    from gpu_audio.client_config import AwsConfig, ClientConfig
     from gpu_audio.host.autostop import watchdog_for
 
     assert (

@@ -66,7 +66,8 @@ def test_too_many_texts_names_the_limit(make_client):
 
 
 def test_a_batch_limit_over_the_queue_is_refused_at_start():
-    from gpu_audio.config import ConfigError, TTSSettings, WhisperXSettings
+    from gpu_audio.config import TTSSettings, WhisperXSettings
+    from gpu_audio.settings_env import ConfigError
 
     with pytest.raises(ConfigError, match="MAX_TEXTS=600 is more than MAX_QUEUE=500"):
         TTSSettings.from_env({"MAX_TEXTS": "600", "MAX_QUEUE": "500"})

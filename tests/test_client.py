@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from gpu_audio import services
 from gpu_audio.audio import encode_wav
 from gpu_audio.client import Client, ClientError
-from gpu_audio.config import load_client_config
+from gpu_audio.client_config import load_client_config
 
 from .helpers import wsgi_on_loopback
 

@@ -588,7 +588,7 @@ def test_alarms_and_dashboard_follow_the_services_table(monkeypatch):
 
 
 def test_setup_returns_what_it_did(cw):
-    from gpu_audio.config import AwsConfig
+    from gpu_audio.client_config import AwsConfig
 
     config = AwsConfig(region="us-east-1", instance_id=IID)
     plan = setup.plan(config, heartbeat=False)

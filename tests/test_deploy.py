@@ -23,7 +23,7 @@ from moto.cloudformation import models as cfn_models
 from moto.server import ThreadedMotoServer
 
 from gpu_audio import cli_deploy, services
-from gpu_audio.config import AwsConfig, ClientConfig, load_client_config
+from gpu_audio.client_config import AwsConfig, ClientConfig, load_client_config
 from gpu_audio.host import deploy, deploy_cfn, deploy_options, lifecycle, prices
 from gpu_audio.host.ec2 import HostError, HostTimeout
 

@@ -9,7 +9,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from gpu_audio import aws
-from gpu_audio.config import AwsConfig, ClientConfig
+from gpu_audio.client_config import AwsConfig, ClientConfig
 from gpu_audio.host.ec2 import AwsError, HostTimeout, InstanceInfo, InstanceState, describe, ensure_running
 from gpu_audio.host.lifecycle import gpu_status, server_urls, stop_gpu
 

@@ -5,7 +5,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpu_audio.config import hash_key
+from gpu_audio.settings_env import hash_key
 
 from .fakes import FakeASR, RecordingEngine
 from .helpers import Gunicorn, spoken, wait_until

@@ -3,8 +3,8 @@ typed exceptions with our sentence; every other route keeps the contract's shape
 
 from flask import Blueprint
 
-from gpu_audio.config import hash_key
 from gpu_audio.server.errors import ApiError, bad_request, error_body_for, is_openai_path
+from gpu_audio.settings_env import hash_key
 from tts.app import create_app
 
 from .fakes import RecordingEngine

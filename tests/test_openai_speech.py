@@ -19,8 +19,8 @@ from werkzeug.wrappers import Request, Response
 
 from gpu_audio import services
 from gpu_audio.audio_formats import FORMATS, StreamEncoder, atempo_chain, change_speed, encode
-from gpu_audio.config import hash_key
 from gpu_audio.server import openai_models
+from gpu_audio.settings_env import hash_key
 from tts.app import create_app
 from tts.engines.espeak import VARIANTS
 from tts.openai_routes import split_sentences

@@ -16,8 +16,9 @@ import openai
 import pytest
 import requests
 
-from gpu_audio.config import ClientConfig, hash_key
+from gpu_audio.client_config import ClientConfig
 from gpu_audio.server.activity import read_activity
+from gpu_audio.settings_env import hash_key
 from proxy.app import create_app as create_proxy
 from proxy.settings import ProxySettings
 from whisperx_server.engines.base import Transcript

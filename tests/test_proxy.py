@@ -461,7 +461,7 @@ def test_foreign_pages_cannot_use_the_proxy(stack):
 def test_a_host_long_up_with_a_dead_server_is_not_called_starting():
     """Start-on-demand answers "starting" while a start can explain the silence; once
     EC2 says the instance has run for longer than that, the answer says the server is down."""
-    from gpu_audio.config import AwsConfig, ClientConfig
+    from gpu_audio.client_config import AwsConfig, ClientConfig
     from proxy.app import create_app
     from proxy.settings import ProxySettings
 

@@ -180,7 +180,7 @@ def test_header_guesses_count_too(guarded):
 
 
 def test_session_tokens_expire_and_are_secure_over_tls(monkeypatch):
-    from gpu_audio.config import ClientConfig
+    from gpu_audio.client_config import ClientConfig
     from proxy.access import AccessKey
     from proxy.app import create_app
     from proxy.settings import ProxySettings

@@ -14,7 +14,7 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from gpu_audio import services
-from gpu_audio.config import AwsConfig, ClientConfig
+from gpu_audio.client_config import AwsConfig, ClientConfig
 from gpu_audio.host.ec2 import HostError
 from proxy import guard
 from proxy.app import create_app

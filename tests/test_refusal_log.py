@@ -11,10 +11,10 @@ import logging
 
 import pytest
 
-from gpu_audio.config import hash_key
 from gpu_audio.server.auth import ApiKeyMiddleware
 from gpu_audio.server.drain import CountingInput, _Drain
 from gpu_audio.server.ratelog import RateLog
+from gpu_audio.settings_env import hash_key
 
 KEY = "k-77aa1c7e0b5d4e2a9c8b7f6e5d4c3b2a"
 WRONG = "k-wrong-" + "9" * 24

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 
 from gpu_audio import cli, readiness, services
 from gpu_audio.client.api import Client
-from gpu_audio.config import ClientConfig
+from gpu_audio.client_config import ClientConfig
 from gpu_audio.host import lifecycle, serve, supervise
 from gpu_audio.host.ec2 import HostTimeout
 

@@ -1,5 +1,5 @@
 """Settings from the environment: each default is written once, in the field, and
-``from_env`` derives the variable and its parsing from the field (config.env_var)."""
+``from_env`` derives the variable and its parsing from the field (settings_env.env_var)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,10 @@ import typing
 import pytest
 
 from gpu_audio import services
-from gpu_audio.config import (
-    ClientConfig,
-    ConfigError,
-    FrontSettings,
-    ServerSettings,
-    TTSSettings,
-    WhisperXSettings,
-    env_fields,
-    field_default,
-    hash_key,
-    load_client_config,
-)
+from gpu_audio.client_config import ClientConfig, load_client_config
+from gpu_audio.config import FrontSettings, ServerSettings, TTSSettings, WhisperXSettings
 from gpu_audio.server.engine_process import EngineProcess
+from gpu_audio.settings_env import ConfigError, env_fields, field_default, hash_key
 from proxy.settings import ProxySettings
 
 CLASSES = (ServerSettings, TTSSettings, WhisperXSettings, ProxySettings, FrontSettings)

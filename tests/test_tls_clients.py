@@ -19,9 +19,10 @@ from werkzeug.wrappers import Request, Response
 from gpu_audio import readiness, tls
 from gpu_audio.cli import main
 from gpu_audio.client.api import Client, ClientError
-from gpu_audio.config import ClientConfig, ConfigError, load_client_config
+from gpu_audio.client_config import ClientConfig, load_client_config
 from gpu_audio.host import lifecycle
 from gpu_audio.host.ec2 import NotReady
+from gpu_audio.settings_env import ConfigError
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 

@@ -3,7 +3,8 @@ default, and the lane never merging texts of different seeds into one engine cal
 
 import pytest
 
-from gpu_audio.config import SEED_MAX, ConfigError, TTSSettings
+from gpu_audio.config import SEED_MAX, TTSSettings
+from gpu_audio.settings_env import ConfigError
 
 from .fakes import RecordingEngine
 from .test_lane import SlowEngine, concurrently

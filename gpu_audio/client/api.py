@@ -19,7 +19,7 @@ import requests
 
 from gpu_audio import readiness, services, tls
 from gpu_audio.audio import b64_wav, decode_wav, to_mono
-from gpu_audio.config import load_client_config
+from gpu_audio.client_config import load_client_config
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ import soundfile as sf
 
 from gpu_audio import services
 from gpu_audio.captions import Cue, cues_from_words, render
-from gpu_audio.config import ConfigError, load_client_config
+from gpu_audio.client_config import load_client_config
 from gpu_audio.host import HostError, ensure_gpu_ready
+from gpu_audio.settings_env import ConfigError
 
 from . import narrate as narration
 from .api import Client, ClientError

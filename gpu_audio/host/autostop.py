@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpu_audio import aws
-from gpu_audio.config import AwsConfig, ClientConfig
+from gpu_audio.client_config import AwsConfig, ClientConfig
 from gpu_audio.server.activity import drain_flag, read_activity
 
 from . import ec2 as ec2mod

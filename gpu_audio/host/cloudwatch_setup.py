@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 from gpu_audio import aws
-from gpu_audio.config import AwsConfig
+from gpu_audio.client_config import AwsConfig
 
 from .cloudwatch_spec import PLACEHOLDER_INSTANCE, PREFIX, alarms, dashboard, dashboard_name
 from .ec2 import EXIT_CONFIG, HostError

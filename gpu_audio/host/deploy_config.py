@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from gpu_audio import aws, services
-from gpu_audio.config import ConfigError, client_config_path, update_config_file
+from gpu_audio.client_config import client_config_path, update_config_file
+from gpu_audio.settings_env import ConfigError
 
 from .deploy_cfn import outputs_of, parameter_values, split_ids
 from .deploy_options import Clients, DeployConfigError, DeployOptions

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gpu_audio import aws
-from gpu_audio.config import AwsConfig
+from gpu_audio.client_config import AwsConfig
 
 from .ec2 import EXIT_CONFIG, HostError
 

@@ -37,8 +37,9 @@ from pathlib import Path
 from types import FrameType
 
 from gpu_audio import aws, services, tls
-from gpu_audio.config import FrontSettings, ServerSettings, max_body_bytes, read_setting
+from gpu_audio.config import FrontSettings, ServerSettings, max_body_bytes
 from gpu_audio.server.auth import KEY_QUERY_NAMES
+from gpu_audio.settings_env import read_setting
 
 from . import supervise
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from gpu_audio import aws, readiness, services, tls
-from gpu_audio.config import load_client_config
+from gpu_audio.client_config import load_client_config
 
 from . import ec2 as ec2mod
 from .ec2 import EXIT_CONFIG, Busy, HostError, HostTimeout, InstanceInfo, InstanceState, NotReady

@@ -14,7 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from gpu_audio.config import ConfigError, TTSSettings, WhisperXSettings
+from gpu_audio.config import TTSSettings, WhisperXSettings
+from gpu_audio.settings_env import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 from urllib.parse import parse_qsl
 
-from gpu_audio.config import hash_key
+from gpu_audio.settings_env import hash_key
 
 from .errors import wsgi_error
 from .ratelog import RateLog

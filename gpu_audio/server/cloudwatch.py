@@ -41,7 +41,8 @@ import threading
 import time
 
 from gpu_audio import aws
-from gpu_audio.config import AwsConfig, ConfigError, load_client_config
+from gpu_audio.client_config import AwsConfig, load_client_config
+from gpu_audio.settings_env import ConfigError
 
 log = logging.getLogger(__name__)
 

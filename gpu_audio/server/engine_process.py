@@ -30,7 +30,7 @@ import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 
-from gpu_audio.config import ConfigError
+from gpu_audio.settings_env import ConfigError
 
 from . import wire
 from .engine import EngineCrashed, EngineError, EngineUnavailable, UnsupportedRequest, load_class
