@@ -72,10 +72,10 @@ class Front:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"front exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            try:  # a verified handshake: our nginx is serving, not merely bound
+                with self.tls_socket(timeout=1):
                     return self
-            except OSError:
+            except OSError:  # ssl.SSLError included
                 time.sleep(0.05)
         raise RuntimeError(f"front not listening in {timeout} s:\n{self.log()}")
 
@@ -89,7 +89,11 @@ class Front:
         """A TLS connection an attacker would open (no verification needed)."""
         context = ssl.create_default_context(cafile=self.ca)
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
-        return context.wrap_socket(raw, server_hostname="127.0.0.1")
+        try:
+            return context.wrap_socket(raw, server_hostname="127.0.0.1")
+        except OSError:
+            raw.close()
+            raise
 
     def log(self) -> str:
         self._log.flush()
