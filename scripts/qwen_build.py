@@ -55,8 +55,9 @@ def qwen_text_tokenizer():
     return fast
 
 
-def qwen_config(spec: QwenSpec, tokenizer=None):
-    """The Qwen3TTSConfig of a CustomVoice model of ``spec``'s shapes."""
+def qwen_config(spec: QwenSpec, tokenizer=None, model_type: str = "custom_voice"):
+    """The Qwen3TTSConfig of a ``model_type`` model of ``spec``'s shapes (the GPU check
+    builds CustomVoice; the gpu tier's fixtures all three, tests/gpu/tiny_qwen.py)."""
     from qwen_tts.core.models import Qwen3TTSConfig
 
     if spec.full_size:
@@ -66,7 +67,7 @@ def qwen_config(spec: QwenSpec, tokenizer=None):
             QWEN_SPEAKERS,
             QWEN_DIALECTS,
         )
-    else:  # the tiny fixture's layout: specials inside [codebook, codebook + 1024)
+    else:  # tiny: specials inside [codebook, codebook + 1024)
         base = spec.codebook
         codec_ids = {name: base + i for i, name in enumerate(QWEN_CODEC_IDS)}
         languages = {
@@ -77,6 +78,8 @@ def qwen_config(spec: QwenSpec, tokenizer=None):
         }
         speakers = {"aiden": base + 32, "ryan": base + 33}
         dialects = {}
+    if model_type != "custom_voice":  # only CustomVoice has named speakers
+        speakers = {}
     text_vocab = spec.text_vocab or (len(tokenizer) if tokenizer is not None else 512)
     ids = tokenizer.convert_tokens_to_ids if tokenizer is not None else None
     special = (
@@ -117,7 +120,7 @@ def qwen_config(spec: QwenSpec, tokenizer=None):
         speaker_encoder_config=dict(mel_dim=128, enc_dim=spec.hidden, **spec.speaker_encoder),
         tokenizer_type="qwen3_tts_tokenizer_12hz",
         tts_model_size=spec.size,
-        tts_model_type="custom_voice",
+        tts_model_type=model_type,
         architectures=["Qwen3TTSForConditionalGeneration"],
         **special,
     )

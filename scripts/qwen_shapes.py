@@ -150,7 +150,7 @@ PREDICTOR = dict(
 def qwen_spec(size: str) -> QwenSpec:
     """The published 1.7B or 0.6B shapes, or tiny ones (a few MB) for --tiny."""
     if size == "tiny":
-        # tests/gpu/tiny_qwen.py's shapes (shared/TINY_MODELS.md); not imported from tests/.
+        # Also the gpu tier's fixtures' shapes (tests/gpu/tiny_qwen.py, shared/TINY_MODELS.md).
         return QwenSpec(
             size="tiny",
             hidden=32,
@@ -179,6 +179,8 @@ def qwen_spec(size: str) -> QwenSpec:
                 enc_res2net_scale=2,
                 enc_se_channels=8,
             ),
+            # Mimi's default strides (8*6*5*4 * 2) and the decoder's (8*5*4*3 * 2*2) keep
+            # 1920 samples a frame.
             codec_encoder=dict(
                 hidden_size=16,
                 num_filters=4,

@@ -10,9 +10,8 @@ import weakref
 import numpy as np
 import pytest
 
+from scripts.whisper_build import TIMESTAMP_TOKENS
 from whisperx_server.engines.base import EngineError, TokenTiming, Transcript, UnsupportedRequest
-
-from .tiny_whisper import TIMESTAMP_TOKENS
 
 pytestmark = [
     pytest.mark.gpu,  # pyannote warns that torchcodec has no FFmpeg: we pass arrays

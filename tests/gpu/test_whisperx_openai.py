@@ -8,8 +8,9 @@ import io
 
 import pytest
 
+from scripts.whisper_build import TIMESTAMP_TOKENS
+
 from ..helpers import spoken
-from .tiny_whisper import TIMESTAMP_TOKENS
 
 pytestmark = [
     pytest.mark.gpu,
