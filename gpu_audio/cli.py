@@ -16,8 +16,17 @@ from gpu_audio.host.serve import serve as serve_here
 from gpu_audio.settings_env import ConfigError
 
 
+def say(line: str) -> None:
+    """A line for the person at the terminal (stderr, so stdout stays data)."""
+    print(f"gpu-audio: {line}", file=sys.stderr, flush=True)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    return serve_here(args.engine, args.host, front=args.front)
+    try:
+        return serve_here(say, args.engine, args.host, front=args.front)
+    except front.FrontError as exc:
+        say(str(exc))
+        return 2
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
@@ -34,16 +43,16 @@ def cmd_download_models(args, env=None) -> int:
     env = dict(os.environ if env is None else env)
     models_dir = args.models_dir or env.get("MODELS_DIR")
     if not models_dir:
-        print("gpu-audio: set MODELS_DIR (or --models-dir): where the models are kept", file=sys.stderr)
+        say("set MODELS_DIR (or --models-dir): where the models are kept")
         return 2
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     try:
         steps = models.plan(env, args.only)
     except ConfigError as exc:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
     if not steps:
-        print("gpu-audio: the configured engines need no download", file=sys.stderr)
+        say("the configured engines need no download")
         return 0
     for number, (kind, what, target) in enumerate(steps, 1):
         began = time.monotonic()
@@ -57,10 +66,10 @@ def cmd_download_models(args, env=None) -> int:
             repo = target if kind == "tts" else models.whisper_repo(target)
             path, state = models.fetch_snapshot(repo, models_dir)
         except models.Unreachable as exc:
-            print(f"gpu-audio: {exc}", file=sys.stderr)
+            say(str(exc))
             return models.EXIT_UNREACHABLE
         except ConfigError as exc:
-            print(f"gpu-audio: {exc}", file=sys.stderr)
+            say(str(exc))
             return models.EXIT_MISSING_STACK
         print(
             f"{prefix}: {state} ({models.size_mb(path):.0f} MB in {path}, {time.monotonic() - began:.0f} s)",
@@ -90,7 +99,7 @@ def cmd_front(args: argparse.Namespace) -> int:
     try:
         return front.main(os.environ, supervised=args.supervised)
     except front.FrontError as exc:
-        print(f"gpu-audio: {exc}", file=sys.stderr)
+        say(str(exc))
         return 2
 
 
@@ -112,11 +121,7 @@ def cmd_proxy(args) -> int:
         f"{host}:{port}",
         "proxy.app:create_app()",
     ]
-    print(
-        f"gpu-audio: proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)",
-        file=sys.stderr,
-        flush=True,
-    )
+    say(f"proxy on http://{host}:{port}  (playground at /, Ctrl-C stops it)")
     os.execvp(command[0], command)
     return 0
 

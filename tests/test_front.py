@@ -3,6 +3,7 @@ running the embedded engines, on loopback."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import os
@@ -20,10 +21,10 @@ import requests
 import soundfile as sf
 from cryptography import x509
 
-from gpu_audio import services, tls
+from gpu_audio import cli, services, tls
 from gpu_audio.client.api import Client
 from gpu_audio.config import FrontSettings
-from gpu_audio.host import front, serve
+from gpu_audio.host import front
 
 from .front_helpers import Front, make_ca, needs_nginx, service_ports
 from .helpers import ROOT, Gunicorn, free_port, pids_with_env, spoken, wait_until, wsgi_on_loopback
@@ -525,7 +526,7 @@ def test_serve_front_without_a_certificate_says_what_to_set(monkeypatch, capsys,
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setattr(front, "find_nginx", lambda: "/usr/sbin/nginx")
-    assert serve.serve("embedded", front=True) == 2
+    assert cli.cmd_serve(argparse.Namespace(engine="embedded", host=None, front=True)) == 2
     assert "TLS_CA_CERT and TLS_CA_KEY" in capsys.readouterr().err
 
 

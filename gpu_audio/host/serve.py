@@ -14,9 +14,8 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gpu_audio import readiness, services
@@ -79,20 +78,28 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def serve(engine: str | None = None, host: str | None = None, front: bool = False) -> int:
-    """``front``: the front door too (nginx, TLS, FRONT_PORT), its URLs the ones printed."""
+def _kill_session(sid: int) -> None:
+    for pid in _session_pids(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def serve(
+    say: Callable[[str], None], engine: str | None = None, host: str | None = None, front: bool = False
+) -> int:
+    """``say``: the terminal's line (the CLI's to print). ``front``: the front door too
+    (nginx, TLS, FRONT_PORT), its URLs the ones said; a front_door.FrontError is raised
+    before anything starts."""
     env = dict(os.environ)
     if front:
-        try:
-            front_door.find_nginx()
-            front_door.check_certificate(env)
-        except front_door.FrontError as exc:
-            print(f"gpu-audio: {exc}", file=sys.stderr)
-            return 2
+        front_door.find_nginx()
+        front_door.check_certificate(env)
         env["FRONT"] = "1"
     engines, notice = pick_engines(engine, env)
     if notice:
-        print(f"gpu-audio: {notice}", file=sys.stderr, flush=True)
+        say(notice)
     env.update(
         {
             s.engine_variable: engines[s.name]
@@ -115,18 +122,10 @@ def serve(engine: str | None = None, host: str | None = None, front: bool = Fals
     def on_signal(signum, frame):
         if not stopping:
             stopping.append(time.monotonic())
-            print(
-                "gpu-audio: stopping; servers finish their in-flight requests (Ctrl-C again to stop at once)",
-                file=sys.stderr,
-                flush=True,
-            )
+            say("stopping; servers finish their in-flight requests (Ctrl-C again to stop at once)")
             proc.send_signal(signal.SIGTERM)
         else:
-            for pid in _session_pids(proc.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _kill_session(proc.pid)
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -140,18 +139,13 @@ def serve(engine: str | None = None, host: str | None = None, front: bool = Fals
     if not pending:
         shown_urls = front_door.urls(env) if front else urls
         lines = "  ".join(f"{titles[name]}: {url}" for name, url in shown_urls.items())
-        print(f"gpu-audio: ready  {lines}  (Ctrl-C stops them all)", file=sys.stderr, flush=True)
+        say(f"ready  {lines}  (Ctrl-C stops them all)")
     elif proc.poll() is None and not stopping:
         waiting = ", ".join(
             f"{titles[name]} {status}" + (f" ({status.error})" if status.failed else "")
             for name, status in pending.items()
         )
-        print(f"gpu-audio: not ready yet ({waiting}); see the log above", file=sys.stderr)
+        say(f"not ready yet ({waiting}); see the log above")
     code = proc.wait()
-    leftovers = _session_pids(proc.pid)
-    for pid in leftovers:  # nothing may outlive us
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _kill_session(proc.pid)  # nothing may outlive us
     return 0 if stopping else code
