@@ -39,6 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def gunicorn_command(app: str, bind: str) -> list[str]:
+    """gunicorn with the repo's gunicorn.conf.py, as the image runs it, serving ``app``."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", bind, app]
+
+
 class Gunicorn:
     """A real gunicorn with the repo's gunicorn.conf.py, on a free loopback port.
     Every instance is also stopped at the end of the session (conftest), so a
@@ -60,16 +65,7 @@ class Gunicorn:
         full_env = {**os.environ, **env}
         try:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    str(ROOT / "gunicorn.conf.py"),
-                    "--bind",
-                    f"fd://{listener.fileno()}",
-                    app,
-                ],
+                gunicorn_command(app, f"fd://{listener.fileno()}"),
                 cwd=ROOT,
                 env=full_env,
                 stdout=self._log,

@@ -1,9 +1,9 @@
 """The real gunicorn with gunicorn.conf.py and the eSpeak engine, on loopback."""
 
 import datetime as dt
+import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from .helpers import ROOT, Gunicorn, decode_wav, rms
+from .helpers import ROOT, Gunicorn, decode_wav, gunicorn_command, rms
 
 pytestmark = pytest.mark.integration
 KEY = "integration-key-7c1e9b2f4a6d8e0c"
@@ -265,18 +265,9 @@ def test_keys_never_reach_the_log(server):
 def test_keyless_server_refuses_public_bind(tmp_path):
     env = {"TTS_ENGINE": "espeak", "TTS_API_KEY": "", "TTS_API_KEY_FILE": "", "ALLOW_NO_AUTH": ""}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "--bind",
-            "0.0.0.0:0",
-            "tts.app:create_app()",
-        ],
+        gunicorn_command("tts.app:create_app()", "0.0.0.0:0"),
         cwd=ROOT,
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,

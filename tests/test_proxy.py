@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import boto3
@@ -15,7 +14,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Request, Response
 
-from .helpers import ROOT, Gunicorn, free_port, wait_until, wsgi_on_loopback
+from .helpers import ROOT, Gunicorn, free_port, gunicorn_command, wait_until, wsgi_on_loopback
 
 pytestmark = pytest.mark.integration
 KEY = "proxy-upstream-key-9d2f"
@@ -319,16 +318,7 @@ def test_public_bind_refused_without_explicit_setting(tmp_path):
     (tmp_path / "empty.json").write_text("{}")
     env = {**os.environ, "GPU_AUDIO_CONFIG": str(tmp_path / "empty.json"), "PROXY_ALLOW_PUBLIC": ""}
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "--bind",
-            "0.0.0.0:0",
-            "proxy.app:create_app()",
-        ],
+        gunicorn_command("proxy.app:create_app()", "0.0.0.0:0"),
         cwd=ROOT,
         env=env,
         capture_output=True,
