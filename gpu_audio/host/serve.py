@@ -21,7 +21,7 @@ from pathlib import Path
 from gpu_audio import readiness, services
 
 from . import front as front_door
-from . import supervise
+from . import front_cert, supervise
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def serve(
     env = dict(os.environ)
     if front:
         front_door.find_nginx()
-        front_door.check_certificate(env)
+        front_cert.check_certificate(env)
         env["FRONT"] = "1"
     engines, notice = pick_engines(engine, env)
     if notice:
